@@ -1,0 +1,407 @@
+"""The one way services talk to NATS: connect, provision, publish events, consume durables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, PubAck, StreamConfig
+from nats.js.kv import KeyValue
+
+from shared import events as ev
+from shared import metrics
+from shared.errors import PermanentError, RetryLater
+from shared.logging import get_logger
+from shared.subjects import (
+    BUCKETS,
+    EVENTS_STREAM,
+    STREAMS,
+    Durable,
+    kv_stream_config,
+    subject_for,
+    with_replicas,
+)
+
+log = get_logger(__name__)
+
+STREAM_CONFIG_CHANGED = 10058  # "stream name already in use with a different configuration"
+
+# Errors that mean "NATS is momentarily unreachable": retry the same operation.
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler may know about the message besides its event (handlers never see NATS)."""
+
+    subject: str
+    num_delivered: int
+    stream_seq: int
+    in_progress: Callable[[], Awaitable[None]]
+
+
+Handler = Callable[[ev.Event, Delivery], Awaitable[None]]
+
+
+class Bus:
+    """A NATS connection with its JetStream context, for one process."""
+
+    def __init__(self, nc: Client, *, service: str, replicas: int = 1) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self.service = service
+        self.replicas = replicas
+        self._kv: dict[str, KeyValue] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: list[str],
+        *,
+        service: str,
+        instance: str = "",
+        replicas: int = 1,
+        stop: asyncio.Event | None = None,
+        on_reconnect: Callable[[], Awaitable[None]] | None = None,
+        on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> Bus | None:
+        """Connect, retrying until NATS answers or ``stop`` is set (then None).
+
+        nats-py retries the first connection by itself forever (max_reconnect_attempts=-1), so
+        this races it against ``stop``. Once connected, the client reconnects by itself; the
+        callbacks log, keep the ``tlr_nats_connected`` gauge true and let the caller react.
+        """
+        nc = Client()
+        failures = 0
+
+        async def error_cb(exc: Exception) -> None:
+            nonlocal failures
+            if nc.is_connected or nc.is_reconnecting:
+                log.debug("nats.error", error=repr(exc))
+                return
+            failures += 1
+            if failures & (failures - 1) == 0:  # 1, 2, 4, 8 ...: visible, not a flood
+                log.warning(
+                    "nats.connect_failed", servers=servers, error=repr(exc), attempts=failures
+                )
+
+        async def disconnected_cb() -> None:
+            metrics.NATS_CONNECTED.labels(service).set(0)
+            if nc.is_closed or nc.is_draining:
+                return  # our own close(), not a loss
+            log.warning("nats.disconnected")
+            if on_disconnect:
+                await on_disconnect()
+
+        async def reconnected_cb() -> None:
+            metrics.NATS_CONNECTED.labels(service).set(1)
+            metrics.NATS_RECONNECTS.labels(service).inc()
+            log.info("nats.reconnected", server=_server_of(nc))
+            if on_reconnect:
+                await on_reconnect()
+
+        async def lame_duck_cb() -> None:
+            log.warning("nats.lame_duck_mode")
+
+        connecting = asyncio.create_task(
+            nc.connect(
+                servers,
+                name=f"{service}:{instance}" if instance else service,
+                connect_timeout=2,
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as float
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+                lame_duck_mode_cb=lame_duck_cb,
+            )
+        )
+        waits: set[asyncio.Future[Any]] = {connecting}
+        stopping = asyncio.create_task(stop.wait()) if stop is not None else None
+        if stopping is not None:
+            waits.add(stopping)
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if stopping is not None:
+                stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
+            with contextlib.suppress(Exception):
+                await nc.close()
+            return None
+        connecting.result()  # a configuration error (bad URL) surfaces here
+        metrics.NATS_CONNECTED.labels(service).set(1)
+        log.info("nats.connected", server=_server_of(nc))
+        return cls(nc, service=service, replicas=replicas)
+
+    async def close(self) -> None:
+        """Drain: flush what is pending, unsubscribe, then close."""
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        metrics.NATS_CONNECTED.labels(self.service).set(0)
+
+    # --- provisioning ---------------------------------------------------------------------------
+
+    async def provision(
+        self,
+        *,
+        streams: Iterable[StreamConfig] = STREAMS,
+        buckets: Iterable[KeyValueConfig] = BUCKETS,
+        durables: Iterable[Durable] = (),
+    ) -> None:
+        """Create or update streams, KV buckets and durables. Safe to run any number of times."""
+        for stream in [*streams, *(kv_stream_config(b) for b in buckets)]:
+            await self.ensure_stream(with_replicas(stream, self.replicas))
+        for durable in durables:
+            await self.js.add_consumer(durable.stream, durable.config)
+
+    async def ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != STREAM_CONFIG_CHANGED:
+                raise
+            log.info("nats.stream_updated", stream=config.name)
+            await self.js.update_stream(config)
+
+    async def resources_ready(self, *, probe_timeout: float = 1.0) -> bool:
+        """True when NATS answers and every stream and bucket exists (readiness probes)."""
+        if not self.nc.is_connected:
+            return False
+        names = [s.name for s in STREAMS] + [kv_stream_config(b).name for b in BUCKETS]
+        jsm = self.nc.jetstream(timeout=probe_timeout)
+        try:
+            for name in names:
+                assert name is not None
+                await jsm.stream_info(name)
+        except (*TRANSIENT, nats.js.errors.NotFoundError):
+            return False
+        return True
+
+    async def kv(self, bucket: str) -> KeyValue:
+        if bucket not in self._kv:
+            self._kv[bucket] = await self.js.key_value(bucket)
+        return self._kv[bucket]
+
+    # --- publishing -----------------------------------------------------------------------------
+
+    async def publish(self, event: ev.Event, *, retry_for: float = 10.0) -> PubAck:
+        """Publish ``event`` on its subject with ``Nats-Msg-Id = event_id``.
+
+        Retries transient failures (a leader election takes ~4 s) with the same Msg-Id, so a
+        retry is deduplicated by the server rather than stored twice.
+        """
+        subject = subject_for(type(event))
+        headers = {
+            "Nats-Msg-Id": event.event_id,
+            "Event-Type": subject,
+            "Event-Version": str(event.v),
+            "Correlation-Id": event.correlation_id,
+        }
+        data = ev.encode(event)
+        deadline = time.monotonic() + retry_for
+        delay = 0.1
+        while True:
+            try:
+                ack = await self.js.publish(subject, data, headers=headers, stream=EVENTS_STREAM)
+            except TRANSIENT as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("bus.publish_retry", subject=subject, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            metrics.EVENTS_PUBLISHED.labels(subject, str(bool(ack.duplicate)).lower()).inc()
+            return ack
+
+    # --- consuming ------------------------------------------------------------------------------
+
+    def consumer(
+        self,
+        durable: Durable,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        heartbeat: float | None = None,
+    ) -> Consumer:
+        return Consumer(self, durable, handler, concurrency=concurrency, heartbeat=heartbeat)
+
+
+def _server_of(nc: Client) -> str:
+    return str(nc.connected_url.netloc) if nc.connected_url else ""
+
+
+def retry_delay(num_delivered: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential nak delay: 1, 2, 4 ... seconds, capped."""
+    return float(min(cap, base * 2 ** max(0, num_delivered - 1)))
+
+
+class Consumer:
+    """Pulls a durable and runs a handler per message: ack on success, nak on error, term poison.
+
+    It pulls only as many messages as it has free slots, because ``max_ack_pending`` is shared
+    by every process on the durable: a busy process must leave work to the others.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        durable: Durable,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        heartbeat: float | None = None,
+        fetch_timeout: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self.durable = durable
+        self.handler = handler
+        self.concurrency = concurrency
+        self.heartbeat = heartbeat
+        self.fetch_timeout = fetch_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def run(self, stop: asyncio.Event, *, grace: float = 10.0) -> None:
+        """Consume until ``stop`` is set, then let handlers in flight finish within ``grace``."""
+        sub = await self.bus.js.pull_subscribe_bind(self.durable.name, stream=self.durable.stream)
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(self._tasks)
+                if free <= 0:
+                    await self._wait_for_slot(stop)
+                    continue
+                try:
+                    msgs = await sub.fetch(free, timeout=self.fetch_timeout)
+                except nats.errors.TimeoutError:
+                    continue
+                except (*TRANSIENT, nats.js.errors.APIError) as exc:
+                    log.warning("bus.fetch_failed", durable=self.durable.name, error=repr(exc))
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                    continue
+                for msg in msgs:
+                    task = asyncio.create_task(self._handle(msg))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            await self._finish(grace)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _wait_for_slot(self, stop: asyncio.Event) -> None:
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({*self._tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+
+    async def _finish(self, grace: float) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _handle(self, msg: Msg) -> None:
+        name = self.durable.name
+        try:
+            event = ev.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            log.error("bus.poison_message", durable=name, subject=msg.subject, error=str(exc))
+            await self._settle(msg, "term")
+            return
+        md = msg.metadata
+        delivery = Delivery(
+            subject=msg.subject,
+            num_delivered=md.num_delivered or 1,
+            stream_seq=md.sequence.stream if md.sequence else 0,
+            in_progress=msg.in_progress,
+        )
+        heart = asyncio.create_task(self._beat(msg)) if self.heartbeat else None
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=event.correlation_id,
+            event_type=event.type_name(),
+            event_id=event.event_id,
+        ):
+            try:
+                await self.handler(event, delivery)
+            except asyncio.CancelledError:
+                # Shutdown with the handler unfinished: hand the message to another process now.
+                await self._settle(msg, "nak", delay=0)
+                raise
+            except PermanentError as exc:
+                log.error("bus.handler_rejected", durable=name, error=str(exc))
+                await self._settle(msg, "term")
+            except RetryLater as exc:
+                log.info("bus.handler_retry_later", durable=name, reason=str(exc), delay=exc.delay)
+                await self._settle(msg, "nak", delay=exc.delay)
+            except Exception:
+                delay = retry_delay(delivery.num_delivered)
+                log.exception(
+                    "bus.handler_failed",
+                    durable=name,
+                    num_delivered=delivery.num_delivered,
+                    retry_in=delay,
+                )
+                await self._settle(msg, "nak", delay=delay)
+            else:
+                await self._settle(msg, "ack")
+            finally:
+                if heart:
+                    heart.cancel()
+                metrics.HANDLER_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+    async def _beat(self, msg: Msg) -> None:
+        assert self.heartbeat
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            with contextlib.suppress(*TRANSIENT):
+                await msg.in_progress()
+
+    async def _settle(self, msg: Msg, outcome: str, *, delay: float | None = None) -> None:
+        metrics.MESSAGES.labels(self.durable.name, outcome).inc()
+        try:
+            if outcome == "ack":
+                await msg.ack()
+            elif outcome == "term":
+                await msg.term()
+            else:
+                await msg.nak(delay=delay or None)
+        except (*TRANSIENT, nats.errors.MsgAlreadyAckdError) as exc:
+            # The server redelivers after ack_wait; handlers are idempotent.
+            log.warning("bus.settle_failed", outcome=outcome, error=repr(exc))
+
+
+__all__ = ["Bus", "Consumer", "Delivery", "Handler", "retry_delay"]

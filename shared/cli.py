@@ -1,0 +1,50 @@
+"""The ``tlr`` command: ``tlr up`` (dev stack) and ``tlr nats-defs`` (NATS definition files)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from shared import nats_definitions
+from shared.logging import configure_logging
+
+
+def _up(_args: argparse.Namespace) -> int:
+    from shared.devstack import up
+
+    configure_logging("tlr", "INFO", "console" if sys.stderr.isatty() else "json")
+    return asyncio.run(up())
+
+
+def _nats_defs(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    if args.check:
+        stale = nats_definitions.stale(root, args.replicas)
+        if stale:
+            sys.stderr.write(f"out of date (run `tlr nats-defs`): {', '.join(stale)}\n")
+            return 1
+        return 0
+    for path in nats_definitions.write(root, args.replicas):
+        sys.stdout.write(f"wrote {path}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tlr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start nats-server and the five services (Ctrl-C stops all)")
+    up.set_defaults(func=_up)
+    defs = sub.add_parser("nats-defs", help="write the stream/consumer/KV files under nats/")
+    defs.add_argument("--dir", default="nats", help="target folder (default: nats)")
+    defs.add_argument("--replicas", type=int, default=1, help="replicas (3 in a cluster)")
+    defs.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
+    defs.set_defaults(func=_nats_defs)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

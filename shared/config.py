@@ -1,0 +1,78 @@
+"""Typed settings read from the environment; built in ``__main__`` only, never at import time."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def split_csv(value: object) -> object:
+    """Let list settings be written as ``a,b,c`` in the environment."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Settings every service reads. Each field is the upper-cased environment variable."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated for a cluster"
+    )
+    nats_replicas: int = Field(
+        1, ge=1, le=5, description="Replicas of every stream and KV bucket (3 in a cluster)"
+    )
+    recordings_dir: Path = Field(
+        Path("var/recordings"), description="Root folder of every recorded file"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Minimum log level"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json, console, or auto (JSON unless stdout is a terminal)"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus port of a service (0 = off; gateway: /metrics)"
+    )
+    instance_id: str = Field(
+        default_factory=_default_instance_id, description="Name of this process in NATS and logs"
+    )
+    tiktok_web_base: str = Field(
+        "https://www.tiktok.com", description="Base URL of TikTok's web host (tests: the fake)"
+    )
+    tiktok_webcast_base: str = Field(
+        "https://webcast.tiktok.com", description="Base URL of TikTok's webcast API host"
+    )
+
+    @property
+    def nats_servers(self) -> list[str]:
+        servers = split_csv(self.nats_url)
+        assert isinstance(servers, list)
+        return servers
+
+
+class GatewaySettings(Settings):
+    """Settings of the REST gateway."""
+
+    gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on")
+    gateway_port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Accepted API keys, comma-separated"
+    )
+    rate_limit_per_min: int = Field(60, ge=1, description="Requests per minute per API key")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        return split_csv(value)

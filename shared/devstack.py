@@ -1,0 +1,245 @@
+"""``tlr up``: the dev supervisor. Embedded nats-server, then the five services as children.
+
+Every child gets the supervisor's environment, so one set of variables points the whole stack
+at another NATS, recordings folder or TikTok base URL. Children run in their own sessions: a
+Ctrl-C reaches only the supervisor, which stops the services first (they drain), then NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.config import GatewaySettings
+from shared.logging import get_logger
+from shared.nats_server import NatsServer
+from shared.runtime import stop_on_signals
+
+log = get_logger(__name__)
+
+SERVICES = ("gateway", "scheduler", "recorder", "uploader", "indexer")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVER_CONF = REPO_ROOT / "nats" / "server.conf"
+_PR_SET_PDEATHSIG = 1
+
+
+class DevStackSettings(BaseSettings):
+    """Settings of ``tlr up`` itself (the services read their own)."""
+
+    model_config = SettingsConfigDict(env_prefix="TLR_", env_ignore_empty=True, extra="ignore")
+
+    var_dir: Path = Field(Path("var"), description="Where `tlr up` keeps NATS data, key and pids")
+    embedded_nats: bool = Field(True, description="Start a local nats-server (false: use NATS_URL)")
+    nats_port: int = Field(4222, ge=0, description="Client port of the embedded nats-server")
+    nats_monitor_port: int = Field(8222, ge=0, description="Monitoring port of embedded NATS")
+    recorders: int = Field(1, ge=1, le=64, description="How many recorder processes to start")
+    metrics_port_base: int = Field(
+        9101, ge=0, description="First METRICS_PORT given to the non-gateway services (0 = off)"
+    )
+    stop_grace: float = Field(20.0, gt=0, description="Seconds a service gets to drain on stop")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    backoff: float = field(default=0.5)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _die_with_parent() -> None:
+    """Linux: a child gets SIGTERM if the supervisor itself is killed, so none is orphaned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def dev_api_key(var_dir: Path) -> str:
+    """The dev API key, made once and kept in ``var/dev-api-key`` so it survives restarts."""
+    path = var_dir / "dev-api-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = "dev-" + secrets.token_urlsafe(24)
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def child_specs(stack: DevStackSettings, env: dict[str, str]) -> list[Child]:
+    children = []
+    port = stack.metrics_port_base
+    for name in SERVICES:
+        copies = stack.recorders if name == "recorder" else 1
+        for i in range(copies):
+            child_env = dict(env)
+            child_env["INSTANCE_ID"] = f"{name}-{i + 1}"
+            if name != "gateway":  # the gateway serves /metrics on its API port
+                child_env["METRICS_PORT"] = str(port if port else 0)
+                port = port + 1 if port else 0
+            argv = [sys.executable, "-m", f"services.{name}"]
+            children.append(Child(f"{name}-{i + 1}", argv, child_env))
+    return children
+
+
+async def wait_ready(url: str, *, timeout: float) -> bool:
+    """Poll the gateway's /ready until 200 or ``timeout``: start-up only."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while loop.time() < deadline:
+            try:
+                if (await client.get(f"{url}/ready")).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    return False
+
+
+async def up(stack: DevStackSettings | None = None) -> int:
+    """Run the stack until SIGINT/SIGTERM; return the exit code."""
+    stack = stack or DevStackSettings()
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    var_dir = stack.var_dir.resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("API_KEYS", dev_api_key(var_dir))
+    env.setdefault("RECORDINGS_DIR", str(var_dir / "recordings"))
+    env.setdefault("LOG_FORMAT", "json")
+    env.setdefault("PYTHONUNBUFFERED", "1")  # log lines appear as they happen
+
+    nats: NatsServer | None = None
+    if stack.embedded_nats:
+        nats = NatsServer(
+            var_dir / "nats",
+            port=stack.nats_port,
+            http_port=stack.nats_monitor_port,
+            config=SERVER_CONF if SERVER_CONF.exists() else None,
+        )
+        await nats.start()
+        env["NATS_URL"] = nats.client_url
+
+    gateway = GatewaySettings()  # host and port, as the gateway child reads them
+    children = child_specs(stack, env)
+    for child in children:
+        child.start()
+    _write_pids(var_dir, nats, children)
+    host = "127.0.0.1" if gateway.gateway_host in ("0.0.0.0", "::") else gateway.gateway_host
+    api = f"http://{host}:{gateway.gateway_port}"
+    try:
+        if await wait_ready(api, timeout=30):
+            _banner(api, env, nats)
+        else:
+            log.error("devstack.not_ready", api=api)
+        await _supervise(stop, nats, children, var_dir)
+    finally:
+        await _shutdown(children, nats, stack.stop_grace)
+        (var_dir / "run" / "pids.json").unlink(missing_ok=True)
+    return 0
+
+
+async def _supervise(
+    stop: asyncio.Event, nats: NatsServer | None, children: list[Child], var_dir: Path
+) -> None:
+    """Restart whatever dies (a dev convenience: kill NATS and it comes back on its store)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+        if stop.is_set():
+            return
+        if nats is not None and not nats.running:
+            log.warning("devstack.nats_exited_restarting")
+            try:
+                await nats.start()
+            except RuntimeError as exc:
+                log.error("devstack.nats_restart_failed", error=str(exc))
+            _write_pids(var_dir, nats, children)
+        for child in children:
+            if not child.alive:
+                code = child.proc.returncode if child.proc else None
+                log.warning("devstack.child_exited", child=child.name, returncode=code)
+                await asyncio.sleep(child.backoff)
+                child.backoff = min(child.backoff * 2, 10.0)
+                child.restarts += 1
+                child.start()
+                _write_pids(var_dir, nats, children)
+
+
+async def _shutdown(children: list[Child], nats: NatsServer | None, grace: float) -> None:
+    for child in children:
+        if child.alive and child.proc:
+            child.proc.send_signal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    for child in children:
+        if child.proc is None:
+            continue
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(child.proc.wait), max(0.1, deadline - loop.time())
+            )
+        except TimeoutError:
+            log.warning("devstack.child_killed", child=child.name)
+            child.proc.kill()
+            await asyncio.to_thread(child.proc.wait)
+    if nats is not None:
+        await nats.stop()
+    log.info("devstack.stopped")
+
+
+def _write_pids(var_dir: Path, nats: NatsServer | None, children: list[Child]) -> None:
+    pids = {c.name: c.proc.pid for c in children if c.proc}
+    if nats is not None and nats.proc is not None:
+        pids["nats-server"] = nats.proc.pid
+    run = var_dir / "run"
+    run.mkdir(exist_ok=True)
+    (run / "pids.json").write_text(json.dumps(pids, indent=2) + "\n")
+
+
+def _banner(api: str, env: dict[str, str], nats: NatsServer | None) -> None:
+    key = env["API_KEYS"].split(",")[0]
+    lines = [
+        "",
+        "TikTok LIVE recorder is up.",
+        f"  API:      {api}   (docs: {api}/docs)",
+        f"  API key:  {key}",
+        f"  NATS:     {env.get('NATS_URL', 'nats://127.0.0.1:4222')}",
+    ]
+    if nats is not None:
+        lines.append(f"  NATS monitoring: {nats.monitor_url}")
+    lines += [
+        f'  Try:      curl -H "X-API-Key: {key}" {api}/services',
+        "  Stop:     Ctrl-C",
+        "",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()

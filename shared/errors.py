@@ -1,0 +1,55 @@
+"""Errors a handler raises to tell the consume loop what to do with its message.
+
+    HandlerError
+    ├── PermanentError   the message can never succeed: term() it (no redelivery)
+    └── RetryLater       a known transient condition: nak() with the given delay
+
+``ErrorCode`` lists the error codes of the REST API and of ``recording.finished``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class HandlerError(Exception):
+    """Base of the errors that steer acknowledgement."""
+
+
+class PermanentError(HandlerError):
+    """Retrying would not help (bad data, unknown target); the message is terminated."""
+
+
+class RetryLater(HandlerError):
+    """Try again after ``delay`` seconds (e.g. a lease is held by another process)."""
+
+    def __init__(self, reason: str, delay: float) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class ErrorCode(StrEnum):
+    """Every ``error_code`` the API and the events may carry."""
+
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    RATE_LIMITED = "RATE_LIMITED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    CONFLICT = "CONFLICT"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+    # Recording outcomes.
+    LIVE_OFFLINE = "LIVE_OFFLINE"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    AGE_RESTRICTED = "AGE_RESTRICTED"
+    COUNTRY_BLOCKED = "COUNTRY_BLOCKED"
+    WAF_BLOCKED = "WAF_BLOCKED"
+    NETWORK_TIMEOUT = "NETWORK_TIMEOUT"
+    FFMPEG_MISSING = "FFMPEG_MISSING"
+    RECORDER_EXIT_NONZERO = "RECORDER_EXIT_NONZERO"
+    DISK_FULL = "DISK_FULL"
+    CANCELLED = "CANCELLED"

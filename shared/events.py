@@ -1,0 +1,202 @@
+"""Every message that crosses NATS, declared once as a msgspec tagged union.
+
+The tag of each event is also its subject (``subject_for`` in :mod:`shared.subjects`), so a
+subject is never typed by hand twice. Schema evolution follows msgspec's rules: a new field
+always has a default, an existing field never changes type, and decoders ignore fields they do
+not know, so services can be upgraded one at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+def new_id() -> str:
+    """A random identifier for events, jobs and correlation ids."""
+    return str(uuid.uuid4())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event carries. ``event_id`` doubles as the ``Nats-Msg-Id`` (dedupe)."""
+
+    v: int = SCHEMA_VERSION
+    # Producers that may retry pass a deterministic id (e.g. ``live:<room>:<session>``).
+    event_id: str = msgspec.field(default_factory=new_id)
+    correlation_id: str = msgspec.field(default_factory=new_id)
+    occurred_at: datetime = msgspec.field(default_factory=utc_now)
+
+    @classmethod
+    def type_name(cls) -> str:
+        tag = cls.__struct_config__.tag
+        if not isinstance(tag, str):
+            msg = f"{cls.__name__} is not a concrete event (it has no tag)"
+            raise TypeError(msg)
+        return tag
+
+
+class RecordingOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How to record and what to do with the files."""
+
+    upload_s3: bool = False
+    quality: str | None = None
+    # A proxy or cookies reference; carried sealed so no secret ever sits in an event.
+    proxy: str | None = None
+    cookies: str | None = None
+    output_template: str | None = None
+
+
+class RecordedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One finished file of a recording, relative to RECORDINGS_DIR."""
+
+    path: str
+    size: int
+    duration_s: float | None = None
+    part: int = 0
+    remuxed: bool = True
+
+
+class UploadedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where a recorded file now lives in object storage."""
+
+    path: str
+    bucket: str
+    key: str
+    size: int
+    etag: str | None = None
+
+
+# --- watchers ---------------------------------------------------------------------------------
+
+
+class WatchRequested(Event, frozen=True, tag="watch.requested"):
+    """Register (or update) a watcher; the scheduler owns it from then on."""
+
+    task_id: str
+    key: str
+    room_id: str | None = None
+    url: str | None = None
+    unique_id: str | None = None
+    poll_interval: int = 60
+    options: RecordingOptions = msgspec.field(default_factory=RecordingOptions)
+
+
+class WatchDeleted(Event, frozen=True, tag="watch.deleted"):
+    """Stop a watcher and any recording it started."""
+
+    key: str
+
+
+# --- recording work (both consumed by the recorders through one durable) ----------------------
+
+
+class RecordingRequested(Event, frozen=True, tag="recording.requested"):
+    """An on-demand recording asked for through the REST API."""
+
+    job_id: str
+    room_id: str | None = None
+    url: str | None = None
+    duration: int | None = None
+    options: RecordingOptions = msgspec.field(default_factory=RecordingOptions)
+
+
+class RoomLive(Event, frozen=True, tag="room.live"):
+    """A watched room went live; published once per live session by the scheduler."""
+
+    job_id: str
+    room_id: str
+    watcher_key: str
+    unique_id: str | None = None
+    title: str | None = None
+    detected_at: datetime = msgspec.field(default_factory=utc_now)
+    options: RecordingOptions = msgspec.field(default_factory=RecordingOptions)
+
+
+class RecordingStarted(Event, frozen=True, tag="recording.started"):
+    """A recorder claimed a job and began writing (``part`` > 0 after a failover)."""
+
+    job_id: str
+    room_id: str
+    recorder_id: str
+    part: int = 0
+    started_at: datetime = msgspec.field(default_factory=utc_now)
+
+
+class RecordingFinished(Event, frozen=True, tag="recording.finished"):
+    """A job ended, successfully or not; lists every file it produced."""
+
+    job_id: str
+    room_id: str | None = None
+    returncode: int = 0
+    files: list[RecordedFile] = msgspec.field(default_factory=list)
+    error_code: str | None = None
+    error_message: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime = msgspec.field(default_factory=utc_now)
+    watcher_key: str | None = None
+    upload_s3: bool = False
+
+
+class UploadDone(Event, frozen=True, tag="upload.done"):
+    """Every file of a job is safe in object storage."""
+
+    job_id: str
+    files: list[UploadedFile] = msgspec.field(default_factory=list)
+
+
+class FileDeleted(Event, frozen=True, tag="file.deleted"):
+    """The indexer removed a local file (retention, quota or after upload)."""
+
+    path: str
+    reason: str
+    job_id: str | None = None
+
+
+AnyEvent = (
+    WatchRequested
+    | WatchDeleted
+    | RecordingRequested
+    | RoomLive
+    | RecordingStarted
+    | RecordingFinished
+    | UploadDone
+    | FileDeleted
+)
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    WatchRequested,
+    WatchDeleted,
+    RecordingRequested,
+    RoomLive,
+    RecordingStarted,
+    RecordingFinished,
+    UploadDone,
+    FileDeleted,
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyEvent)
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> Event:
+    """Decode any event by its ``type`` tag.
+
+    Raises:
+        msgspec.ValidationError: unknown type, missing or mistyped field.
+        msgspec.DecodeError: not JSON at all.
+    """
+    event: Event = _decoder.decode(data)
+    return event

@@ -1,0 +1,72 @@
+"""How every service process runs: settings, logging, metrics, signals -> stop -> drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from shared.bus import Bus
+from shared.config import Settings
+from shared.logging import configure_logging, get_logger
+from shared.metrics import start_metrics_server
+from shared.service import BaseService
+
+log = get_logger(__name__)
+
+ServiceFactory = Callable[[Bus], AbstractAsyncContextManager[Any]]
+
+
+def run(name: str, settings: Settings, factory: ServiceFactory) -> None:
+    """The body of every ``python -m services.<name>``: returns once drained after SIGTERM."""
+    configure_logging(name, settings.log_level, settings.log_format)
+    start_metrics_server(settings.metrics_port)
+    asyncio.run(serve(name, settings, factory))
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` instead of killing the process mid-write."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(
+    name: str,
+    settings: Settings,
+    factory: ServiceFactory,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Connect to NATS, run the service until ``stop`` (or a signal), then drain."""
+    if stop is None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+    bus = await Bus.connect(
+        settings.nats_servers,
+        service=name,
+        instance=settings.instance_id,
+        replicas=settings.nats_replicas,
+        stop=stop,
+    )
+    if bus is None:
+        log.info("service.stopped_before_connect")
+        return
+    try:
+        async with factory(bus):
+            if ready is not None:
+                await ready()
+            await stop.wait()
+            log.info("service.draining")
+    finally:
+        await bus.close()
+    log.info("service.stopped")
+
+
+def main(service: type[BaseService]) -> None:
+    """``python -m services.<name>`` for a :class:`BaseService`: settings from the environment."""
+    settings = service.settings_type()
+    run(service.name, settings, lambda bus: service(bus, settings))

@@ -1,0 +1,97 @@
+"""The common shape of a JetStream-driven service: provision, register, consume, drain."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from nats.micro.service import Group, Service
+
+from shared import micro
+from shared.bus import Bus, Consumer, Handler
+from shared.config import Settings
+from shared.logging import get_logger
+from shared.subjects import Durable
+
+log = get_logger(__name__)
+
+
+class BaseService:
+    """An async context manager owning a service's consumers and micro registration.
+
+    ``__aenter__`` provisions the streams, buckets and durables the service owns (idempotent),
+    registers it with ``nats.micro`` and calls :meth:`start`; ``__aexit__`` stops pulling, lets
+    handlers in flight finish, then unregisters. Subclasses add their consumers in ``start``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    durables: ClassVar[tuple[Durable, ...]] = ()
+    settings_type: ClassVar[type[Settings]] = Settings
+    drain_grace: ClassVar[float] = 10.0
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self._stop = asyncio.Event()
+        self._consumers: list[Consumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._micro: Service | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.bus.provision(durables=self.durables)
+        self._micro, group = await micro.register(
+            self.bus.nc,
+            name=self.name,
+            description=self.description,
+            instance=self.settings.instance_id,
+            status=self._status,
+        )
+        await self.start(group)
+        log.info("service.started", instance=self.settings.instance_id)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stop()
+        if self._micro is not None:
+            await self._micro.stop()
+
+    async def start(self, group: Group) -> None:
+        """Hook: add request/reply endpoints to ``group`` and start consumers."""
+
+    async def stop(self) -> None:
+        """Hook: release what ``start`` acquired, after the consumers have drained."""
+
+    def status(self) -> dict[str, Any]:
+        """Hook: extra fields of the ``status`` endpoint."""
+        return {}
+
+    def consume(
+        self,
+        durable: Durable,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        heartbeat: float | None = None,
+    ) -> Consumer:
+        """Run ``handler`` on ``durable`` until the service stops."""
+        consumer = self.bus.consumer(durable, handler, concurrency=concurrency, heartbeat=heartbeat)
+        self._consumers.append(consumer)
+        self._tasks.append(asyncio.create_task(consumer.run(self._stop, grace=self.drain_grace)))
+        return consumer
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "nats_connected": self.bus.nc.is_connected,
+            "in_flight": {c.durable.name: c.in_flight for c in self._consumers},
+            **self.status(),
+        }

@@ -1,0 +1,156 @@
+"""Subjects, streams, durable consumers and KV buckets, each declared once.
+
+Every event's subject is its msgspec tag (``watch.requested``, ``room.live``, ...), so subjects
+are never typed by hand. The services provision these definitions at start, idempotently, and
+``tlr nats-defs`` writes the same definitions to ``nats/`` for the ``nats`` CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from shared.events import (
+    EVENT_TYPES,
+    Event,
+    RecordingFinished,
+    RecordingRequested,
+    RoomLive,
+    UploadDone,
+    WatchDeleted,
+    WatchRequested,
+)
+
+DAY = 86_400
+
+
+def subject_for(event_type: type[Event]) -> str:
+    """The subject an event type is published on: its tag."""
+    return event_type.type_name()
+
+
+# --- streams ------------------------------------------------------------------------------------
+
+EVENTS_STREAM = "EVENTS"
+
+EVENTS = StreamConfig(
+    name=EVENTS_STREAM,
+    description="Every event of the service; replayable by integrations for max_age",
+    subjects=[subject_for(t) for t in EVENT_TYPES],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    max_age=7 * DAY,
+    # Must exceed a producer's restart time: a scheduler that crashed between publishing
+    # room.live and saving its state republishes the same Nats-Msg-Id and is deduplicated.
+    duplicate_window=600,
+    discard=DiscardPolicy.OLD,
+    num_replicas=1,
+)
+
+STREAMS: tuple[StreamConfig, ...] = (EVENTS,)
+
+
+# --- KV buckets ---------------------------------------------------------------------------------
+
+JOBS_BUCKET = "jobs"
+CLAIMS_BUCKET = "claims"
+
+JOBS = KeyValueConfig(
+    bucket=JOBS_BUCKET,
+    description="Job status documents; each service writes only its own part",
+    history=20,
+    direct=True,
+    ttl=30 * DAY,
+)
+CLAIMS = KeyValueConfig(
+    bucket=CLAIMS_BUCKET,
+    description="Recorder leases on live rooms, renewed by CAS; expire when a recorder dies",
+    history=1,
+    direct=True,
+    ttl=30,
+)
+
+BUCKETS: tuple[KeyValueConfig, ...] = (JOBS, CLAIMS)
+
+
+def kv_stream_config(kv: KeyValueConfig) -> StreamConfig:
+    """The stream backing a KV bucket, built as nats-py's ``create_key_value`` builds it."""
+    duplicate_window = 120.0
+    if kv.ttl and kv.ttl < duplicate_window:
+        duplicate_window = kv.ttl
+    return StreamConfig(
+        name=f"KV_{kv.bucket}",
+        description=kv.description,
+        subjects=[f"$KV.{kv.bucket}.>"],
+        allow_direct=kv.direct,
+        allow_rollup_hdrs=True,
+        allow_msg_ttl=True,
+        deny_delete=True,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=duplicate_window,
+        max_age=kv.ttl,
+        max_bytes=kv.max_bytes,
+        max_consumers=-1,
+        max_msg_size=kv.max_value_size,
+        max_msgs=-1,
+        max_msgs_per_subject=kv.history,
+        num_replicas=kv.replicas,
+        storage=kv.storage or StorageType.FILE,
+    )
+
+
+# --- durable consumers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable pull consumer: the stream it reads and its server-side config."""
+
+    stream: str
+    config: ConsumerConfig
+
+    @property
+    def name(self) -> str:
+        assert self.config.durable_name is not None
+        return self.config.durable_name
+
+
+def _durable(name: str, *events: type[Event], ack_wait: float, max_ack_pending: int) -> Durable:
+    return Durable(
+        EVENTS_STREAM,
+        ConsumerConfig(
+            durable_name=name,
+            description=f"{name}: {', '.join(subject_for(e) for e in events)}",
+            filter_subjects=[subject_for(e) for e in events],
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            # Never give up on a message: handlers nak with a growing delay and term poison.
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+        ),
+    )
+
+
+SCHEDULER = _durable("scheduler", WatchRequested, WatchDeleted, ack_wait=30, max_ack_pending=1000)
+# ONE durable shared by every recorder: room.live from the scheduler and on-demand requests.
+RECORDERS = _durable("recorders", RoomLive, RecordingRequested, ack_wait=30, max_ack_pending=10_000)
+UPLOADER = _durable("uploader", RecordingFinished, ack_wait=60, max_ack_pending=1000)
+INDEXER = _durable("indexer", RecordingFinished, UploadDone, ack_wait=30, max_ack_pending=1000)
+
+DURABLES: tuple[Durable, ...] = (SCHEDULER, RECORDERS, UPLOADER, INDEXER)
+
+
+def with_replicas(config: StreamConfig, replicas: int) -> StreamConfig:
+    """The same stream with the deployment's replica count (1 locally, 3 in a cluster)."""
+    return replace(config, num_replicas=replicas)
