@@ -1,0 +1,1 @@
+"""The five services of the recorder: gateway, scheduler, recorder, uploader, indexer."""

@@ -1,0 +1,77 @@
+"""Correlation ids, one log line per request, and the last-resort 500 with the error body."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import structlog
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.errors import CORRELATION_ID, error_response
+from shared.errors import ErrorCode
+from shared.events import new_id
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+HEADER = "X-Correlation-ID"
+# A client's id is echoed into logs and headers, so it must be short and inert.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def correlation_id_from(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-correlation-id":
+            text: str = value.decode("latin-1")
+            if _VALID_ID.match(text):
+                return text
+            break
+    return new_id()
+
+
+class RequestContextMiddleware:
+    """Pure ASGI middleware: binds the correlation id, echoes it, logs the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = correlation_id_from(scope)
+        token = CORRELATION_ID.set(cid)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(correlation_id=cid)
+        status = 500
+        started = False
+        began = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                MutableHeaders(scope=message)[HEADER] = cid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Full traceback to the log under the correlation id; none to the client.
+            log.exception("http.unhandled_error", method=scope["method"], path=scope["path"])
+            if not started:
+                response = error_response(500, ErrorCode.INTERNAL, "internal error")
+                await response(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - began) * 1000, 2),
+            )
+            CORRELATION_ID.reset(token)
+            structlog.contextvars.clear_contextvars()

@@ -1,0 +1,1 @@
+"""Scheduler: owns watcher state (SQLite); consumes watch commands; emits room.live."""

@@ -1,0 +1,1 @@
+"""Uploader: consumes recording.finished when upload was asked; emits upload.done."""
