@@ -1,0 +1,108 @@
+"""Each service provisions what it owns, answers nats.micro, and drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import msgspec
+import pytest
+
+from services.indexer.service import IndexerService
+from services.recorder.service import RecorderService
+from services.scheduler.service import SchedulerService
+from services.uploader.service import UploaderService
+from shared.bus import Bus
+from shared.config import Settings
+from shared.micro import endpoint_subject, ping_all
+from shared.nats_server import NatsServer
+from shared.service import BaseService
+from shared.subjects import EVENTS_STREAM
+from tests.helpers import eventually
+
+SERVICES: list[type[BaseService]] = [
+    SchedulerService,
+    RecorderService,
+    UploaderService,
+    IndexerService,
+]
+
+
+@pytest.mark.parametrize("service_type", SERVICES, ids=lambda s: s.name)
+async def test_service_provisions_and_answers_micro(
+    bus: Bus, nats_server: NatsServer, service_type: type[BaseService]
+) -> None:
+    settings = Settings(nats_url=nats_server.client_url, instance_id=f"{service_type.name}-t")
+    async with service_type(bus, settings):
+        for durable in service_type.durables:
+            info = await bus.js.consumer_info(EVENTS_STREAM, durable.name)
+            assert info.config.durable_name == durable.name
+        replies = await ping_all(bus.nc)
+        assert [(r["name"], r["metadata"]["instance"]) for r in replies] == [
+            (service_type.name, f"{service_type.name}-t")
+        ]
+        reply = await bus.nc.request(endpoint_subject(service_type.name, "status"), b"", timeout=2)
+        status = msgspec.json.decode(reply.data)
+        assert status["service"] == service_type.name
+        assert status["nats_connected"] is True
+    # Once exited, the service no longer answers.
+    assert await ping_all(bus.nc) == []
+
+
+async def test_process_drains_and_exits_zero_on_sigterm(bus: Bus, nats_server: NatsServer) -> None:
+    env = {
+        **os.environ,
+        "NATS_URL": nats_server.client_url,
+        "LOG_FORMAT": "json",
+        "INSTANCE_ID": "sched-proc",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.scheduler",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+
+        async def answering() -> bool:
+            return any(r["name"] == "scheduler" for r in await ping_all(bus.nc, wait=0.1))
+
+        await eventually(answering, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    messages = [msgspec.json.decode(line)["msg"] for line in out.splitlines() if line]
+    assert messages.index("service.draining") < messages.index("service.stopped")
+    assert await ping_all(bus.nc, wait=0.1) == []
+
+
+async def test_process_waiting_for_nats_still_stops_on_sigterm() -> None:
+    env = {
+        **os.environ,
+        "NATS_URL": "nats://127.0.0.1:1",
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.uploader",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    # Wait until it has tried (and failed) to connect at least once.
+    while b"nats.connect_failed" not in await asyncio.wait_for(proc.stdout.readline(), 20):
+        pass
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0
