@@ -1,0 +1,28 @@
+"""The per-application context shared by the route modules: state, media and pacing settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from tests.fake_tiktok.media import MediaLibrary
+from tests.fake_tiktok.state import FakeState
+
+
+@dataclass
+class FakeContext:
+    """What handlers need; `speed` may be changed while running (affects new connections)."""
+
+    state: FakeState
+    media: MediaLibrary
+    speed: float
+    tick_s: float
+    public_base_url: str | None = None
+
+
+CTX = web.AppKey("fake_tiktok_ctx", FakeContext)
+
+
+def get_ctx(request: web.Request) -> FakeContext:
+    return request.app[CTX]

@@ -1,0 +1,297 @@
+"""In-memory world of the fake TikTok: users, rooms (status machine), scenario, request log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import string
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Literal
+
+FaultMode = Literal["eof", "reset", "stall"]
+FAULT_MODES: tuple[FaultMode, ...] = ("eof", "reset", "stall")
+
+URL_TTL_DEFAULT_S = 14 * 24 * 3600  # TikTok signs CDN URLs for about two weeks
+REQUEST_LOG_LIMIT = 20_000  # bounded so long benchmarks do not grow memory without limit
+
+
+class RoomStatus(IntEnum):
+    """TikTok room status codes; a user who never went live has no room at all ("none")."""
+
+    LIVE = 2
+    PAUSED = 3
+    ENDED = 4
+
+
+def parse_fault_mode(value: object) -> FaultMode:
+    if value not in FAULT_MODES:
+        msg = f"mode must be one of {', '.join(FAULT_MODES)}"
+        raise ValueError(msg)
+    return value  # narrowed to FaultMode by the membership test
+
+
+@dataclass
+class RateLimit:
+    """Sliding-window budget of TikTok-route requests per client IP."""
+
+    max_req: int
+    window_s: float
+
+
+@dataclass
+class Scenario:
+    """Global behaviour switches (§5.3), toggled with PUT /__fake/scenario."""
+
+    blocked_country: bool = False
+    waf: bool = False
+    rate_limit: RateLimit | None = None
+    fake_alive: bool = False
+    empty_api_body: bool = False
+    quality_cap_720: bool = False
+    http_429: bool = False
+    """When rate limited, answer 429 + Retry-After instead of the WAF behaviour."""
+    url_ttl_s: int = URL_TTL_DEFAULT_S
+    """Lifetime of newly issued stream URLs; set it low to test 403-on-expiry handling."""
+    ts_offset_ms: int = 0
+    """Added to every FLV timestamp; set near 2**24 to exercise the extended-timestamp byte."""
+
+    def to_json(self) -> dict[str, Any]:
+        rate = self.rate_limit
+        return {
+            "blocked_country": self.blocked_country,
+            "waf": self.waf,
+            "rate_limit": None
+            if rate is None
+            else {"max_req": rate.max_req, "window_s": rate.window_s},
+            "fake_alive": self.fake_alive,
+            "empty_api_body": self.empty_api_body,
+            "quality_cap_720": self.quality_cap_720,
+            "http_429": self.http_429,
+            "url_ttl_s": self.url_ttl_s,
+            "ts_offset_ms": self.ts_offset_ms,
+        }
+
+    def update(self, flags: dict[str, Any]) -> None:
+        """Apply a partial update; raise ValueError (before changing anything) on bad input."""
+        known = set(self.to_json())
+        unknown = sorted(set(flags) - known)
+        if unknown:
+            msg = f"unknown scenario flags: {', '.join(unknown)}"
+            raise ValueError(msg)
+        staged: dict[str, Any] = {}
+        for key, value in flags.items():
+            if key == "rate_limit":
+                staged[key] = _parse_rate_limit(value)
+            elif key in {"url_ttl_s", "ts_offset_ms"}:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    msg = f"{key} must be an integer"
+                    raise ValueError(msg)
+                staged[key] = value
+            elif isinstance(value, bool):
+                staged[key] = value
+            else:
+                msg = f"{key} must be a boolean"
+                raise ValueError(msg)
+        for key, value in staged.items():
+            setattr(self, key, value)
+
+
+def _parse_rate_limit(value: object) -> RateLimit | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, dict):
+        max_req, window_s = value.get("max_req"), value.get("window_s")
+        if isinstance(max_req, int) and isinstance(window_s, int | float) and window_s > 0:
+            return RateLimit(max_req=max_req, window_s=float(window_s))
+    msg = "rate_limit must be null or {max_req: int, window_s: number > 0}"
+    raise ValueError(msg)
+
+
+@dataclass
+class DropSpec:
+    """A one-shot network fault: after `after_bytes` body bytes, stop as `mode` says."""
+
+    after_bytes: int
+    mode: FaultMode
+
+
+@dataclass(eq=False)
+class StreamConn:
+    """One open FLV response; control actions wake it so it reacts without waiting for a tick."""
+
+    sid: str
+    suffix: str
+    audio_only: bool
+    transport: asyncio.Transport | None
+    bytes_sent: int = 0
+    drop: DropSpec | None = None
+    _waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def sleep(self, delay: float | None) -> None:
+        """Sleep `delay` seconds (None = until woken), returning early on `wake()`."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        # A plain future + call_later is much cheaper per tick than wait_for on an Event, which
+        # matters with hundreds of concurrent streams.
+        handle = None if delay is None else loop.call_later(delay, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._waiter = None
+
+    def abort(self) -> None:
+        """Close the socket at once (no FIN handshake wait); used by reset and server shutdown."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+@dataclass(eq=False)
+class Room:
+    """One broadcast. A new Room (new room_id and stream_id) is created on every go-live."""
+
+    room_id: str
+    stream_id: str
+    owner: str
+    title: str
+    profile: str
+    status: RoomStatus
+    create_time: int
+    started_mono: float
+    user_count: int
+    finish_time: int = 0
+    end_mode: FaultMode | None = None
+    profile_gen: int = 0
+    """Bumped by `switch`; open connections compare it to know when to inject new headers."""
+    pending_drop: DropSpec | None = None
+    """A drop requested while no connection was open applies to the next one."""
+    conns: set[StreamConn] = field(default_factory=set)
+
+    def notify(self) -> None:
+        for conn in list(self.conns):
+            conn.wake()
+
+
+@dataclass
+class User:
+    unique_id: str
+    nickname: str
+    user_id: str
+    sec_uid: str
+    age_restricted: bool = False
+    private: bool = False
+    room_id: str | None = None
+    """The latest room; kept after the live ends, like TikTok's stale roomId."""
+
+
+@dataclass
+class RequestRecord:
+    """One request to a TikTok-shaped route, as returned by GET /__fake/requests."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    query_string: str
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    remote: str | None
+    time: float
+    status: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "query_string": self.query_string,
+            "headers": self.headers,
+            "cookies": self.cookies,
+            "remote": self.remote,
+            "time": self.time,
+            "status": self.status,
+        }
+
+
+class FakeState:
+    """Everything the fake server knows; touched only from the event loop thread."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.users: dict[str, User] = {}
+        self.rooms: dict[str, Room] = {}
+        self.streams: dict[str, Room] = {}
+        self.scenario = Scenario()
+        self.requests: deque[RequestRecord] = deque(maxlen=REQUEST_LOG_LIMIT)
+        self._hits: dict[str, deque[float]] = {}
+        self._issued: set[str] = set()
+
+    def clear(self) -> None:
+        """Forget everything; open streams are aborted by the caller (it owns the transports)."""
+        self.users.clear()
+        self.rooms.clear()
+        self.streams.clear()
+        self.scenario = Scenario()
+        self.requests.clear()
+        self._hits.clear()
+        self._issued.clear()
+
+    def current_room(self, user: User) -> Room | None:
+        return None if user.room_id is None else self.rooms.get(user.room_id)
+
+    def all_conns(self) -> list[StreamConn]:
+        return [conn for room in self.rooms.values() for conn in room.conns]
+
+    # --- identifiers -------------------------------------------------------------------------
+
+    def _unique(self, make: str) -> str:
+        while True:
+            value = make + "".join(self.rng.choices(string.digits, k=19 - len(make)))
+            if value not in self._issued:
+                self._issued.add(value)
+                return value
+
+    def new_room_id(self) -> str:
+        """19 digits, `75…` like real 2025-26 room ids."""
+        return self._unique("75")
+
+    def new_stream_id(self) -> str:
+        return self._unique(self.rng.choice("12"))
+
+    def new_user_id(self) -> str:
+        return self._unique(self.rng.choice("67"))
+
+    def new_sec_uid(self) -> str:
+        alphabet = string.ascii_letters + string.digits + "-_"
+        return "MS4wLjABAAAA" + "".join(self.rng.choices(alphabet, k=64))
+
+    # --- rate limiting -----------------------------------------------------------------------
+
+    def over_rate_limit(self, remote: str | None, now: float | None = None) -> bool:
+        """Count this request for `remote`; True if its window now holds more than max_req.
+
+        Blocked requests count too, so a client that keeps hammering stays blocked until it
+        backs off for a whole window, roughly like TikTok's WAF.
+        """
+        limit = self.scenario.rate_limit
+        if limit is None:
+            return False
+        now = time.monotonic() if now is None else now
+        hits = self._hits.setdefault(remote or "?", deque())
+        hits.append(now)
+        while hits and hits[0] <= now - limit.window_s:
+            hits.popleft()
+        return len(hits) > limit.max_req
