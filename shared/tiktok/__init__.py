@@ -1,0 +1,42 @@
+"""The production TikTok LIVE client: resolve targets, check rooms, pick streams, load cookies."""
+
+from __future__ import annotations
+
+from shared.tiktok.client import CHECK_ALIVE_BATCH, DEFAULT_USER_AGENT, TikTokClient
+from shared.tiktok.cookies import CookiesError, load_cookies
+from shared.tiktok.errors import (
+    AgeRestricted,
+    CountryBlocked,
+    LiveOffline,
+    NetworkTimeout,
+    TikTokError,
+    UnexpectedResponse,
+    UserNotFound,
+    WafBlocked,
+)
+from shared.tiktok.models import RoomInfo, RoomRef, StreamVariant
+from shared.tiktok.quality import DEFAULT_PREFERENCE, choose_stream
+from shared.tiktok.targets import Target, parse_target
+
+__all__ = [
+    "CHECK_ALIVE_BATCH",
+    "DEFAULT_PREFERENCE",
+    "DEFAULT_USER_AGENT",
+    "AgeRestricted",
+    "CookiesError",
+    "CountryBlocked",
+    "LiveOffline",
+    "NetworkTimeout",
+    "RoomInfo",
+    "RoomRef",
+    "StreamVariant",
+    "Target",
+    "TikTokClient",
+    "TikTokError",
+    "UnexpectedResponse",
+    "UserNotFound",
+    "WafBlocked",
+    "choose_stream",
+    "load_cookies",
+    "parse_target",
+]

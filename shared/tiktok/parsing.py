@@ -1,0 +1,268 @@
+"""Pure parsers from TikTok response bodies (TIKTOK.md §2) to models or TikTokErrors."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from shared.tiktok.errors import (
+    AgeRestricted,
+    UnexpectedResponse,
+    UserNotFound,
+    WafBlocked,
+)
+from shared.tiktok.models import RoomInfo, RoomRef, StreamVariant
+from shared.tiktok.quality import LEGACY_RUNGS
+
+# webcast envelope status codes (HTTP is 200 for all of them).
+STATUS_OK = 0
+STATUS_RESTRICTED = 4003110
+STATUS_PARAMS_ERROR = 10011
+# www api-live envelope.
+STATUS_USER_NOT_FOUND = 19881007
+
+PRIVATE_PROMPT = "Follow the creator"
+_WAF_MARKERS = ("Please wait", "_wafchallengeid", "SlardarWAF")
+_SIGI_RE = re.compile(r"<script[^>]*\bid=\"SIGI_STATE\"[^>]*>(.*?)</script>", re.S)
+_UNIVERSAL_RE = re.compile(
+    r"<script[^>]*\bid=\"__UNIVERSAL_DATA_FOR_REHYDRATION__\"[^>]*>(.*?)</script>", re.S
+)
+
+
+# --- small typed accessors for untyped JSON -----------------------------------------------
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string form of an id or name; None for missing, empty, or non-scalar."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | str):
+        return str(value) or None
+    return None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return default
+
+
+def looks_like_waf(body: str) -> bool:
+    return any(marker in body for marker in _WAF_MARKERS)
+
+
+def decode_json(body: bytes, endpoint: str) -> dict[str, Any]:
+    """The JSON object in ``body``. Empty or non-JSON (HTML) bodies are what TikTok's WAF gives
+    API clients, so they raise WafBlocked; JSON that is not an object is UnexpectedResponse."""
+    if not body.strip():
+        raise WafBlocked(endpoint=endpoint, reason="empty body")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        text = body[:4096].decode("utf-8", "replace")
+        reason = "challenge page" if looks_like_waf(text) else "non-JSON body"
+        raise WafBlocked(endpoint=endpoint, reason=reason) from None
+    if not isinstance(doc, dict):
+        raise UnexpectedResponse(endpoint=endpoint, detail="JSON body is not an object")
+    return doc
+
+
+# --- webcast/room/check_alive -------------------------------------------------------------
+
+
+def parse_check_alive(body: bytes, room_ids: Sequence[str]) -> dict[str, bool]:
+    """``{room_id: alive}`` for the asked ids TikTok answered about, matched by
+    ``room_id_str`` (never by position). Ids TikTok omits are absent from the result.
+
+    TikTok answers an empty ``data`` list both for nonexistent ids and for clients it has
+    flagged. The ids we ask about came from TikTok itself, so a non-empty request where every
+    id is missing is treated as a WAF block (retryable), never as "all offline"; a partial
+    answer is returned as is.
+    """
+    doc = decode_json(body, "check_alive")
+    status = _int(doc.get("status_code"), -1)
+    if status != STATUS_OK:
+        raise UnexpectedResponse(endpoint="check_alive", detail=f"status_code {status}")
+    data = doc.get("data")
+    if not isinstance(data, list):
+        raise UnexpectedResponse(endpoint="check_alive", detail="data is not a list")
+    wanted = set(room_ids)
+    result: dict[str, bool] = {}
+    for entry in data:
+        item = _obj(entry)
+        room_id = _text(item.get("room_id_str")) or _text(item.get("room_id"))
+        alive = item.get("alive")
+        if room_id in wanted and isinstance(alive, bool):
+            result[room_id] = alive
+    if wanted and not result:
+        raise WafBlocked(endpoint="check_alive", reason="no asked room id in the answer")
+    return result
+
+
+# --- webcast/room/info --------------------------------------------------------------------
+
+
+def parse_room_info(body: bytes, room_id: str, *, logged_in: bool = False) -> RoomInfo:
+    """A RoomInfo from a room/info body.
+
+    4003110 is AgeRestricted (private when the body mentions following the creator); 10011
+    ("Request params error", answered for unknown room ids) is UserNotFound; other non-zero
+    codes are UnexpectedResponse. A broken ``stream_data`` string is skipped, not fatal: the
+    legacy ``flv_pull_url`` map is the fallback.
+    """
+    doc = decode_json(body, "room_info")
+    status = _int(doc.get("status_code"), -1)
+    if status == STATUS_RESTRICTED:
+        # Placement of the private prompt is unverified, so look anywhere in the body.
+        private = PRIVATE_PROMPT in body.decode("utf-8", "replace")
+        raise AgeRestricted(room_id=room_id, private=private, logged_in=logged_in)
+    if status == STATUS_PARAMS_ERROR:
+        raise UserNotFound(target=f"room {room_id}", detail="Request params error (10011)")
+    if status != STATUS_OK:
+        raise UnexpectedResponse(endpoint="room_info", detail=f"status_code {status}")
+    data = doc.get("data")
+    if not isinstance(data, dict) or "status" not in data:
+        raise UnexpectedResponse(endpoint="room_info", detail="no room status in data")
+    owner = _obj(data.get("owner"))
+    stream_url = _obj(data.get("stream_url"))
+    return RoomInfo(
+        room_id=_text(data.get("id_str")) or room_id,
+        status=_int(data.get("status")),
+        title=_text(data.get("title")) or "",
+        unique_id=_text(owner.get("display_id")),
+        nickname=_text(owner.get("nickname")),
+        streams=parse_stream_data(stream_url),
+        legacy_flv=parse_legacy_flv(stream_url),
+        age_restricted=_obj(data.get("age_restricted")).get("restricted") is True,
+    )
+
+
+def _json_string(value: Any) -> dict[str, Any]:
+    """A JSON object carried as a string inside JSON (stream_data, sdk_params); {} if broken."""
+    if not isinstance(value, str) or not value:
+        return {}
+    try:
+        return _obj(json.loads(value))
+    except ValueError:
+        return {}
+
+
+def _variant(quality: str, url: Any, params: Any) -> StreamVariant | None:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        return None
+    sdk = _json_string(params)
+    return StreamVariant(
+        quality=quality,
+        flv_url=url,
+        resolution=_text(sdk.get("resolution")),
+        vcodec=_text(sdk.get("VCodec")),
+    )
+
+
+def parse_stream_data(stream_url: dict[str, Any]) -> dict[str, StreamVariant]:
+    """The FLV variants of ``live_core_sdk_data.pull_data.stream_data`` (a JSON string whose
+    URLs have ``\\u0026`` for '&', which json.loads turns back), keyed by sdk_key."""
+    pull = _obj(_obj(stream_url.get("live_core_sdk_data")).get("pull_data"))
+    data = _obj(_json_string(pull.get("stream_data")).get("data"))
+    streams: dict[str, StreamVariant] = {}
+    for key, entry in data.items():
+        main = _obj(_obj(entry).get("main"))
+        variant = _variant(key, main.get("flv"), main.get("sdk_params"))
+        if variant is not None:
+            streams[key] = variant
+    return streams
+
+
+def parse_legacy_flv(stream_url: dict[str, Any]) -> dict[str, StreamVariant]:
+    """The legacy ``flv_pull_url`` map (FULL_HD1, HD1, SD2, SD1), each named after its rung."""
+    urls = _obj(stream_url.get("flv_pull_url"))
+    params = _obj(stream_url.get("flv_pull_url_params"))
+    legacy: dict[str, StreamVariant] = {}
+    for key, url in urls.items():
+        variant = _variant(LEGACY_RUNGS.get(key, key.lower()), url, params.get(key))
+        if variant is not None:
+            legacy[key] = variant
+    return legacy
+
+
+# --- www: api-live/user/room, live page, profile page -------------------------------------
+
+
+def parse_user_room(body: bytes, unique_id: str) -> RoomRef:
+    """``data.user.roomId`` of api-live/user/room (a stale id is kept; "" becomes None).
+
+    19881007 is UserNotFound. Empty or HTML bodies raise WafBlocked; other codes or shapes
+    raise UnexpectedResponse (the client then tries the live page).
+    """
+    doc = decode_json(body, "user_room")
+    status = _int(doc.get("statusCode"), -1)
+    if status == STATUS_USER_NOT_FOUND:
+        raise UserNotFound(target=f"@{unique_id}", detail="user_not_found")
+    if status != STATUS_OK:
+        raise UnexpectedResponse(endpoint="user_room", detail=f"statusCode {status}")
+    data = _obj(doc.get("data"))
+    user = data.get("user")
+    if not isinstance(user, dict):
+        raise UnexpectedResponse(endpoint="user_room", detail="no data.user")
+    room_id = _text(user.get("roomId")) or _text(_obj(data.get("liveRoom")).get("roomId"))
+    return RoomRef(room_id=room_id, unique_id=_text(user.get("uniqueId")) or unique_id)
+
+
+def _script_json(page: str, pattern: re.Pattern[str], endpoint: str) -> dict[str, Any] | None:
+    match = pattern.search(page)
+    if match is None:
+        return None
+    try:
+        return _obj(json.loads(match.group(1)))
+    except ValueError:
+        raise UnexpectedResponse(endpoint=endpoint, detail="embedded state is not JSON") from None
+
+
+def parse_live_page(page: str, unique_id: str) -> RoomRef:
+    """The room of ``/@user/live`` from its ``SIGI_STATE`` script.
+
+    No SIGI_STATE at all means a WAF or captcha page (WafBlocked). No ``LiveRoom`` means the
+    user does not exist or never streamed: UserNotFound unless ``UserModule`` lists the user,
+    which gives a RoomRef without room.
+    """
+    state = _script_json(page, _SIGI_RE, "live_page")
+    if state is None:
+        reason = "challenge page" if looks_like_waf(page) else "page without SIGI_STATE"
+        raise WafBlocked(endpoint="live_page", reason=reason)
+    live_room = state.get("LiveRoom")
+    if not isinstance(live_room, dict):
+        users = _obj(_obj(state.get("UserModule")).get("users"))
+        known = {name.lower() for name in users}
+        if unique_id.lower() in known:
+            return RoomRef(room_id=None, unique_id=unique_id)
+        raise UserNotFound(target=f"@{unique_id}", detail="no LiveRoom on the live page")
+    user = _obj(_obj(live_room.get("liveRoomUserInfo")).get("user"))
+    room_id = _text(user.get("roomId")) or _text(_obj(state.get("CurrentRoom")).get("roomId"))
+    return RoomRef(room_id=room_id, unique_id=_text(user.get("uniqueId")) or unique_id)
+
+
+def parse_profile_page(page: str, unique_id: str) -> RoomRef:
+    """The room id of ``/@user`` from ``__UNIVERSAL_DATA_FOR_REHYDRATION__``
+    (``__DEFAULT_SCOPE__["webapp.user-detail"].userInfo.user.roomId``)."""
+    state = _script_json(page, _UNIVERSAL_RE, "profile_page")
+    if state is None:
+        reason = "challenge page" if looks_like_waf(page) else "page without user data"
+        raise WafBlocked(endpoint="profile_page", reason=reason)
+    detail = _obj(_obj(state.get("__DEFAULT_SCOPE__")).get("webapp.user-detail"))
+    user = _obj(_obj(detail.get("userInfo")).get("user"))
+    if not user:
+        code = _int(detail.get("statusCode"), -1)
+        raise UserNotFound(target=f"@{unique_id}", detail=f"profile statusCode {code}")
+    return RoomRef(
+        room_id=_text(user.get("roomId")), unique_id=_text(user.get("uniqueId")) or unique_id
+    )

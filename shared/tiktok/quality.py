@@ -1,0 +1,75 @@
+"""Pick the stream variant to record from a room's qualities, best preferred rung first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.tiktok.errors import LiveOffline, UnexpectedResponse
+from shared.tiktok.models import RoomInfo, StreamVariant
+
+DEFAULT_PREFERENCE: tuple[str, ...] = ("origin", "uhd", "hd", "sd", "ld")
+AUDIO_ONLY = "ao"
+
+# The whole ladder, best first, used once the preference is exhausted. A 60 fps key sits just
+# above its 30 fps rung: same resolution, higher frame rate and bitrate.
+_LADDER = ("origin", "uhd_60", "uhd", "hd_60", "hd", "sd", "ld")
+# Legacy flv_pull_url keys, best first, and the rung each one corresponds to.
+LEGACY_RUNGS: dict[str, str] = {"FULL_HD1": "uhd", "HD1": "hd", "SD2": "sd", "SD1": "ld"}
+
+
+def rung(sdk_key: str) -> str:
+    """The ladder rung of an sdk_key: ``uhd_60`` counts as ``uhd``, ``hd_60`` as ``hd``."""
+    return sdk_key.removesuffix("_60")
+
+
+def choose_stream(info: RoomInfo, preference: Sequence[str] = DEFAULT_PREFERENCE) -> StreamVariant:
+    """The variant to record.
+
+    Order: stream_data keys in ``preference`` order (an exact key like ``hd_60`` matches only
+    itself; a rung like ``hd`` matches ``hd_60`` before ``hd``); only when none matches, the
+    legacy ``flv_pull_url`` (FULL_HD1, HD1, SD2, SD1 as uhd, hd, sd, ld) in the same order;
+    then whatever video is left, best first; audio only (``ao``) only when nothing else
+    exists, even if ``preference`` names it.
+
+    Raises LiveOffline for an ended room (its stale URLs answer 404) and UnexpectedResponse
+    for a room without any URL. A paused room's URLs are returned: they work again on resume.
+    """
+    if info.has_ended:
+        raise LiveOffline(target=f"room {info.room_id}", status=info.status)
+    video = {key: v for key, v in info.streams.items() if key != AUDIO_ONLY and v.flv_url}
+    legacy = {key: v for key, v in info.legacy_flv.items() if v.flv_url}
+    for wanted in preference:
+        if (picked := _from_streams(video, wanted)) is not None:
+            return picked
+    for wanted in preference:
+        if (picked := _from_legacy(legacy, wanted)) is not None:
+            return picked
+    for key in (*_LADDER, *sorted(set(video) - set(_LADDER))):
+        if key in video:
+            return video[key]
+    for key in (*LEGACY_RUNGS, *sorted(set(legacy) - set(LEGACY_RUNGS))):
+        if key in legacy:
+            return legacy[key]
+    audio = info.streams.get(AUDIO_ONLY)
+    if audio is not None and audio.flv_url:
+        return audio
+    detail = f"room {info.room_id} (status {info.status}) lists no FLV URL"
+    raise UnexpectedResponse(endpoint="room_info", detail=detail)
+
+
+def _from_streams(video: dict[str, StreamVariant], wanted: str) -> StreamVariant | None:
+    if wanted == AUDIO_ONLY:
+        return None  # never by preference: audio only is the last resort
+    if wanted in video and wanted != rung(wanted):
+        return video[wanted]  # an exact 60 fps key
+    for key in (f"{wanted}_60", wanted):
+        if key in video:
+            return video[key]
+    return None
+
+
+def _from_legacy(legacy: dict[str, StreamVariant], wanted: str) -> StreamVariant | None:
+    for key, legacy_rung in LEGACY_RUNGS.items():
+        if legacy_rung == rung(wanted) and key in legacy:
+            return legacy[key]
+    return None
