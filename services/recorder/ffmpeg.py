@@ -1,0 +1,221 @@
+"""The ffmpeg edge: find the binary, remux a raw FLV segment to MP4, verify the result.
+
+ffmpeg always runs from an argument list (never a shell), in its own process that is killed
+and reaped if the awaiting coroutine is cancelled or times out: no child outlives a call.
+Remuxes are bounded per event loop (``DEFAULT_REMUX_CONCURRENCY``, or a caller's semaphore).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ErrorCode
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_REMUX_CONCURRENCY = 4
+# Stream copy moves tens of MB/s even on slow disks; the floor covers process start-up.
+_MIN_TIMEOUT_S = 120.0
+_TIMEOUT_BYTES_PER_S = 5 * 1024 * 1024
+_STDERR_KEEP = 2000
+_OUT_TIME_US = re.compile(rb"^out_time_us=(\d+)\s*$", re.M)
+
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class FfmpegMissingError(RuntimeError):
+    """No usable ffmpeg binary; ``code`` is ``ErrorCode.FFMPEG_MISSING``."""
+
+    code = ErrorCode.FFMPEG_MISSING
+
+
+def ffmpeg_binary(explicit: str | None = None) -> str:
+    """The ffmpeg to run: ``explicit`` (a path or a name on PATH), else ``ffmpeg`` on PATH,
+    else the binary bundled with imageio-ffmpeg.
+
+    Raises:
+        FfmpegMissingError: ``explicit`` is not an executable, or no ffmpeg is found at all.
+    """
+    if explicit:
+        found = shutil.which(explicit)
+        if found is None:
+            msg = f"FFMPEG_BIN {explicit!r} is not an executable file"
+            raise FfmpegMissingError(msg)
+        return found
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg  # only needed when no system ffmpeg is installed
+
+        bundled = str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError) as exc:
+        msg = "no ffmpeg: set FFMPEG_BIN, install ffmpeg, or install imageio-ffmpeg"
+        raise FfmpegMissingError(msg) from exc
+    return bundled
+
+
+def remux_limiter() -> asyncio.Semaphore:
+    """The default bound on concurrent remuxes of the running event loop."""
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = asyncio.Semaphore(DEFAULT_REMUX_CONCURRENCY)
+    return limiter
+
+
+@dataclass(frozen=True, slots=True)
+class RemuxResult:
+    """Outcome of one remux. On failure ``path`` is the raw FLV, which is kept."""
+
+    ok: bool
+    path: Path
+    size: int
+    duration_s: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def remux(
+    src_flv: Path,
+    dst_mp4: Path,
+    *,
+    ffmpeg: str,
+    limiter: asyncio.Semaphore | None = None,
+    timeout: float | None = None,
+) -> RemuxResult:
+    """Stream-copy ``src_flv`` into ``dst_mp4`` (faststart), verify it, then delete the FLV.
+
+    The MP4 is written to ``<dst>.tmp`` and renamed into place, so ``dst_mp4`` is either
+    absent or complete. Verification demuxes the whole file (``-c copy -f null``): exit 0 and
+    no error output, and yields the duration. On any failure the temp file is removed, the raw
+    FLV is kept and returned. Cancellation kills and reaps ffmpeg, then propagates.
+
+    Args:
+        timeout: seconds for each ffmpeg run; default scales with the file size.
+    """
+    size = _size(src_flv)
+    if timeout is None:
+        timeout = max(_MIN_TIMEOUT_S, size / _TIMEOUT_BYTES_PER_S)
+    tmp = dst_mp4.with_name(dst_mp4.name + ".tmp")
+    async with limiter or remux_limiter():
+        try:
+            error, duration = await _remux_and_verify(src_flv, dst_mp4, tmp, ffmpeg, timeout)
+        except BaseException:
+            _unlink(tmp)
+            raise
+    if error is not None:
+        _unlink(tmp)
+        _unlink(dst_mp4)
+        log.warning("recorder.remux_failed", src=str(src_flv), error=error)
+        return RemuxResult(ok=False, path=src_flv, size=size, duration_s=None, error=error)
+    _unlink(src_flv)
+    return RemuxResult(ok=True, path=dst_mp4, size=_size(dst_mp4), duration_s=duration)
+
+
+async def _remux_and_verify(
+    src: Path, dst: Path, tmp: Path, ffmpeg: str, timeout: float
+) -> tuple[str | None, float | None]:
+    """(error, duration): error is None when ``dst`` is in place and verified."""
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {dst.parent}: {exc}", None
+    convert = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    convert += ["-i", str(src), "-map", "0", "-c", "copy", "-movflags", "+faststart"]
+    convert += ["-f", "mp4", str(tmp)]
+    run = await run_ffmpeg(convert, timeout=timeout)
+    if run.returncode != 0:
+        return _failure("remux", run), None
+    try:
+        os.replace(tmp, dst)
+    except OSError as exc:
+        return f"cannot move the remuxed file into place: {exc}", None
+    verify = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1"]
+    verify += ["-nostats", "-i", str(dst), "-map", "0", "-c", "copy", "-f", "null", "-"]
+    run = await run_ffmpeg(verify, timeout=timeout)
+    if run.returncode != 0 or run.stderr.strip():
+        return _failure("verify", run), None
+    return None, parse_out_time(run.stdout)
+
+
+def parse_out_time(progress: bytes) -> float | None:
+    """The last ``out_time_us`` of ffmpeg ``-progress`` output, in seconds."""
+    found = _OUT_TIME_US.findall(progress)
+    return int(found[-1]) / 1e6 if found else None
+
+
+def _failure(step: str, run: _Run) -> str:
+    detail = run.stderr.decode(errors="replace").strip()[-_STDERR_KEEP:]
+    return f"ffmpeg {step} exited {run.returncode}: {detail or 'no output'}"
+
+
+async def run_ffmpeg(argv: list[str], *, timeout: float) -> _Run:
+    """Run ``argv`` (no shell) and collect its output; a timeout yields returncode -9.
+
+    The child is killed and reaped on timeout and on cancellation.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        return _Run(returncode=-1, stdout=b"", stderr=f"cannot run {argv[0]}: {exc}".encode())
+    try:
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await proc.communicate()
+    except TimeoutError:
+        await _kill(proc)
+        return _Run(returncode=-9, stdout=b"", stderr=f"timed out after {timeout:.0f}s".encode())
+    except BaseException:
+        await _kill(proc)
+        raise
+    assert proc.returncode is not None
+    return _Run(returncode=proc.returncode, stdout=stdout, stderr=stderr)
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kill and reap ``proc``, even if cancelled again meanwhile (re-raised afterwards)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    waiter = asyncio.ensure_future(proc.wait())
+    cancelled = False
+    while not waiter.done():
+        try:
+            await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
