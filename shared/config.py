@@ -54,12 +54,33 @@ class Settings(BaseSettings):
     tiktok_webcast_base: str = Field(
         "https://webcast.tiktok.com", description="Base URL of TikTok's webcast API host"
     )
+    secret_key: str | None = Field(
+        None, description="Shared key (base64url, 32 bytes) sealing proxy URLs in events"
+    )
+    cookies_dir: Path = Field(
+        Path("var/cookies"), description="The only folder cookie files may be read from"
+    )
 
     @property
     def nats_servers(self) -> list[str]:
         servers = split_csv(self.nats_url)
         assert isinstance(servers, list)
         return servers
+
+
+class RecorderSettings(Settings):
+    """Settings of a recorder process."""
+
+    max_recordings: int = Field(50, ge=1, le=1000, description="Recordings one recorder runs")
+    ffmpeg_bin: str | None = Field(None, description="ffmpeg to use (else PATH, else bundled)")
+    output_template: str = Field(
+        "{room_id}/{YYYY}/{MM}/{DD}/{timestamp}_{title}.mp4",
+        description="Default name of recorded files, relative to RECORDINGS_DIR",
+    )
+    quality: str = Field("origin,uhd,hd,sd,ld", description="Stream quality preference, best first")
+    read_timeout: float = Field(
+        10.0, gt=0, description="Seconds without a byte before a stream counts as stalled"
+    )
 
 
 class GatewaySettings(Settings):

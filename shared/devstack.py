@@ -16,6 +16,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from shared.config import GatewaySettings
 from shared.logging import get_logger
 from shared.nats_server import NatsServer
 from shared.runtime import stop_on_signals
+from shared.secrets import new_key
 
 log = get_logger(__name__)
 
@@ -81,16 +83,20 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def dev_api_key(var_dir: Path) -> str:
-    """The dev API key, made once and kept in ``var/dev-api-key`` so it survives restarts."""
-    path = var_dir / "dev-api-key"
+def kept_secret(var_dir: Path, name: str, make: Callable[[], str]) -> str:
+    """A dev secret made once and kept in ``var/<name>`` (mode 600) so it survives restarts."""
+    path = var_dir / name
     if path.exists():
         return path.read_text().strip()
-    key = "dev-" + secrets.token_urlsafe(24)
+    value = make()
     var_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(key + "\n")
+    path.write_text(value + "\n")
     path.chmod(0o600)
-    return key
+    return value
+
+
+def _new_api_key() -> str:
+    return "dev-" + secrets.token_urlsafe(24)
 
 
 def child_specs(stack: DevStackSettings, env: dict[str, str]) -> list[Child]:
@@ -132,7 +138,9 @@ async def up(stack: DevStackSettings | None = None) -> int:
     var_dir = stack.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("API_KEYS", dev_api_key(var_dir))
+    env.setdefault("API_KEYS", kept_secret(var_dir, "dev-api-key", _new_api_key))
+    env.setdefault("SECRET_KEY", kept_secret(var_dir, "secret-key", new_key))
+    env.setdefault("COOKIES_DIR", str(var_dir / "cookies"))
     env.setdefault("RECORDINGS_DIR", str(var_dir / "recordings"))
     env.setdefault("LOG_FORMAT", "json")
     env.setdefault("PYTHONUNBUFFERED", "1")  # log lines appear as they happen

@@ -115,6 +115,8 @@ class RoomLive(Event, frozen=True, tag="room.live"):
     job_id: str
     room_id: str
     watcher_key: str
+    url: str | None = None
+    duration: int | None = None
     unique_id: str | None = None
     title: str | None = None
     detected_at: datetime = msgspec.field(default_factory=utc_now)

@@ -11,9 +11,10 @@ from services.gateway.deps import require_api_key
 from services.gateway.errors import ERROR_RESPONSES, install_error_handlers
 from services.gateway.middleware import RequestContextMiddleware
 from services.gateway.nats_link import NatsLink
-from services.gateway.routes import health, services
+from services.gateway.routes import health, jobs, recordings, services
 from shared import __version__
 from shared.config import GatewaySettings
+from shared.secrets import SecretBox
 
 DESCRIPTION = """
 REST API of the distributed TikTok LIVE recorder. Every route except health, readiness,
@@ -42,11 +43,14 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     )
     app.state.settings = settings
     app.state.link = link
+    app.state.secrets = SecretBox(settings.secret_key) if settings.secret_key else None
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
 
     app.include_router(health.router)
     protected = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+    protected.include_router(recordings.router)
+    protected.include_router(jobs.router)
     protected.include_router(services.router)
     app.include_router(protected)
     return app

@@ -6,14 +6,19 @@ import hashlib
 import hmac
 from typing import Annotated
 
+import nats.js.errors
 import structlog
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
+from nats.js.kv import KeyValue
 
 from services.gateway.errors import ApiError
 from services.gateway.nats_link import NatsLink
+from shared.bus import TRANSIENT
 from shared.config import GatewaySettings
 from shared.errors import ErrorCode
+from shared.secrets import SecretBox
+from shared.subjects import JOBS_BUCKET
 
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="One of the keys in API_KEYS"
@@ -30,8 +35,26 @@ def get_link(request: Request) -> NatsLink:
     return link
 
 
+def get_secrets(request: Request) -> SecretBox | None:
+    box: SecretBox | None = request.app.state.secrets
+    return box
+
+
+async def get_jobs_kv(request: Request) -> KeyValue:
+    """The ``jobs`` bucket; 503 while NATS is not usable."""
+    link = get_link(request)
+    if link.bus is None or not link.bus.nc.is_connected:
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS is not connected")
+    try:
+        return await link.bus.kv(JOBS_BUCKET)
+    except (*TRANSIENT, nats.js.errors.NotFoundError) as exc:
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "job store not available") from exc
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 LinkDep = Annotated[NatsLink, Depends(get_link)]
+SecretsDep = Annotated[SecretBox | None, Depends(get_secrets)]
+JobsDep = Annotated[KeyValue, Depends(get_jobs_kv)]
 
 
 def key_id(key: str) -> str:

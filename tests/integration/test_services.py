@@ -15,7 +15,6 @@ from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
 from services.uploader.service import UploaderService
 from shared.bus import Bus
-from shared.config import Settings
 from shared.micro import endpoint_subject, ping_all
 from shared.nats_server import NatsServer
 from shared.service import BaseService
@@ -34,7 +33,9 @@ SERVICES: list[type[BaseService]] = [
 async def test_service_provisions_and_answers_micro(
     bus: Bus, nats_server: NatsServer, service_type: type[BaseService]
 ) -> None:
-    settings = Settings(nats_url=nats_server.client_url, instance_id=f"{service_type.name}-t")
+    settings = service_type.settings_type(
+        nats_url=nats_server.client_url, instance_id=f"{service_type.name}-t"
+    )
     async with service_type(bus, settings):
         for durable in service_type.durables:
             info = await bus.js.consumer_info(EVENTS_STREAM, durable.name)

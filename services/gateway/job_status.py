@@ -1,0 +1,54 @@
+"""Assemble the public job status from the parts each service wrote in KV ``jobs``."""
+
+from __future__ import annotations
+
+from services.gateway.schemas import FileOut, JobProgress, JobResult, JobStatus, JobStatusName
+from shared.jobs import JobRequest, RecordingPart
+
+
+def assemble(request: JobRequest, recording: RecordingPart | None) -> JobStatus:
+    status: JobStatusName = "PENDING"
+    if recording is not None:
+        status = recording.state
+    elif request.desired == "cancel":
+        status = "CANCELLED"  # cancelled before any recorder took it
+    result = JobResult()
+    progress = JobProgress()
+    title = None
+    if recording is not None:
+        title = recording.title
+        result = JobResult(
+            returncode=recording.returncode,
+            files=[s.path for s in recording.segments if s.state != "recording"],
+            started_at=recording.started_at,
+            ended_at=recording.ended_at,
+        )
+        progress = JobProgress(
+            bytes=recording.bytes,
+            segments=len(recording.segments),
+            bitrate_kbps=recording.bitrate_kbps,
+            reconnects=recording.reconnects,
+            stalls=recording.stalls,
+            recorder_id=recording.recorder_id or None,
+            files=[
+                FileOut(
+                    path=s.path, size=s.size, duration_s=s.duration_s, part=s.part, state=s.state
+                )
+                for s in recording.segments
+            ],
+        )
+    failed = status in ("FAILURE", "CANCELLED")
+    return JobStatus(
+        task_id=request.job_id,
+        kind=request.kind,
+        status=status,
+        room_id=(recording.room_id if recording and recording.room_id else request.room_id),
+        url=request.url,
+        title=title,
+        created_at=request.created_at,
+        result=result,
+        progress=progress,
+        error_code=(recording.error_code if recording else "CANCELLED") if failed else None,
+        error_message=(recording.error_message if recording else "cancelled") if failed else None,
+        correlation_id=request.correlation_id if failed else None,
+    )

@@ -1,0 +1,83 @@
+"""POST /recordings: record a live now, through the recorder fleet."""
+
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import APIRouter
+
+from services.gateway.deps import JobsDep, LinkDep, SecretsDep
+from services.gateway.errors import CORRELATION_ID, ApiError, ErrorBody
+from services.gateway.schemas import RecordingCreate, TaskAccepted
+from shared import jobs
+from shared.bus import TRANSIENT
+from shared.errors import ErrorCode
+from shared.events import RecordingOptions, RecordingRequested, new_id
+from shared.secrets import SecretBox
+
+router = APIRouter(tags=["recordings"])
+
+
+def seal_options(body: RecordingCreate, box: SecretBox | None) -> RecordingOptions:
+    proxy = body.options.proxy
+    if proxy is not None:
+        if box is None:
+            raise ApiError(
+                422,
+                ErrorCode.VALIDATION_ERROR,
+                "options.proxy: this deployment has no SECRET_KEY to protect proxy credentials",
+            )
+        proxy = box.seal(proxy)
+    return RecordingOptions(
+        upload_s3=body.options.upload_s3,
+        quality=body.options.quality,
+        proxy=proxy,
+        cookies=body.options.cookies,
+        output_template=body.output_template,
+    )
+
+
+@router.post(
+    "/recordings",
+    status_code=202,
+    summary="Record a live room now (room_id, or url / @user)",
+    responses={400: {"model": ErrorBody, "description": "Neither or both of room_id and url"}},
+)
+async def create_recording(
+    body: RecordingCreate, link: LinkDep, kv: JobsDep, box: SecretsDep
+) -> TaskAccepted:
+    if (body.room_id is None) == (body.url is None):
+        raise ApiError(400, ErrorCode.VALIDATION_ERROR, "give exactly one of room_id or url")
+    assert link.bus is not None  # JobsDep checked the connection
+    job_id = new_id()
+    correlation_id = CORRELATION_ID.get() or new_id()
+    options = seal_options(body, box)
+    doc = jobs.JobRequest(
+        job_id=job_id,
+        room_id=body.room_id,
+        url=body.url,
+        duration=body.duration,
+        options=options,
+        correlation_id=correlation_id,
+    )
+    event = RecordingRequested(
+        event_id=f"rec:{job_id}",
+        correlation_id=correlation_id,
+        job_id=job_id,
+        room_id=body.room_id,
+        url=body.url,
+        duration=body.duration,
+        options=options,
+    )
+    try:
+        await jobs.create_request(kv, doc)
+    except TRANSIENT as exc:
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS is not reachable") from exc
+    try:
+        await link.bus.publish(event)
+    except TRANSIENT as exc:
+        # Never leave a PENDING job that no recorder will ever see.
+        with contextlib.suppress(*TRANSIENT):
+            await kv.delete(jobs.request_key(job_id))
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS is not reachable") from exc
+    return TaskAccepted(task_id=job_id)

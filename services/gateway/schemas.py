@@ -1,0 +1,169 @@
+"""Request and response models of the REST API (pydantic stays at this edge)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from shared.naming import validate_template
+
+QUALITIES = ("origin", "uhd", "hd", "sd", "ld")
+TIKTOK_HOSTS = frozenset({"www.tiktok.com", "tiktok.com", "m.tiktok.com", "vm.tiktok.com"})
+PROXY_SCHEMES = frozenset({"http", "https", "socks5", "socks5h"})
+_ROOM_ID = re.compile(r"^[0-9]{15,20}$")
+_USER = re.compile(r"^@?[A-Za-z0-9_][A-Za-z0-9_.]{0,23}$")
+_COOKIES = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _room_id(value: str) -> str:
+    if not _ROOM_ID.match(value):
+        msg = "room_id must be 15 to 20 digits"
+        raise ValueError(msg)
+    return value
+
+
+def _target_url(value: str) -> str:
+    """A TikTok https URL (www, m, vm hosts) or an @user name; nothing else reaches TikTok."""
+    if _USER.match(value):
+        return value if value.startswith("@") else f"@{value}"
+    if any(c.isspace() or ord(c) < 32 for c in value) or len(value) > 300:
+        msg = "url must be a TikTok URL or @user"
+        raise ValueError(msg)
+    parts = urlsplit(value)
+    if parts.scheme != "https" or parts.hostname not in TIKTOK_HOSTS or parts.username:
+        msg = "url must be https on www.tiktok.com, m.tiktok.com or vm.tiktok.com, or @user"
+        raise ValueError(msg)
+    if parts.port not in (None, 443) or ".." in parts.path:
+        msg = "url must be a plain TikTok live or profile URL"
+        raise ValueError(msg)
+    return value
+
+
+def _proxy(value: str) -> str:
+    if any(c.isspace() or ord(c) < 32 for c in value) or len(value) > 500:
+        msg = "proxy must be a URL like http://user:pass@host:port"
+        raise ValueError(msg)
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or port is None:
+        msg = "proxy must be http://, https:// or socks5:// with a host and a port"
+        raise ValueError(msg)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        msg = "proxy must have no path, query or fragment"
+        raise ValueError(msg)
+    return value
+
+
+def _cookies(value: str) -> str:
+    if not _COOKIES.match(value):
+        msg = "cookies must be the name of a file in the cookies folder (COOKIES_DIR)"
+        raise ValueError(msg)
+    return value
+
+
+def _template(value: str) -> str:
+    return validate_template(value)
+
+
+RoomId = Annotated[str, AfterValidator(_room_id)]
+TargetUrl = Annotated[str, AfterValidator(_target_url)]
+ProxyUrl = Annotated[str, AfterValidator(_proxy)]
+CookiesName = Annotated[str, AfterValidator(_cookies)]
+OutputTemplate = Annotated[str, Field(max_length=300), AfterValidator(_template)]
+
+
+class RecordingOptionsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upload_s3: bool = Field(False, description="Upload the files to S3 when the recording ends")
+    proxy: ProxyUrl | None = Field(
+        None, description="Proxy for TikTok requests and the stream; sealed, never logged"
+    )
+    cookies: CookiesName | None = Field(
+        None, description="Cookie file (Netscape or JSON) in COOKIES_DIR, for 18+ lives"
+    )
+    quality: Literal["origin", "uhd", "hd", "sd", "ld"] | None = Field(
+        None, description="Preferred quality; lower ones are used when it is missing"
+    )
+
+
+class RecordingCreate(BaseModel):
+    """Body of POST /recordings: give room_id or url (a live/profile URL or @user)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    room_id: RoomId | None = Field(None, examples=["7503448765740976902"])
+    url: TargetUrl | None = Field(None, examples=["https://www.tiktok.com/@alice/live"])
+    duration: int | None = Field(
+        None, ge=1, le=86_400, description="Seconds to record; none = until the live ends"
+    )
+    output_template: OutputTemplate | None = Field(
+        None,
+        description="File name under RECORDINGS_DIR; placeholders {room_id} {user} {title} "
+        "{job_id} {part} {YYYY} {MM} {DD} {HH} {mm} {ss} {timestamp}",
+        examples=["{room_id}/{YYYY}/{MM}/{DD}/{timestamp}_{title}.mp4"],
+    )
+    options: RecordingOptionsIn = Field(default_factory=RecordingOptionsIn)
+
+
+class TaskAccepted(BaseModel):
+    task_id: str
+    status: Literal["PENDING"] = "PENDING"
+
+
+JobStatusName = Literal["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED"]
+
+
+class S3Object(BaseModel):
+    bucket: str
+    key: str
+
+
+class FileOut(BaseModel):
+    path: str = Field(description="Relative to RECORDINGS_DIR")
+    size: int
+    duration_s: float | None = None
+    part: int = 0
+    state: Literal["recording", "final", "raw"] = Field(
+        description="recording: being written; final: playable MP4; raw: FLV kept (remux failed)"
+    )
+
+
+class JobResult(BaseModel):
+    returncode: int | None = None
+    files: list[str] = Field(default_factory=list, description="Final files, in order")
+    s3: list[S3Object] = Field(default_factory=list)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class JobProgress(BaseModel):
+    bytes: int = 0
+    segments: int = 0
+    bitrate_kbps: float = 0.0
+    reconnects: int = 0
+    stalls: int = 0
+    recorder_id: str | None = None
+    files: list[FileOut] = Field(default_factory=list)
+
+
+class JobStatus(BaseModel):
+    task_id: str
+    kind: Literal["recording", "watch"]
+    status: JobStatusName
+    room_id: str | None = None
+    url: str | None = None
+    title: str | None = None
+    created_at: datetime
+    result: JobResult
+    progress: JobProgress
+    error_code: str | None = None
+    error_message: str | None = None
+    correlation_id: str | None = None
