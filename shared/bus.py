@@ -308,6 +308,11 @@ class Consumer:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
                     continue
+                if stop.is_set():
+                    # Pulled while we began to drain: hand them straight back.
+                    for msg in msgs:
+                        await self._settle(msg, "nak", delay=0)
+                    break
                 for msg in msgs:
                     task = asyncio.create_task(self._handle(msg))
                     self._tasks.add(task)

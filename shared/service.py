@@ -59,6 +59,7 @@ class BaseService:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
+        await self.draining()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stop()
@@ -67,6 +68,9 @@ class BaseService:
 
     async def start(self, group: Group) -> None:
         """Hook: add request/reply endpoints to ``group`` and start consumers."""
+
+    async def draining(self) -> None:
+        """Hook: pulling has stopped; tell long handlers to wrap up within ``drain_grace``."""
 
     async def stop(self) -> None:
         """Hook: release what ``start`` acquired, after the consumers have drained."""

@@ -18,7 +18,7 @@ from shared.config import RecorderSettings, Settings
 from shared.events import Event
 from shared.jobs import JobRequest
 from shared.logging import get_logger
-from shared.secrets import SecretBox
+from shared.secrets import SecretBox, SecretError
 from shared.service import BaseService
 from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, LEASE_RENEW, RECORDERS
 from shared.tiktok import TikTokClient, load_cookies
@@ -111,8 +111,8 @@ class RecorderService(BaseService):
         if work.options.proxy is None:
             return None
         if self._secrets is None:
-            msg = "a job has a sealed proxy but this recorder has no SECRET_KEY"
-            raise RuntimeError(msg)
+            msg = "options.proxy is sealed but this recorder has no SECRET_KEY"
+            raise SecretError(msg)
         return self._secrets.unseal(work.options.proxy)
 
     async def stop(self) -> None:
@@ -125,8 +125,8 @@ class RecorderService(BaseService):
     def status(self) -> dict[str, Any]:
         return {"recording": sorted(self.deps.active)}
 
-    async def __aexit__(self, *exc: object) -> None:
-        # Shutdown: every recording finalizes what it wrote and is handed back at once.
+    async def draining(self) -> None:
+        # SIGTERM: every recording finalizes what it wrote and is handed back at once
+        # (after pulling stopped, so the job goes to another recorder, not back to us).
         for job in list(self.deps.active.values()):
             job.halt("shutdown")
-        await super().__aexit__(None, None, None)
