@@ -3,6 +3,7 @@
     job.<id>        the request, written by the gateway (``desired`` flips to "cancel")
     job.<id>.rec    the recording, written by whichever recorder holds the job
     job.<id>.up     the upload, written by the uploader
+    room.<room_id>  the job that owns a room's recording, written by the recorder
 
 Writes use compare-and-set on the key's revision, so two writers of one part never lose an
 update; separate keys mean different services never contend.
@@ -86,6 +87,20 @@ def recording_key(job_id: str) -> str:
 
 def upload_key(job_id: str) -> str:
     return f"job.{job_id}.up"
+
+
+def room_key(room_id: str) -> str:
+    return f"room.{room_id}"
+
+
+async def room_owner(kv: KeyValue, room_id: str) -> str | None:
+    """The job that last recorded ``room_id`` (it keeps priority while it is unfinished)."""
+    entry = await _get(kv, room_key(room_id))
+    return entry[0].decode() if entry else None
+
+
+async def set_room_owner(kv: KeyValue, room_id: str, job_id: str) -> None:
+    await kv.put(room_key(room_id), job_id.encode())
 
 
 _request_decoder = msgspec.json.Decoder(JobRequest)

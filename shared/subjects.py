@@ -79,7 +79,7 @@ CLAIMS = KeyValueConfig(
     direct=True,
     # A dead recorder's lease lapses this long after its last renewal (every LEASE_RENEW s);
     # with the recorders' ack_wait it bounds what a crash loses to ~10 s of the live.
-    ttl=10,
+    ttl=8,
 )
 LEASE_RENEW = 3.0
 
@@ -147,7 +147,7 @@ def _durable(name: str, *events: type[Event], ack_wait: float, max_ack_pending: 
 
 SCHEDULER = _durable("scheduler", WatchRequested, WatchDeleted, ack_wait=30, max_ack_pending=1000)
 # ONE durable shared by every recorder: room.live from the scheduler and on-demand requests.
-RECORDERS = _durable("recorders", RoomLive, RecordingRequested, ack_wait=10, max_ack_pending=10_000)
+RECORDERS = _durable("recorders", RoomLive, RecordingRequested, ack_wait=8, max_ack_pending=10_000)
 UPLOADER = _durable("uploader", RecordingFinished, ack_wait=60, max_ack_pending=1000)
 INDEXER = _durable("indexer", RecordingFinished, UploadDone, ack_wait=30, max_ack_pending=1000)
 

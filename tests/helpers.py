@@ -1,10 +1,14 @@
-"""Small test helpers: waiting on an outcome with a deadline, free ports."""
+"""Small test helpers: waiting on an outcome with a deadline, free ports, decode checks."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from services.recorder.ffmpeg import ffmpeg_binary
 
 
 async def eventually(
@@ -30,3 +34,15 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def decode_errors(path: Path) -> str:
+    """Full decode with the real ffmpeg; what it complained about (empty = clean)."""
+    out = subprocess.run(
+        [ffmpeg_binary(None), "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return out.stderr.strip() + ("" if out.returncode == 0 else f" (exit {out.returncode})")

@@ -44,10 +44,28 @@ from shared.events import (
 )
 from shared.logging import get_logger
 from shared.naming import render
+from shared.secrets import SecretError
 from shared.subjects import LEASE_RENEW
-from shared.tiktok import LiveOffline, RoomInfo, TikTokClient, TikTokError, choose_stream
+from shared.tiktok import (
+    CookiesError,
+    LiveOffline,
+    RoomInfo,
+    TikTokClient,
+    TikTokError,
+    choose_stream,
+)
 
 log = get_logger(__name__)
+
+MAX_RETRIES = 5
+# Cancels arrive at once through the KV subscription; this re-read (every 5th lease renewal,
+# ~15 s) only covers a signal lost while NATS reconnected.
+CANCEL_RECHECK = 5
+# How often a recording writes its progress (bytes, bitrate) to its job document.
+PROGRESS_EVERY = 10.0
+# TikTok answers 4003110 both for 18+ lives without a login and for throttled clients, so an
+# AGE_RESTRICTED answer is retried briefly before the job fails with it.
+AGE_RETRIES = 3
 
 StopReason = Literal["cancelled", "lease_lost", "shutdown"]
 Work = RecordingRequested | RoomLive
@@ -93,7 +111,12 @@ async def on_recording_work(event: Event, delivery: Delivery, deps: RecorderDeps
         await _finish(deps, event, None, "CANCELLED", ErrorCode.CANCELLED, "cancelled")
         return
 
-    client = await deps.tiktok(event)
+    try:
+        client = await deps.tiktok(event)
+    except (CookiesError, SecretError, ValueError) as exc:
+        # The job's own options cannot work here (cookie file, proxy): retrying won't help.
+        await _finish(deps, event, None, "FAILURE", ErrorCode.VALIDATION_ERROR, str(exc))
+        return
     try:
         room_id = event.room_id or (await client.resolve(event.url or "")).room_id
         if not room_id:
@@ -102,13 +125,23 @@ async def on_recording_work(event: Event, delivery: Delivery, deps: RecorderDeps
         await _fail_or_retry(deps, event, delivery, exc)
         return
 
+    owner = await jobs.room_owner(deps.jobs_kv, room_id)
+    if owner is not None and owner != job_id:
+        other = await jobs.get_recording(deps.jobs_kv, owner)
+        if other is not None and other[0].state not in jobs.TERMINAL:
+            # The job already recording this room keeps it, even while it changes recorder.
+            msg = f"room {room_id} is recorded by job {owner}"
+            raise RetryLater(msg, delay=LEASE_RENEW)
     holder = leases.Holder(recorder_id=deps.recorder_id, job_id=job_id)
     lease = await leases.acquire(deps.claims_kv, room_id, holder)
     if lease is None:
-        other = await leases.current_holder(deps.claims_kv, room_id)
-        reason = f"room {room_id} is being recorded by {other.recorder_id if other else '?'}"
-        raise RetryLater(reason, delay=LEASE_RENEW)
+        other_holder = await leases.current_holder(deps.claims_kv, room_id)
+        # Our own job's lease, left by a recorder that died: it lapses within the TTL.
+        mine = other_holder is not None and other_holder.job_id == job_id
+        msg = f"room {room_id} is leased by {other_holder.recorder_id if other_holder else '?'}"
+        raise RetryLater(msg, delay=1.0 if mine else LEASE_RENEW)
     try:
+        await jobs.set_room_owner(deps.jobs_kv, room_id, job_id)
         await _record(deps, event, delivery, client, room_id, lease)
     finally:
         await lease.release()
@@ -160,7 +193,7 @@ async def _record(
     )
     log.info("recorder.started", job_id=job_id, room_id=room_id, attempt=delivery.num_delivered)
     metrics.ACTIVE.inc()
-    keeper = asyncio.create_task(_keep_lease(deps, job, lease, delivery))
+    keeper = asyncio.create_task(_keep_lease(deps, job, lease))
     try:
         part_base = max((s.part for s in prior.segments), default=-1) + 1 if prior else 0
         result = await _run_session(deps, event, client, info, job, recorded_s, part_base, totals)
@@ -269,6 +302,7 @@ async def _run_session(
         stop=job.stop,
         on_file=on_file,
         on_progress=on_progress,
+        progress_interval=PROGRESS_EVERY,
     )
     try:
         return await session.run()
@@ -374,10 +408,12 @@ def _dropped(path: str) -> Change:
     return change
 
 
-async def _keep_lease(
-    deps: RecorderDeps, job: Job, lease: leases.Lease, delivery: Delivery
-) -> None:
-    """Renew the lease and heartbeat the message; watch for a cancel that was missed."""
+async def _keep_lease(deps: RecorderDeps, job: Job, lease: leases.Lease) -> None:
+    """Renew the lease; now and then re-read the request in case a cancel signal was missed.
+
+    The message's in_progress() heartbeat is the consume loop's job (same period).
+    """
+    beats = 0
     while not job.stop.is_set():
         await asyncio.sleep(LEASE_RENEW)
         try:
@@ -388,11 +424,12 @@ async def _keep_lease(
             log.warning("recorder.lease_lost", job_id=job.job_id, room_id=lease.room_id)
             job.halt("lease_lost")
             return
-        with contextlib.suppress(*TRANSIENT):
-            await delivery.in_progress()
-            found = await jobs.get_request(deps.jobs_kv, job.job_id)
-            if found is not None and found[0].desired == "cancel":
-                job.halt("cancelled")
+        beats += 1
+        if beats % CANCEL_RECHECK == 0:
+            with contextlib.suppress(*TRANSIENT):
+                found = await jobs.get_request(deps.jobs_kv, job.job_id)
+                if found is not None and found[0].desired == "cancel":
+                    job.halt("cancelled")
 
 
 def _started(
@@ -476,9 +513,6 @@ async def _finish(
     )
 
 
-MAX_RETRIES = 5
-
-
 async def _fail_or_retry(
     deps: RecorderDeps,
     event: Work,
@@ -487,7 +521,8 @@ async def _fail_or_retry(
     room_id: str | None = None,
 ) -> None:
     """Retryable TikTok trouble (WAF, timeouts) is retried a few times, then the job fails."""
-    if exc.retryable and delivery.num_delivered < MAX_RETRIES:
+    ambiguous = exc.code == ErrorCode.AGE_RESTRICTED and delivery.num_delivered < AGE_RETRIES
+    if (exc.retryable and delivery.num_delivered < MAX_RETRIES) or ambiguous:
         await jobs.update_recording(
             deps.jobs_kv,
             event.job_id,

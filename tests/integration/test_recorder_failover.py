@@ -1,0 +1,170 @@
+"""Recorders as real processes: one per room, SIGKILL and SIGTERM hand the job to another."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.gateway.app import create_app
+from services.gateway.nats_link import NatsLink
+from shared.bus import Bus
+from shared.config import GatewaySettings
+from shared.micro import ping_all
+from shared.nats_server import NatsServer
+from shared.secrets import new_key
+from tests.fake_tiktok import FakeTikTok
+from tests.helpers import decode_errors, eventually
+
+KEY = "k-fleet"
+H = {"X-API-Key": KEY}
+FAKE_TIKTOK_OPTIONS = {"speed": 1.0}  # real time: failover is measured in seconds of live
+
+
+class Fleet:
+    def __init__(self, client: httpx.AsyncClient, bus: Bus, env: dict[str, str], tmp: Path):
+        self.client = client
+        self.bus = bus
+        self.env = env
+        self.tmp = tmp
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+
+    async def start(self, name: str) -> None:
+        log = (self.tmp / f"{name}.log").open("wb")
+        self.procs[name] = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.recorder",
+            env={**self.env, "INSTANCE_ID": name},
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        log.close()
+
+        async def answering() -> bool:
+            replies = await ping_all(self.bus.nc, wait=0.1)
+            return any(r.get("metadata", {}).get("instance") == name for r in replies)
+
+        await eventually(answering, timeout=20)
+
+    async def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    async def record(self, **body: Any) -> str:
+        r = await self.client.post("/recordings", json=body, headers=H)
+        assert r.status_code == 202, r.text
+        task_id: str = r.json()["task_id"]
+        return task_id
+
+    async def job(self, task_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = (await self.client.get(f"/jobs/{task_id}", headers=H)).json()
+        return body
+
+
+@pytest.fixture
+async def fleet(
+    nats_server: NatsServer, bus: Bus, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> AsyncIterator[Fleet]:
+    secret = new_key()
+    env = {
+        **os.environ,
+        "NATS_URL": nats_server.client_url,
+        "RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "COOKIES_DIR": str(tmp_path / "cookies"),
+        "TIKTOK_WEB_BASE": fake_tiktok.base_url,
+        "TIKTOK_WEBCAST_BASE": fake_tiktok.base_url,
+        "SECRET_KEY": secret,
+        "READ_TIMEOUT": "2",
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    gw = GatewaySettings(api_keys=[KEY], nats_url=nats_server.client_url, secret_key=secret)
+    async with NatsLink(gw) as link:
+        await link.wait_connected()
+        transport = httpx.ASGITransport(app=create_app(gw, link=link))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            fleet = Fleet(client, bus, env, tmp_path)
+            try:
+                yield fleet
+            finally:
+                await fleet.stop_all()
+
+
+async def recording_by(fleet: Fleet, task_id: str, recorder: str | None = None) -> str:
+    """Wait until ``task_id`` is being recorded (by ``recorder`` if given) with data on disk."""
+    seen: dict[str, str] = {}
+
+    async def check() -> bool:
+        job = await fleet.job(task_id)
+        rid = job["progress"]["recorder_id"]
+        ok = job["status"] == "STARTED" and job["progress"]["bytes"] > 0 and rid is not None
+        if ok and (recorder is None or rid == recorder):
+            seen["rid"] = rid
+            return True
+        return False
+
+    await eventually(check, timeout=30, interval=0.1)
+    return seen["rid"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+async def test_one_recorder_per_room_and_failover(
+    fleet: Fleet, fake_tiktok: FakeTikTok, sig: signal.Signals
+) -> None:
+    await fake_tiktok.create_user("kim")
+    await fake_tiktok.go_live("kim")
+    await fleet.start("rec-a")
+    await fleet.start("rec-b")
+
+    first = await fleet.record(url="@kim")
+    holder = await recording_by(fleet, first)
+    second = await fleet.record(url="@kim")
+
+    async def second_is_waiting() -> bool:
+        return (await fleet.job(second))["status"] in ("PENDING", "RETRY")
+
+    # The second request for the same room does not record while the first one does.
+    for _ in range(10):
+        assert await second_is_waiting()
+        await asyncio.sleep(0.2)  # sampled over 2 s of the live, on purpose
+
+    other = "rec-b" if holder == "rec-a" else "rec-a"
+    loop = asyncio.get_running_loop()
+    fleet.procs[holder].send_signal(sig)
+    signalled = loop.time()
+    if sig == signal.SIGTERM:
+        assert await asyncio.wait_for(fleet.procs[holder].wait(), 30) == 0
+    await recording_by(fleet, first, recorder=other)
+    takeover = loop.time() - signalled
+    assert takeover < 15, f"takeover took {takeover:.1f}s"
+    assert await second_is_waiting()
+
+    await fake_tiktok.end("kim", mode="eof")
+
+    async def finished() -> bool:
+        return (await fleet.job(first))["status"] == "SUCCESS"
+
+    await eventually(finished, timeout=20)
+    job = await fleet.job(first)
+    files = job["progress"]["files"]
+    assert len(files) >= 2, files  # segments written by both recorders
+    assert all(f["state"] == "final" for f in files)
+    for f in files:
+        assert decode_errors(fleet.tmp / "recordings" / f["path"]) == ""
+
+    # The waiting request then finds the live over.
+    async def second_done() -> bool:
+        return (await fleet.job(second))["status"] in ("SUCCESS", "FAILURE")
+
+    await eventually(second_done, timeout=20)
+    assert (await fleet.job(second))["error_code"] == "LIVE_OFFLINE"
