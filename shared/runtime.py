@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import uvloop
+
 from shared.bus import Bus
 from shared.config import Settings
 from shared.logging import configure_logging, get_logger
@@ -23,7 +25,9 @@ def run(name: str, settings: Settings, factory: ServiceFactory) -> None:
     """The body of every ``python -m services.<name>``: returns once drained after SIGTERM."""
     configure_logging(name, settings.log_level, settings.log_format)
     start_metrics_server(settings.metrics_port)
-    asyncio.run(serve(name, settings, factory))
+    # uvloop: the same asyncio API with a cheaper loop; it matters for the recorder, which
+    # handles thousands of socket reads per second.
+    uvloop.run(serve(name, settings, factory))
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 
 import uvicorn
+import uvloop
 
 from services.gateway.app import create_app
 from shared.config import GatewaySettings
@@ -49,7 +50,7 @@ async def serve(settings: GatewaySettings) -> None:
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":
