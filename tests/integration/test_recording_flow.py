@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
@@ -87,7 +88,13 @@ def files_of(stack: Stack, job: dict[str, Any]) -> list[Path]:
     return [stack.recordings / f for f in job["result"]["files"]]
 
 
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_duration_recording_goes_pending_started_success(stack: Stack) -> None:
+    bytes_before = sample("tlr_recorder_bytes_total")
+    ok_before = sample("tlr_recorder_recordings_finished_total", outcome="success", error_code="")
     await stack.fake.create_user("alice")
     live = await stack.fake.go_live("alice", title="Hello / World; $(id)")
     task_id = await stack.record(url="@alice", duration=6)
@@ -105,6 +112,10 @@ async def test_duration_recording_goes_pending_started_success(stack: Stack) -> 
     total = sum(p["duration_s"] for p in job["progress"]["files"])
     assert total == pytest.approx(6, abs=1.5)
     assert job["progress"]["bytes"] > 0
+    # What Prometheus sees: bytes recorded and one more successful recording.
+    assert sample("tlr_recorder_bytes_total") - bytes_before >= job["progress"]["bytes"] * 0.5
+    ok_after = sample("tlr_recorder_recordings_finished_total", outcome="success", error_code="")
+    assert ok_after == ok_before + 1
 
 
 async def test_live_end_finalizes_and_succeeds(stack: Stack) -> None:
