@@ -7,6 +7,9 @@ import socket
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from services.recorder.ffmpeg import ffmpeg_binary
 
@@ -46,3 +49,30 @@ def decode_errors(path: Path) -> str:
         check=False,
     )
     return out.stderr.strip() + ("" if out.returncode == 0 else f" (exit {out.returncode})")
+
+
+class JobsApi:
+    """The REST calls tests make about recordings: create one, read its job, wait for a state."""
+
+    def __init__(self, client: httpx.AsyncClient, api_key: str) -> None:
+        self.client = client
+        self.headers = {"X-API-Key": api_key}
+
+    async def record(self, **body: Any) -> str:
+        r = await self.client.post("/recordings", json=body, headers=self.headers)
+        assert r.status_code == 202, r.text
+        task_id: str = r.json()["task_id"]
+        return task_id
+
+    async def job(self, task_id: str) -> dict[str, Any]:
+        r = await self.client.get(f"/jobs/{task_id}", headers=self.headers)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def wait(self, task_id: str, *states: str, timeout: float = 30) -> dict[str, Any]:
+        async def reached() -> bool:
+            return (await self.job(task_id))["status"] in states
+
+        await eventually(reached, timeout=timeout, interval=0.1)
+        return await self.job(task_id)

@@ -8,7 +8,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,20 +16,21 @@ from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from shared.bus import Bus
 from shared.config import GatewaySettings
+from shared.logging import get_logger
 from shared.micro import ping_all
 from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from tests.fake_tiktok import FakeTikTok
-from tests.helpers import decode_errors, eventually
+from tests.helpers import JobsApi, decode_errors, eventually
 
 KEY = "k-fleet"
 H = {"X-API-Key": KEY}
 FAKE_TIKTOK_OPTIONS = {"speed": 1.0}  # real time: failover is measured in seconds of live
 
 
-class Fleet:
+class Fleet(JobsApi):
     def __init__(self, client: httpx.AsyncClient, bus: Bus, env: dict[str, str], tmp: Path):
-        self.client = client
+        super().__init__(client, KEY)
         self.bus = bus
         self.env = env
         self.tmp = tmp
@@ -59,16 +59,6 @@ class Fleet:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-
-    async def record(self, **body: Any) -> str:
-        r = await self.client.post("/recordings", json=body, headers=H)
-        assert r.status_code == 202, r.text
-        task_id: str = r.json()["task_id"]
-        return task_id
-
-    async def job(self, task_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = (await self.client.get(f"/jobs/{task_id}", headers=H)).json()
-        return body
 
 
 @pytest.fixture
@@ -146,6 +136,7 @@ async def test_one_recorder_per_room_and_failover(
         assert await asyncio.wait_for(fleet.procs[holder].wait(), 30) == 0
     await recording_by(fleet, first, recorder=other)
     takeover = loop.time() - signalled
+    get_logger(__name__).info("test.takeover", signal=sig.name, seconds=round(takeover, 2))
     assert takeover < 15, f"takeover took {takeover:.1f}s"
     assert await second_is_waiting()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from shared.config import GatewaySettings, RecorderSettings
 from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from tests.fake_tiktok import FakeTikTok
-from tests.helpers import decode_errors, eventually
+from tests.helpers import JobsApi, decode_errors, eventually
 
 KEY = "k-flow"
 H = {"X-API-Key": KEY}
@@ -28,32 +27,14 @@ H = {"X-API-Key": KEY}
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 
 
-@dataclass
-class Stack:
-    client: httpx.AsyncClient
-    fake: FakeTikTok
-    recordings: Path
-    cookies: Path
-    bus: Bus
-
-    async def record(self, **body: Any) -> str:
-        r = await self.client.post("/recordings", json=body, headers=H)
-        assert r.status_code == 202, r.text
-        task_id: str = r.json()["task_id"]
-        return task_id
-
-    async def job(self, task_id: str) -> dict[str, Any]:
-        r = await self.client.get(f"/jobs/{task_id}", headers=H)
-        assert r.status_code == 200, r.text
-        body: dict[str, Any] = r.json()
-        return body
-
-    async def wait(self, task_id: str, *states: str, timeout: float = 30) -> dict[str, Any]:
-        async def reached() -> bool:
-            return (await self.job(task_id))["status"] in states
-
-        await eventually(reached, timeout=timeout, interval=0.1)
-        return await self.job(task_id)
+class Stack(JobsApi):
+    def __init__(
+        self, client: httpx.AsyncClient, fake: FakeTikTok, recordings: Path, cookies: Path
+    ) -> None:
+        super().__init__(client, KEY)
+        self.fake = fake
+        self.recordings = recordings
+        self.cookies = cookies
 
 
 def recorder_settings(nats_url: str, fake: FakeTikTok, tmp: Path, secret: str, name: str):  # type: ignore[no-untyped-def]
@@ -81,7 +62,7 @@ async def stack(
         await link.wait_connected()
         transport = httpx.ASGITransport(app=create_app(gw, link=link))
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield Stack(client, fake_tiktok, rec.recordings_dir, tmp_path / "cookies", bus)
+            yield Stack(client, fake_tiktok, rec.recordings_dir, tmp_path / "cookies")
 
 
 def files_of(stack: Stack, job: dict[str, Any]) -> list[Path]:
