@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -26,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.config import GatewaySettings
 from shared.logging import get_logger
-from shared.nats_server import NatsServer
+from shared.nats_server import NatsServer, die_with_parent
 from shared.runtime import stop_on_signals
 from shared.secrets import new_key
 
@@ -35,7 +34,6 @@ log = get_logger(__name__)
 SERVICES = ("gateway", "scheduler", "recorder", "uploader", "indexer")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_CONF = REPO_ROOT / "nats" / "server.conf"
-_PR_SET_PDEATHSIG = 1
 
 
 class DevStackSettings(BaseSettings):
@@ -69,18 +67,12 @@ class Child:
             env=self.env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-
-def _die_with_parent() -> None:
-    """Linux: a child gets SIGTERM if the supervisor itself is killed, so none is orphaned."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def kept_secret(var_dir: Path, name: str, make: Callable[[], str]) -> str:

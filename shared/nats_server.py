@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import re
 import shutil
@@ -17,6 +18,15 @@ _CLIENT = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 _HTTP = re.compile(r"Starting http monitor on [^\s]*:(\d+)")
 _READY = "Server is ready"
 _FATAL = re.compile(r"\[FTL\].*")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux, in a child before exec: SIGTERM it if its parent dies, so none is orphaned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class NatsServerError(RuntimeError):
@@ -96,6 +106,7 @@ class NatsServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
