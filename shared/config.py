@@ -83,6 +83,20 @@ class RecorderSettings(Settings):
     )
 
 
+class SchedulerSettings(Settings):
+    """Settings of the scheduler (watchers and polling)."""
+
+    scheduler_db: Path = Field(
+        Path("var/scheduler.sqlite3"), description="SQLite file of the watchers"
+    )
+    check_batch_size: int = Field(
+        50, ge=1, le=200, description="Room ids per TikTok check_alive request"
+    )
+    tiktok_requests_per_min: float = Field(
+        120.0, gt=0, description="Polling budget: TikTok requests per minute per egress (proxy)"
+    )
+
+
 class GatewaySettings(Settings):
     """Settings of the REST gateway."""
 

@@ -96,6 +96,18 @@ class WatchDeleted(Event, frozen=True, tag="watch.deleted"):
     key: str
 
 
+class WatchPaused(Event, frozen=True, tag="watch.paused"):
+    """Stop polling a watcher (and its recording) until resumed."""
+
+    key: str
+
+
+class WatchResumed(Event, frozen=True, tag="watch.resumed"):
+    """Poll a paused watcher again."""
+
+    key: str
+
+
 # --- recording work (both consumed by the recorders through one durable) ----------------------
 
 
@@ -166,6 +178,8 @@ class FileDeleted(Event, frozen=True, tag="file.deleted"):
 AnyEvent = (
     WatchRequested
     | WatchDeleted
+    | WatchPaused
+    | WatchResumed
     | RecordingRequested
     | RoomLive
     | RecordingStarted
@@ -177,6 +191,8 @@ AnyEvent = (
 EVENT_TYPES: tuple[type[Event], ...] = (
     WatchRequested,
     WatchDeleted,
+    WatchPaused,
+    WatchResumed,
     RecordingRequested,
     RoomLive,
     RecordingStarted,

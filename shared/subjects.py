@@ -28,7 +28,9 @@ from shared.events import (
     RoomLive,
     UploadDone,
     WatchDeleted,
+    WatchPaused,
     WatchRequested,
+    WatchResumed,
 )
 
 DAY = 86_400
@@ -145,7 +147,15 @@ def _durable(name: str, *events: type[Event], ack_wait: float, max_ack_pending: 
     )
 
 
-SCHEDULER = _durable("scheduler", WatchRequested, WatchDeleted, ack_wait=30, max_ack_pending=1000)
+SCHEDULER = _durable(
+    "scheduler",
+    WatchRequested,
+    WatchDeleted,
+    WatchPaused,
+    WatchResumed,
+    ack_wait=30,
+    max_ack_pending=1000,
+)
 # ONE durable shared by every recorder: room.live from the scheduler and on-demand requests.
 RECORDERS = _durable("recorders", RoomLive, RecordingRequested, ack_wait=8, max_ack_pending=10_000)
 UPLOADER = _durable("uploader", RecordingFinished, ack_wait=60, max_ack_pending=1000)

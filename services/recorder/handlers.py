@@ -19,7 +19,6 @@ import httpx
 from nats.js.api import PubAck
 from nats.js.kv import KeyValue
 
-from services.recorder import lease as leases
 from services.recorder import metrics
 from services.recorder.ffmpeg import remux
 from services.recorder.session import (
@@ -30,6 +29,7 @@ from services.recorder.session import (
     StreamLookup,
 )
 from shared import jobs
+from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
 from shared.config import RecorderSettings
 from shared.errors import ErrorCode, RetryLater
@@ -132,13 +132,13 @@ async def on_recording_work(event: Event, delivery: Delivery, deps: RecorderDeps
             # The job already recording this room keeps it, even while it changes recorder.
             msg = f"room {room_id} is recorded by job {owner}"
             raise RetryLater(msg, delay=LEASE_RENEW)
-    holder = leases.Holder(recorder_id=deps.recorder_id, job_id=job_id)
-    lease = await leases.acquire(deps.claims_kv, room_id, holder)
+    holder = leases.Holder(owner=deps.recorder_id, purpose=job_id)
+    lease = await leases.acquire(deps.claims_kv, f"room.{room_id}", holder)
     if lease is None:
-        other_holder = await leases.current_holder(deps.claims_kv, room_id)
+        other_holder = await leases.current_holder(deps.claims_kv, f"room.{room_id}")
         # Our own job's lease, left by a recorder that died: it lapses within the TTL.
-        mine = other_holder is not None and other_holder.job_id == job_id
-        msg = f"room {room_id} is leased by {other_holder.recorder_id if other_holder else '?'}"
+        mine = other_holder is not None and other_holder.purpose == job_id
+        msg = f"room {room_id} is leased by {other_holder.owner if other_holder else '?'}"
         raise RetryLater(msg, delay=1.0 if mine else LEASE_RENEW)
     try:
         await jobs.set_room_owner(deps.jobs_kv, room_id, job_id)
@@ -421,7 +421,7 @@ async def _keep_lease(deps: RecorderDeps, job: Job, lease: leases.Lease) -> None
         except TRANSIENT:
             continue  # NATS blip: the TTL leaves room for the next attempt
         if not renewed:
-            log.warning("recorder.lease_lost", job_id=job.job_id, room_id=lease.room_id)
+            log.warning("recorder.lease_lost", job_id=job.job_id, lease=lease.name)
             job.halt("lease_lost")
             return
         beats += 1

@@ -1,12 +1,189 @@
-"""The scheduler's NATS wiring: its durable on watch commands and its micro endpoints."""
+"""The scheduler's NATS wiring: the polling lease, the command durable, the micro endpoints.
+
+Every scheduler instance answers watcher queries; only the one holding the ``leader.scheduler``
+lease consumes watch commands and polls TikTok. Instances share one SQLite file (the leader
+writes, WAL lets the others read), so a standby that takes over has the same watchers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+from typing import Any, ClassVar
+
+import msgspec
+from nats.micro.request import Request, ServiceError
+from nats.micro.service import Group
+
+from services.scheduler import metrics
+from services.scheduler.budget import Budget
+from services.scheduler.handlers import on_command
+from services.scheduler.poller import PollDeps, poll_once
+from services.scheduler.store import WatcherStore
+from shared import lease as leases
+from shared.bus import TRANSIENT, Delivery
+from shared.config import SchedulerSettings, Settings
+from shared.events import Event
+from shared.logging import get_logger
+from shared.secrets import SecretBox, SecretError
 from shared.service import BaseService
-from shared.subjects import SCHEDULER
+from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, LEASE_RENEW, SCHEDULER
+from shared.tiktok import CookiesError, TikTokClient, load_cookies
+from shared.watchers import GetRequest, ListReply, ListRequest, Watcher
+
+log = get_logger(__name__)
+
+LEADER_LEASE = "leader.scheduler"
+IDLE_TICK = 0.5
+BAD_REQUEST, NOT_FOUND = "400", "404"  # nats.micro error codes, read by the gateway
 
 
 class SchedulerService(BaseService):
     name = "scheduler"
     description = "Owns watchers; polls TikTok in batches; publishes room.live"
     durables = (SCHEDULER,)
+    settings_type: ClassVar[type[Settings]] = SchedulerSettings
+
+    async def start(self, group: Group) -> None:
+        settings = self.settings
+        assert isinstance(settings, SchedulerSettings)
+        self.store = await WatcherStore(settings.scheduler_db).__aenter__()
+        self._secrets = SecretBox(settings.secret_key) if settings.secret_key else None
+        self._clients: dict[tuple[str | None, str | None], TikTokClient] = {}
+        self.deps = PollDeps(
+            store=self.store,
+            budget=Budget(settings.tiktok_requests_per_min),
+            jobs_kv=await self.bus.kv(JOBS_BUCKET),
+            publish=self.bus.publish,
+            client_for=self._client_for,
+            egress_of=self._egress_of,
+            batch_size=settings.check_batch_size,
+        )
+        self.leader = False
+        await group.add_endpoint(name="watchers_get", subject="watchers.get", handler=self._on_get)
+        await group.add_endpoint(
+            name="watchers_list", subject="watchers.list", handler=self._on_list
+        )
+        self._tasks.append(asyncio.create_task(self._lead()))
+
+    async def stop(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        await self.store.__aexit__(None, None, None)
+
+    def status(self) -> dict[str, Any]:
+        return {"leader": self.leader}
+
+    # --- leadership --------------------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        """Try for the lease; while held, consume commands and poll; on loss, stop both."""
+        claims = await self.bus.kv(CLAIMS_BUCKET)
+        me = leases.Holder(owner=self.settings.instance_id, purpose="scheduler")
+        while not self._stop.is_set():
+            lease = None
+            with contextlib.suppress(*TRANSIENT):
+                lease = await leases.acquire(claims, LEADER_LEASE, me)
+            if lease is None:
+                await self._sleep(LEASE_RENEW)
+                continue
+            log.info("scheduler.leader_elected", instance=self.settings.instance_id)
+            await self._while_leader(lease)
+
+    async def _while_leader(self, lease: leases.Lease) -> None:
+        self.leader = True
+        metrics.IS_LEADER.set(1)
+        lost = asyncio.Event()
+        consumer = self.bus.consumer(SCHEDULER, self._on_command)
+        tasks = [
+            asyncio.create_task(consumer.run(lost)),
+            asyncio.create_task(self._poll(lost)),
+        ]
+        try:
+            while not self._stop.is_set():
+                await self._sleep(LEASE_RENEW)
+                try:
+                    if not await lease.renew():
+                        log.warning("scheduler.leadership_lost")
+                        break
+                except TRANSIENT:
+                    continue
+        finally:
+            lost.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await lease.release()
+            self.leader = False
+            metrics.IS_LEADER.set(0)
+
+    async def _poll(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                checked = await poll_once(self.deps)
+                metrics.WATCHERS_ACTIVE.set(await self.store.count_active())
+            except TRANSIENT as exc:
+                log.warning("scheduler.poll_failed", error=repr(exc))
+                checked = 0
+            if not checked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), IDLE_TICK)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _on_command(self, event: Event, delivery: Delivery) -> None:
+        await on_command(event, delivery, self.store)
+
+    # --- queries (every instance) ------------------------------------------------------------
+
+    async def _on_get(self, req: Request) -> None:
+        try:
+            key = msgspec.json.decode(req.data, type=GetRequest).key
+        except msgspec.ValidationError as exc:
+            raise ServiceError(BAD_REQUEST, "bad request") from exc
+        watcher = await self.store.get(key)
+        if watcher is None:
+            raise ServiceError(NOT_FOUND, "no such watcher")
+        await req.respond(msgspec.json.encode(watcher))
+
+    async def _on_list(self, req: Request) -> None:
+        try:
+            ask = msgspec.json.decode(req.data or b"{}", type=ListRequest)
+        except msgspec.ValidationError as exc:
+            raise ServiceError(BAD_REQUEST, "bad request") from exc
+        items, total = await self.store.page(max(1, ask.page), max(1, min(500, ask.page_size)))
+        await req.respond(msgspec.json.encode(ListReply(items=items, total=total)))
+
+    # --- TikTok clients per egress -----------------------------------------------------------
+
+    def _proxy(self, w: Watcher) -> str | None:
+        if w.options.proxy is None or self._secrets is None:
+            return None
+        try:
+            return self._secrets.unseal(w.options.proxy)
+        except SecretError:
+            log.warning("scheduler.proxy_unreadable", key=w.key)
+            return None
+
+    def _egress_of(self, w: Watcher) -> str:
+        proxy = self._proxy(w)
+        if proxy is None:
+            return "direct"
+        return "proxy-" + hashlib.sha256(proxy.encode()).hexdigest()[:8]
+
+    async def _client_for(self, w: Watcher) -> TikTokClient:
+        proxy = self._proxy(w)
+        key = (proxy, w.options.cookies)
+        if key not in self._clients:
+            cookies = None
+            if w.options.cookies:
+                with contextlib.suppress(CookiesError, OSError):
+                    cookies = load_cookies(w.options.cookies, self.settings.cookies_dir)
+            self._clients[key] = TikTokClient(
+                web_base=self.settings.tiktok_web_base,
+                webcast_base=self.settings.tiktok_webcast_base,
+                proxy=proxy,
+                cookies=cookies,
+            )
+        return self._clients[key]

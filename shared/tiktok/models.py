@@ -47,6 +47,7 @@ class RoomInfo:
     streams: dict[str, StreamVariant] = field(default_factory=dict)
     legacy_flv: dict[str, StreamVariant] = field(default_factory=dict)
     age_restricted: bool = False
+    start_time: int | None = None  # unix seconds the live started (data.start_time)
 
     @property
     def is_live(self) -> bool:

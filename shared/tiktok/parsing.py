@@ -139,6 +139,7 @@ def parse_room_info(body: bytes, room_id: str, *, logged_in: bool = False) -> Ro
         room_id=_text(data.get("id_str")) or room_id,
         status=_int(data.get("status")),
         title=_text(data.get("title")) or "",
+        start_time=_int(data.get("start_time")) or None,
         unique_id=_text(owner.get("display_id")),
         nickname=_text(owner.get("nickname")),
         streams=parse_stream_data(stream_url),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.config import GatewaySettings, RecorderSettings, Settings
+from shared.config import GatewaySettings, RecorderSettings, SchedulerSettings, Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,6 +42,7 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     names = [n.upper() for n in GatewaySettings.model_fields]
     names += [n.upper() for n in RecorderSettings.model_fields]
+    names += [n.upper() for n in SchedulerSettings.model_fields]
     names += [f"TLR_{n.upper()}" for n in DevStackSettings.model_fields]
     missing = [n for n in names if f"| `{n}` |" not in readme]
     assert missing == []

@@ -11,6 +11,8 @@ from shared.subjects import EVENTS, subject_for
 SAMPLES: list[ev.Event] = [
     ev.WatchRequested(task_id="t1", key="@alice", url="https://www.tiktok.com/@alice/live"),
     ev.WatchDeleted(key="@alice"),
+    ev.WatchPaused(key="@alice"),
+    ev.WatchResumed(key="@alice"),
     ev.RecordingRequested(job_id="j1", room_id="7503448765740976902", duration=60),
     ev.RoomLive(job_id="j2", room_id="7503448765740976902", watcher_key="@alice"),
     ev.RecordingStarted(job_id="j2", room_id="7503448765740976902", recorder_id="r1", part=1),

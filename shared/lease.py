@@ -1,8 +1,8 @@
-"""Room leases in KV ``claims``: one recorder per live room, fenced by compare-and-set.
+"""Leases in KV ``claims``: one recorder per live room, one polling scheduler; CAS-fenced.
 
 A lease is created (fails if held), renewed with ``update(last=revision)`` every few seconds,
 and expires by the bucket's TTL when its holder dies. A renewal that fails means another
-recorder may hold the room now: the holder must stop writing at once.
+process may hold it now: the holder must stop acting at once (stop writing, stop polling).
 """
 
 from __future__ import annotations
@@ -17,27 +17,25 @@ from shared.bus import TRANSIENT
 
 
 class Holder(msgspec.Struct, frozen=True):
-    recorder_id: str
-    job_id: str
+    """Who holds a lease: a process (instance id) and what for (a job id, a role)."""
 
-
-def lease_key(room_id: str) -> str:
-    return f"room.{room_id}"
+    owner: str
+    purpose: str
 
 
 class Lease:
     """A held lease; ``renew`` returns False once it is lost."""
 
-    def __init__(self, kv: KeyValue, room_id: str, holder: Holder, revision: int) -> None:
+    def __init__(self, kv: KeyValue, name: str, holder: Holder, revision: int) -> None:
         self.kv = kv
-        self.room_id = room_id
+        self.name = name
         self.holder = holder
         self.revision = revision
 
     async def renew(self) -> bool:
         try:
             self.revision = await self.kv.update(
-                lease_key(self.room_id), msgspec.json.encode(self.holder), last=self.revision
+                self.name, msgspec.json.encode(self.holder), last=self.revision
             )
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.NotFoundError):
             return False
@@ -46,21 +44,21 @@ class Lease:
     async def release(self) -> None:
         """Delete only if still ours (CAS): never free a lease someone else took over."""
         with contextlib.suppress(*TRANSIENT, nats.js.errors.APIError):
-            await self.kv.delete(lease_key(self.room_id), last=self.revision)
+            await self.kv.delete(self.name, last=self.revision)
 
 
-async def acquire(kv: KeyValue, room_id: str, holder: Holder) -> Lease | None:
-    """Take the room's lease, or None if someone holds it."""
+async def acquire(kv: KeyValue, name: str, holder: Holder) -> Lease | None:
+    """Take the lease ``name``, or None if someone holds it."""
     try:
-        revision = await kv.create(lease_key(room_id), msgspec.json.encode(holder))
+        revision = await kv.create(name, msgspec.json.encode(holder))
     except nats.js.errors.KeyWrongLastSequenceError:
         return None
-    return Lease(kv, room_id, holder, revision)
+    return Lease(kv, name, holder, revision)
 
 
-async def current_holder(kv: KeyValue, room_id: str) -> Holder | None:
+async def current_holder(kv: KeyValue, name: str) -> Holder | None:
     try:
-        entry = await kv.get(lease_key(room_id))
+        entry = await kv.get(name)
     except nats.js.errors.KeyNotFoundError:
         return None
     if not entry.value:

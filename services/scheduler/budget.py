@@ -1,0 +1,72 @@
+"""The polling budget: TikTok requests per minute per egress, spread evenly, with backoff.
+
+A token bucket per egress (direct, or one per proxy) holds at most a couple of tokens, so
+requests are paced at the configured rate instead of bursting. A WAF answer, an empty body
+or a network error puts the whole egress in exponential backoff: every watcher behind that
+IP waits, which is what gets an IP unblocked (TikTok blocks IPs, not accounts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from services.scheduler import metrics
+
+BACKOFF_START = 5.0
+BACKOFF_MAX = 300.0
+
+
+@dataclass
+class Egress:
+    name: str
+    rate: float  # tokens per second
+    capacity: float = 2.0
+    tokens: float = 1.0
+    updated: float = field(default_factory=time.monotonic)
+    blocked_until: float = 0.0
+    backoff: float = 0.0
+
+
+class Budget:
+    """Request permits per egress."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self._egress: dict[str, Egress] = {}
+
+    def egress(self, name: str) -> Egress:
+        if name not in self._egress:
+            self._egress[name] = Egress(name, self.rate)
+        return self._egress[name]
+
+    async def take(self, name: str, endpoint: str) -> None:
+        """Wait until a request through ``name`` is allowed, then count it."""
+        eg = self.egress(name)
+        while True:
+            now = time.monotonic()
+            if now < eg.blocked_until:
+                await asyncio.sleep(eg.blocked_until - now)
+                continue
+            eg.tokens = min(eg.capacity, eg.tokens + (now - eg.updated) * eg.rate)
+            eg.updated = now
+            if eg.tokens >= 1.0:
+                eg.tokens -= 1.0
+                metrics.REQUESTS.labels(endpoint).inc()
+                return
+            await asyncio.sleep((1.0 - eg.tokens) / eg.rate)
+
+    def penalize(self, name: str) -> float:
+        """Back the egress off (doubling); returns the pause in seconds."""
+        eg = self.egress(name)
+        eg.backoff = min(BACKOFF_MAX, eg.backoff * 2 if eg.backoff else BACKOFF_START)
+        eg.blocked_until = time.monotonic() + eg.backoff
+        metrics.EGRESS_BACKOFF.labels(name).set(eg.backoff)
+        return eg.backoff
+
+    def succeeded(self, name: str) -> None:
+        eg = self.egress(name)
+        if eg.backoff:
+            eg.backoff = 0.0
+            metrics.EGRESS_BACKOFF.labels(name).set(0)

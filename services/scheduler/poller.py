@@ -1,0 +1,226 @@
+"""One polling pass (leader only): due watchers -> resolve users -> batched check_alive ->
+confirm positives with room/info -> room.live once per live session.
+
+Every TikTok request first takes a permit from the :class:`Budget` of its egress, so the
+request rate never exceeds the budget, however many watchers are due: when the budget is
+tighter than the watchers need, checks simply happen later (the effective interval grows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import nats.js.errors
+from nats.js.api import PubAck
+from nats.js.kv import KeyValue
+
+from services.scheduler import metrics
+from services.scheduler.budget import Budget
+from services.scheduler.store import WatcherStore
+from shared import jobs
+from shared.errors import ErrorCode
+from shared.events import Event, RoomLive
+from shared.logging import get_logger
+from shared.tiktok import RoomInfo, TikTokClient, TikTokError
+from shared.watchers import Watcher
+
+log = get_logger(__name__)
+
+# Deterministic job ids: a scheduler that crashed after publishing room.live and before
+# saving its state derives the same job (and Nats-Msg-Id) again: no second recording.
+JOB_NAMESPACE = uuid.UUID("6f1d2b9e-5c3a-4e1f-9a7b-2d8c4e6f1a3b")
+MAX_DUE = 1000
+ERROR_BACKOFF_MAX = 3600.0
+# Errors that say "this egress is being throttled": back the whole egress off.
+EGRESS_ERRORS = frozenset(
+    {ErrorCode.WAF_BLOCKED, ErrorCode.NETWORK_TIMEOUT, ErrorCode.SERVICE_UNAVAILABLE}
+)
+
+
+@dataclass
+class PollDeps:
+    store: WatcherStore
+    budget: Budget
+    jobs_kv: KeyValue
+    publish: Callable[[Event], Awaitable[PubAck]]
+    client_for: Callable[[Watcher], Awaitable[TikTokClient]]
+    egress_of: Callable[[Watcher], str]
+    batch_size: int = 50
+
+
+@dataclass
+class _Pass:
+    """What one pass learned about each watcher."""
+
+    now: float
+    updates: dict[str, tuple[Watcher, float]] = field(default_factory=dict)
+
+    def done(self, w: Watcher, outcome: str, next_check: float | None = None) -> None:
+        w.last_run_at = datetime.fromtimestamp(self.now, UTC)
+        w.last_outcome = outcome
+        if next_check is None:
+            next_check = self.now + interval(w.poll_interval)
+            w.failures = 0
+        w.next_check_at = datetime.fromtimestamp(next_check, UTC)
+        self.updates[w.key] = (w, next_check)
+        metrics.CHECKS.labels(outcome).inc()
+
+
+def interval(poll: int) -> float:
+    """The next check: never later than poll_interval, jittered so watchers never align."""
+    return poll - random.uniform(0, min(0.1 * poll, 2.0))
+
+
+def job_id_for(w: Watcher, room_id: str) -> str:
+    return str(uuid.uuid5(JOB_NAMESPACE, f"{w.task_id}:{room_id}:{w.generation}"))
+
+
+async def poll_once(deps: PollDeps, now: float | None = None) -> int:
+    """Check every due watcher once; returns how many were due."""
+    now = time.time() if now is None else now
+    due = await deps.store.due(now, MAX_DUE)
+    if not due:
+        return 0
+    by_egress: dict[str, list[Watcher]] = defaultdict(list)
+    for w in due:
+        by_egress[deps.egress_of(w)].append(w)
+    state = _Pass(now)
+    await asyncio.gather(*(_poll_egress(deps, e, ws, state) for e, ws in by_egress.items()))
+    if state.updates:
+        await deps.store.put_many(list(state.updates.values()))
+    return len(due)
+
+
+async def _poll_egress(deps: PollDeps, egress: str, due: list[Watcher], state: _Pass) -> None:
+    client = await deps.client_for(due[0])
+    checkable: list[Watcher] = []
+    for w in due:
+        if w.unique_id is None:
+            checkable.append(w)
+            continue
+        # TikTok issues a new room id per live: a user's current room comes from a resolve.
+        await deps.budget.take(egress, "user_room")
+        try:
+            ref = await client.resolve(f"@{w.unique_id}")
+        except TikTokError as exc:
+            if _failed(deps, egress, w, exc, state):
+                return  # the egress is throttled: the rest waits for the next pass
+            continue
+        deps.budget.succeeded(egress)
+        if ref.room_id:
+            w.room_id = ref.room_id
+            checkable.append(w)
+        else:
+            _offline(w, state)
+
+    positives: list[Watcher] = []
+    for batch in _chunks(checkable, deps.batch_size):
+        await deps.budget.take(egress, "check_alive")
+        try:
+            alive = await client.check_alive([w.room_id or "" for w in batch])
+        except TikTokError as exc:
+            for w in batch:
+                _failed(deps, egress, w, exc, state)
+            return
+        deps.budget.succeeded(egress)
+        for w in batch:
+            if alive.get(w.room_id or ""):
+                positives.append(w)
+            else:
+                _offline(w, state)
+
+    for w in positives:
+        assert w.room_id is not None
+        if w.live_state == "live" and w.current_job_id == job_id_for(w, w.room_id):
+            state.done(w, "live")  # still the same live: already recording
+            continue
+        # check_alive has said "alive" for rooms that are not (TIKTOK.md #454): confirm.
+        await deps.budget.take(egress, "room_info")
+        try:
+            info = await client.room_info(w.room_id)
+        except TikTokError as exc:
+            if exc.code == ErrorCode.AGE_RESTRICTED:
+                # Alive but gated: the recorder has the cookies to deal with it.
+                await _went_live(deps, w, None, state)
+                continue
+            if _failed(deps, egress, w, exc, state):
+                return
+            continue
+        deps.budget.succeeded(egress)
+        if info.is_live or info.is_paused:
+            await _went_live(deps, w, info, state)
+        else:
+            _offline(w, state)
+
+
+def _chunks(items: Sequence[Watcher], size: int) -> list[Sequence[Watcher]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _offline(w: Watcher, state: _Pass) -> None:
+    if w.live_state == "live":
+        log.info("scheduler.live_ended", key=w.key, room_id=w.room_id)
+    w.live_state = "offline"
+    w.current_job_id = None
+    state.done(w, "offline")
+
+
+def _failed(deps: PollDeps, egress: str, w: Watcher, exc: TikTokError, state: _Pass) -> bool:
+    """Record a failed check; True when the whole egress must back off."""
+    w.failures += 1
+    if exc.code in EGRESS_ERRORS:
+        pause = deps.budget.penalize(egress)
+        log.warning("scheduler.egress_backoff", egress=egress, error_code=exc.code, pause_s=pause)
+        # Checked again as soon as the egress may be used: nothing is skipped, only delayed.
+        state.done(w, str(exc.code).lower(), next_check=state.now + pause)
+        return True
+    delay = min(ERROR_BACKOFF_MAX, w.poll_interval * 2.0 ** min(w.failures, 10))
+    state.done(w, str(exc.code).lower(), next_check=state.now + delay)
+    return False
+
+
+async def _went_live(deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _Pass) -> None:
+    assert w.room_id is not None
+    job_id = job_id_for(w, w.room_id)
+    if w.current_job_id != job_id:
+        request = jobs.JobRequest(
+            job_id=job_id,
+            room_id=w.room_id,
+            url=w.url,
+            watcher_key=w.key,
+            options=w.options,
+            correlation_id=w.task_id,
+        )
+        # Made already before a crash? Then the event below is deduplicated too.
+        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+            await jobs.create_request(deps.jobs_kv, request)
+        await deps.publish(
+            RoomLive(
+                event_id=f"live:{job_id}",
+                correlation_id=w.task_id,
+                job_id=job_id,
+                room_id=w.room_id,
+                watcher_key=w.key,
+                url=w.url,
+                unique_id=w.unique_id,
+                title=info.title if info else None,
+                options=w.options,
+            )
+        )
+        metrics.LIVES_DETECTED.inc()
+        if info is not None and info.start_time:
+            metrics.DETECTION_SECONDS.observe(max(0.0, time.time() - info.start_time))
+        log.info("scheduler.live_detected", key=w.key, room_id=w.room_id, job_id=job_id)
+        w.current_job_id = job_id
+        w.jobs = [*w.jobs[-49:], job_id]
+        w.last_live_at = datetime.fromtimestamp(state.now, UTC)
+    w.live_state = "live"
+    state.done(w, "live")

@@ -1,0 +1,112 @@
+"""The scheduler's SQLite store of watchers (aiosqlite); the scheduler is its only writer.
+
+Each row keeps the whole :class:`~shared.watchers.Watcher` as JSON, plus the columns the
+polling query needs (status, next check time) so "which watchers are due" is one index scan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import aiosqlite
+import msgspec
+
+from shared.watchers import Watcher
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS watchers (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    next_check REAL NOT NULL,
+    created REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS watchers_due ON watchers (status, next_check);
+"""
+
+_decoder = msgspec.json.Decoder(Watcher)
+
+
+class WatcherStore:
+    """Async access to the watchers table."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        # WAL: a standby scheduler can read (status endpoints) while the leader writes.
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.executescript(_SCHEMA)
+        await self._db.commit()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        assert self._db is not None, "store not opened"
+        return self._db
+
+    async def get(self, key: str) -> Watcher | None:
+        async with self.db.execute("SELECT doc FROM watchers WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return _decoder.decode(row[0]) if row else None
+
+    async def put(self, watcher: Watcher, next_check: float) -> None:
+        await self.put_many([(watcher, next_check)])
+
+    async def put_many(self, rows: list[tuple[Watcher, float]]) -> None:
+        """Insert or replace watchers in one transaction."""
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO watchers (key, status, next_check, created, doc) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [
+                (w.key, w.status, nxt, w.created_at.timestamp(), msgspec.json.encode(w).decode())
+                for w, nxt in rows
+            ],
+        )
+        await self.db.commit()
+
+    async def delete(self, key: str) -> bool:
+        cur = await self.db.execute("DELETE FROM watchers WHERE key = ?", (key,))
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    async def due(self, now: float, limit: int) -> list[Watcher]:
+        """Active watchers whose next check is due, most overdue first."""
+        async with self.db.execute(
+            "SELECT doc FROM watchers WHERE status = 'active' AND next_check <= ? "
+            "ORDER BY next_check LIMIT ?",
+            (now, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_decoder.decode(r[0]) for r in rows]
+
+    async def page(self, page: int, page_size: int) -> tuple[list[Watcher], int]:
+        async with self.db.execute("SELECT COUNT(*) FROM watchers") as cur:
+            row = await cur.fetchone()
+        total = int(row[0]) if row else 0
+        async with self.db.execute(
+            "SELECT doc FROM watchers ORDER BY created, key LIMIT ? OFFSET ?",
+            (page_size, (page - 1) * page_size),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_decoder.decode(r[0]) for r in rows], total
+
+    async def count_active(self) -> int:
+        async with self.db.execute("SELECT COUNT(*) FROM watchers WHERE status = 'active'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

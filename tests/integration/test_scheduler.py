@@ -1,0 +1,284 @@
+"""The scheduler against a real nats-server and the fake TikTok: detect lives, poll in budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from services.recorder.service import RecorderService
+from services.scheduler.service import SchedulerService
+from shared import jobs
+from shared.bus import Bus
+from shared.config import RecorderSettings, SchedulerSettings
+from shared.events import RoomLive, WatchDeleted, WatchRequested
+from shared.nats_server import NatsServer
+from shared.subjects import EVENTS_STREAM, JOBS_BUCKET, subject_for
+from shared.watchers import GET, GetRequest, Watcher
+from tests.fake_tiktok import FakeTikTok
+from tests.helpers import decode_errors, eventually
+
+FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
+
+
+def scheduler_settings(
+    nats: NatsServer, fake: FakeTikTok, tmp: Path, name: str = "sched-1", **extra: object
+) -> SchedulerSettings:
+    return SchedulerSettings(
+        nats_url=nats.client_url,
+        instance_id=name,
+        scheduler_db=tmp / "scheduler.sqlite3",
+        tiktok_web_base=fake.base_url,
+        tiktok_webcast_base=fake.base_url,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def recorder(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> AsyncIterator[Path]:
+    settings = RecorderSettings(
+        nats_url=nats_server.client_url,
+        instance_id="rec-1",
+        recordings_dir=tmp_path / "recordings",
+        tiktok_web_base=fake_tiktok.base_url,
+        tiktok_webcast_base=fake_tiktok.base_url,
+        read_timeout=2.0,
+    )
+    async with RecorderService(bus, settings):
+        yield settings.recordings_dir
+
+
+async def watcher(bus: Bus, key: str) -> Watcher | None:
+    reply = await bus.nc.request(GET, msgspec.json.encode(GetRequest(key=key)), timeout=2)
+    if reply.headers and reply.headers.get("Nats-Service-Error-Code"):
+        return None
+    return msgspec.json.decode(reply.data, type=Watcher)
+
+
+async def lives_published(bus: Bus) -> list[RoomLive]:
+    info = await bus.js.stream_info(EVENTS_STREAM)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        with contextlib.suppress(Exception):
+            msg = await bus.js.get_msg(EVENTS_STREAM, seq)
+            if msg.subject == subject_for(RoomLive):
+                out.append(msgspec.json.decode(msg.data or b"", type=RoomLive))
+    return out
+
+
+async def watch(bus: Bus, key: str, *, poll: int, **fields: object) -> None:
+    await bus.publish(WatchRequested(task_id=f"task-{key}", key=key, poll_interval=poll, **fields))  # type: ignore[arg-type]
+
+
+async def test_offline_then_live_records_then_second_live_second_job(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path, recorder: Path
+) -> None:
+    await fake_tiktok.create_user("amy")
+    poll = 10
+    async with SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path)):
+        await watch(bus, "@amy", poll=poll, unique_id="amy", url="@amy")
+
+        async def checked_offline() -> bool:
+            w = await watcher(bus, "@amy")
+            return w is not None and w.live_state == "offline"
+
+        await eventually(checked_offline, timeout=15)
+        loop = asyncio.get_running_loop()
+        went_live = loop.time()
+        await fake_tiktok.go_live("amy")
+
+        async def job_started() -> bool:
+            w = await watcher(bus, "@amy")
+            return w is not None and w.current_job_id is not None
+
+        await eventually(job_started, timeout=poll + 5, interval=0.1)
+        assert loop.time() - went_live <= poll + 2
+        first = await watcher(bus, "@amy")
+        assert first is not None
+        assert first.current_job_id is not None
+        kv = await bus.kv(JOBS_BUCKET)
+
+        async def recording(job_id: str) -> bool:
+            doc = await jobs.get_recording(kv, job_id)
+            return doc is not None and doc[0].bytes > 0
+
+        await eventually(lambda: recording(first.current_job_id or ""), timeout=20)
+        await fake_tiktok.end("amy")
+
+        async def finished(job_id: str) -> bool:
+            doc = await jobs.get_recording(kv, job_id)
+            return doc is not None and doc[0].state == "SUCCESS"
+
+        await eventually(lambda: finished(first.current_job_id or ""), timeout=20)
+        doc = await jobs.get_recording(kv, first.current_job_id)
+        assert doc is not None
+        for seg in doc[0].segments:
+            assert decode_errors(recorder / seg.path) == ""
+
+        await fake_tiktok.go_live("amy")
+
+        async def second_job() -> bool:
+            w = await watcher(bus, "@amy")
+            return w is not None and len(w.jobs) == 2
+
+        await eventually(second_job, timeout=poll + 15, interval=0.1)
+        lives = await lives_published(bus)
+        assert len({e.job_id for e in lives}) == 2
+        assert len({e.room_id for e in lives}) == 2
+
+
+async def test_fake_alive_never_starts_a_recording_for_an_offline_room(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    await fake_tiktok.create_user("bea")
+    live = await fake_tiktok.go_live("bea")
+    await fake_tiktok.end("bea")
+    await fake_tiktok.set_scenario(fake_alive=True)
+    async with SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path)):
+        await watch(bus, live.room_id, poll=1, room_id=live.room_id)
+
+        async def confirmed_offline_twice() -> bool:
+            infos = await fake_tiktok.requests("/webcast/room/info")
+            return len(infos) >= 2
+
+        await eventually(confirmed_offline_twice, timeout=15)
+        w = await watcher(bus, live.room_id)
+        assert w is not None
+        assert w.live_state == "offline"
+        assert await lives_published(bus) == []
+
+
+async def test_room_watchers_are_checked_in_batches(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    rooms = []
+    for i in range(12):
+        await fake_tiktok.create_user(f"c{i}")
+        rooms.append((await fake_tiktok.go_live(f"c{i}")).room_id)
+        await fake_tiktok.end(f"c{i}")
+    settings = scheduler_settings(nats_server, fake_tiktok, tmp_path, check_batch_size=5)
+    async with SchedulerService(bus, settings):
+        for room in rooms:
+            await watch(bus, room, poll=30, room_id=room)
+
+        async def all_checked() -> bool:
+            ws = [await watcher(bus, r) for r in rooms]
+            return all(w is not None and w.live_state == "offline" for w in ws)
+
+        await eventually(all_checked, timeout=20)
+    checks = await fake_tiktok.requests("/webcast/room/check_alive")
+    asked = [len(r["query"]["room_ids"].split(",")) for r in checks]
+    assert sum(asked) == 12
+    assert max(asked) <= 5
+    assert len(checks) <= 4  # 12 rooms in batches of 5 (+1 if a command landed mid-pass)
+
+
+async def test_waf_backs_off_and_polling_resumes(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    await fake_tiktok.create_user("dee")
+    await fake_tiktok.set_scenario(waf=True)
+    async with SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path)):
+        await watch(bus, "@dee", poll=1, unique_id="dee")
+
+        async def blocked() -> bool:
+            w = await watcher(bus, "@dee")
+            return w is not None and w.last_outcome == "waf_blocked"
+
+        await eventually(blocked, timeout=15)
+        await fake_tiktok.clear_requests()
+        await asyncio.sleep(4)  # a window of the WAF period: count what the poller sends
+        during = len(await fake_tiktok.requests("/api-live")) + len(
+            await fake_tiktok.requests("/@dee")
+        )
+        # poll_interval 1 s would mean ~4 resolves in 4 s; backoff (5 s, then 10 s) allows <= 1.
+        assert during <= 2
+        await fake_tiktok.set_scenario(waf=False)
+
+        async def recovered() -> bool:
+            w = await watcher(bus, "@dee")
+            return w is not None and w.last_outcome == "offline"
+
+        await eventually(recovered, timeout=30)
+
+
+async def test_restart_reloads_watchers_and_never_records_a_live_twice(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    await fake_tiktok.create_user("eve")
+    await fake_tiktok.go_live("eve")
+    settings = scheduler_settings(nats_server, fake_tiktok, tmp_path)
+    async with SchedulerService(bus, settings):
+        await watch(bus, "@eve", poll=1, unique_id="eve")
+
+        async def detected() -> bool:
+            return len(await lives_published(bus)) == 1
+
+        await eventually(detected, timeout=15)
+    # Simulate a crash between "publish room.live" and "save state": forget the job.
+    from services.scheduler.store import WatcherStore
+
+    async with WatcherStore(settings.scheduler_db) as store:
+        w = await store.get("@eve")
+        assert w is not None
+        w.current_job_id, w.jobs, w.live_state = None, [], "unknown"
+        await store.put(w, next_check=0)
+    async with SchedulerService(bus, settings):
+
+        async def polled_again() -> bool:
+            again = await watcher(bus, "@eve")
+            return again is not None and again.live_state == "live"
+
+        await eventually(polled_again, timeout=15)
+        lives = await lives_published(bus)
+        assert len(lives) == 1  # the second publish was deduplicated (same live, same id)
+        await bus.publish(WatchDeleted(key="@eve"))
+
+        async def gone() -> bool:
+            return await watcher(bus, "@eve") is None
+
+        await eventually(gone, timeout=10)
+
+
+async def test_only_one_scheduler_polls_and_a_standby_takes_over(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    await fake_tiktok.create_user("fay")
+    a = SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path, "sched-a"))
+    b = SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path, "sched-b"))
+    async with b:
+        await a.__aenter__()
+        try:
+            await watch(bus, "@fay", poll=1, unique_id="fay")
+
+            async def one_leader() -> bool:
+                return a.leader != b.leader
+
+            await eventually(one_leader, timeout=15)
+            first = a if a.leader else b
+            await eventually(lambda: _polled(fake_tiktok), timeout=15)
+        finally:
+            if first is a:
+                await a.__aexit__(None, None, None)
+        other = b if first is a else a
+        if first is b:
+            await b.__aexit__(None, None, None)
+        await fake_tiktok.clear_requests()
+
+        async def took_over() -> bool:
+            return other.leader
+
+        await eventually(took_over, timeout=30)
+        await eventually(lambda: _polled(fake_tiktok), timeout=15)
+        if other is a:
+            await a.__aexit__(None, None, None)
+
+
+async def _polled(fake: FakeTikTok) -> bool:
+    return len(await fake.requests("/api-live/user/room")) > 0
