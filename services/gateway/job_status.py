@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from services.gateway.schemas import FileOut, JobProgress, JobResult, JobStatus, JobStatusName
+from services.gateway.schemas import (
+    FileOut,
+    JobProgress,
+    JobResult,
+    JobStatus,
+    JobStatusName,
+    WatcherOut,
+)
 from shared.jobs import JobRequest, RecordingPart
+from shared.watchers import Watcher
 
 
 def assemble(request: JobRequest, recording: RecordingPart | None) -> JobStatus:
@@ -51,4 +59,36 @@ def assemble(request: JobRequest, recording: RecordingPart | None) -> JobStatus:
         error_code=(recording.error_code if recording else "CANCELLED") if failed else None,
         error_message=(recording.error_message if recording else "cancelled") if failed else None,
         correlation_id=request.correlation_id if failed else None,
+    )
+
+
+def assemble_watch(request: JobRequest, watcher: Watcher | None) -> JobStatus:
+    """A watch job, from its request and the scheduler's watcher under its key.
+
+    ``watcher`` is None when the scheduler does not know the key or did not answer. A watcher
+    under the same key with another task id belongs to another watch job.
+    """
+    mine = watcher if watcher is not None and watcher.task_id == request.job_id else None
+    status: JobStatusName = "PENDING"  # the scheduler has not registered it (yet)
+    if request.desired == "cancel" or (mine is not None and mine.status == "deleted"):
+        status = "CANCELLED"
+    elif mine is not None:
+        status = "STARTED"  # active or paused: the watch goes on
+    elif watcher is not None and watcher.created_at > request.created_at:
+        status = "CANCELLED"  # replaced by a newer watcher of the same key
+    cancelled = status == "CANCELLED"
+    return JobStatus(
+        task_id=request.job_id,
+        kind=request.kind,
+        status=status,
+        room_id=(mine.room_id if mine and mine.room_id else request.room_id),
+        url=request.url,
+        created_at=request.created_at,
+        result=JobResult(),
+        progress=JobProgress(),
+        error_code="CANCELLED" if cancelled else None,
+        error_message="cancelled" if cancelled else None,
+        correlation_id=request.correlation_id if cancelled else None,
+        watcher=WatcherOut.from_watcher(mine) if mine else None,
+        jobs=list(mine.jobs) if mine else [],
     )

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.naming import validate_template
+from shared.watchers import Watcher
 
 QUALITIES = ("origin", "uhd", "hd", "sd", "ld")
 TIKTOK_HOSTS = frozenset({"www.tiktok.com", "tiktok.com", "m.tiktok.com", "vm.tiktok.com"})
@@ -20,7 +21,7 @@ _COOKIES = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def _room_id(value: str) -> str:
-    if not _ROOM_ID.match(value):
+    if not _ROOM_ID.fullmatch(value):
         msg = "room_id must be 15 to 20 digits"
         raise ValueError(msg)
     return value
@@ -28,7 +29,7 @@ def _room_id(value: str) -> str:
 
 def _target_url(value: str) -> str:
     """A TikTok https URL (www, m, vm hosts) or an @user name; nothing else reaches TikTok."""
-    if _USER.match(value):
+    if _USER.fullmatch(value):
         return value if value.startswith("@") else f"@{value}"
     if any(c.isspace() or ord(c) < 32 for c in value) or len(value) > 300:
         msg = "url must be a TikTok URL or @user"
@@ -62,7 +63,7 @@ def _proxy(value: str) -> str:
 
 
 def _cookies(value: str) -> str:
-    if not _COOKIES.match(value):
+    if not _COOKIES.fullmatch(value):
         msg = "cookies must be the name of a file in the cookies folder (COOKIES_DIR)"
         raise ValueError(msg)
     return value
@@ -154,6 +155,99 @@ class JobProgress(BaseModel):
     files: list[FileOut] = Field(default_factory=list)
 
 
+class WatcherOptionsIn(RecordingOptionsIn):
+    """Recording options of a watcher; the file name template lives here for watchers."""
+
+    output_template: OutputTemplate | None = Field(
+        None,
+        description="File name under RECORDINGS_DIR; same placeholders as POST /recordings",
+        examples=["{room_id}/{YYYY}/{MM}/{DD}/{timestamp}_{title}.mp4"],
+    )
+
+
+class WatcherCreate(BaseModel):
+    """Body of POST /watchers: give room_id or url (a live/profile URL or @user)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    room_id: RoomId | None = Field(None, examples=["7503448765740976902"])
+    url: TargetUrl | None = Field(None, examples=["@alice", "https://www.tiktok.com/@alice/live"])
+    poll_interval: int = Field(
+        60, ge=10, le=86_400, description="Seconds between two checks of the room (at most)"
+    )
+    options: WatcherOptionsIn = Field(default_factory=WatcherOptionsIn)
+
+
+class WatcherOptionsOut(BaseModel):
+    upload_s3: bool = False
+    quality: str | None = None
+    proxy: bool = Field(False, description="A proxy is set (its value is sealed, never shown)")
+    cookies: str | None = None
+    output_template: str | None = None
+
+
+class WatcherOut(BaseModel):
+    """A watcher as the scheduler sees it."""
+
+    key: str = Field(description="Room id, @user, or the short-link URL; used in /watchers/{key}")
+    task_id: str = Field(description="The watch job (GET /jobs/{task_id})")
+    room_id: str | None = Field(None, description="The room id last seen")
+    unique_id: str | None = None
+    url: str | None = None
+    poll_interval: int
+    status: Literal["active", "paused", "deleted"]
+    options: WatcherOptionsOut
+    created_at: datetime
+    last_run_at: datetime | None = None
+    last_outcome: str | None = Field(None, description="live, offline, paused or an error code")
+    live_state: Literal["unknown", "offline", "live", "paused"] = "unknown"
+    last_live_at: datetime | None = None
+    current_job_id: str | None = Field(None, description="The recording job running now")
+    jobs: list[str] = Field(default_factory=list, description="Recording jobs started, newest last")
+    failures: int = 0
+    next_check_at: datetime | None = None
+
+    @classmethod
+    def from_watcher(cls, w: Watcher) -> WatcherOut:
+        o = w.options
+        return cls(
+            key=w.key,
+            task_id=w.task_id,
+            room_id=w.room_id,
+            unique_id=w.unique_id,
+            url=w.url,
+            poll_interval=w.poll_interval,
+            status=w.status,
+            options=WatcherOptionsOut(
+                upload_s3=o.upload_s3,
+                quality=o.quality,
+                proxy=o.proxy is not None,
+                cookies=o.cookies,
+                output_template=o.output_template,
+            ),
+            created_at=w.created_at,
+            last_run_at=w.last_run_at,
+            last_outcome=w.last_outcome,
+            live_state=w.live_state,
+            last_live_at=w.last_live_at,
+            current_job_id=w.current_job_id,
+            jobs=list(w.jobs),
+            failures=w.failures,
+            next_check_at=w.next_check_at,
+        )
+
+
+class WatcherList(BaseModel):
+    items: list[WatcherOut]
+    page: int
+    page_size: int
+    total: int
+
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
 class JobStatus(BaseModel):
     task_id: str
     kind: Literal["recording", "watch"]
@@ -167,3 +261,9 @@ class JobStatus(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     correlation_id: str | None = None
+    watcher: WatcherOut | None = Field(
+        None, description="watch jobs: the watcher, when the scheduler knows it (else null)"
+    )
+    jobs: list[str] = Field(
+        default_factory=list, description="watch jobs: the recording jobs it started"
+    )
