@@ -97,6 +97,47 @@ def create_user(
     return user
 
 
+async def create_users_bulk(
+    state: FakeState,
+    media: MediaLibrary,
+    unique_ids: list[str],
+    *,
+    rooms: str = "none",
+    profile: str = DEFAULT_PROFILE,
+) -> dict[str, str | None]:
+    """Create many users in one call (benchmarks): all or nothing, checked before any change.
+
+    ``rooms``: "none" (never live), "ended" (one past live: a stale room id, status 4) or
+    "live". Returns each user's room id (None for "none").
+    """
+    if rooms not in ("none", "ended", "live"):
+        raise ControlError(400, "rooms must be one of none, ended, live")
+    names = [u.removeprefix("@") for u in unique_ids]
+    bad = [n for n in names if not _UNIQUE_ID_RE.match(n)]
+    if bad:
+        raise ControlError(400, f"invalid unique_id: {bad[0]!r}")
+    if len(set(names)) != len(names):
+        raise ControlError(400, "unique_ids must not repeat")
+    taken = [n for n in names if n in state.users]
+    if taken:
+        raise ControlError(409, f"user already exists: {taken[0]}")
+    if rooms != "none":
+        try:
+            await media.load(profile)
+        except ValueError as exc:
+            raise ControlError(400, str(exc)) from exc
+    created: dict[str, str | None] = {}
+    for name in names:
+        create_user(state, name)
+        room_id = None
+        if rooms != "none":
+            room_id = (await go_live(state, media, name, profile=profile)).room_id
+            if rooms == "ended":
+                end(state, name)
+        created[name] = room_id
+    return created
+
+
 def update_user(
     state: FakeState,
     unique_id: str,

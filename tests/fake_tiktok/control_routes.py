@@ -67,6 +67,21 @@ async def _create_user(request: web.Request, ctx: FakeContext) -> object:
     return control.user_view(ctx.state, user)
 
 
+async def _bulk_users(request: web.Request, ctx: FakeContext) -> object:
+    body = await _body(request)
+    unique_ids = _field(body, "unique_ids", list, [])
+    if not all(isinstance(u, str) for u in unique_ids):
+        raise control.ControlError(400, "unique_ids must be a list of strings")
+    rooms = await control.create_users_bulk(
+        ctx.state,
+        ctx.media,
+        unique_ids,
+        rooms=_field(body, "rooms", str, "none"),
+        profile=_field(body, "profile", str, DEFAULT_PROFILE),
+    )
+    return {"created": len(rooms), "rooms": rooms}
+
+
 async def _list_users(_request: web.Request, ctx: FakeContext) -> object:
     return [control.user_view(ctx.state, u) for u in ctx.state.users.values()]
 
@@ -150,7 +165,11 @@ async def _put_scenario(request: web.Request, ctx: FakeContext) -> object:
 
 async def _get_requests(request: web.Request, ctx: FakeContext) -> object:
     prefix = request.query.get("path_prefix", "")
-    return [r.to_json() for r in ctx.state.requests if r.path.startswith(prefix)]
+    try:
+        since = float(request.query.get("since", "0"))
+    except ValueError as exc:
+        raise control.ControlError(400, "since must be a number (epoch seconds)") from exc
+    return [r.to_json() for r in ctx.state.requests if r.time > since and r.path.startswith(prefix)]
 
 
 async def _clear_requests(_request: web.Request, ctx: FakeContext) -> object:
@@ -170,6 +189,7 @@ async def _health(_request: web.Request, ctx: FakeContext) -> object:
 def add_control_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/__fake/health", _control(_health))
     r.add_post("/__fake/users", _control(_create_user, 201))
+    r.add_post("/__fake/bulk/users", _control(_bulk_users, 201))
     r.add_get("/__fake/users", _control(_list_users))
     r.add_get("/__fake/users/{user}", _control(_get_user))
     r.add_patch("/__fake/users/{user}", _control(_patch_user))
