@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from services.gateway.deps import JobsDep, LinkDep, SecretsDep
 from services.gateway.errors import CORRELATION_ID, ApiError, ErrorBody
-from services.gateway.schemas import RecordingCreate, TaskAccepted
+from services.gateway.schemas import RecordingCreate, RecordingOptionsIn, TaskAccepted
 from shared import jobs
 from shared.bus import TRANSIENT
 from shared.errors import ErrorCode
@@ -18,8 +18,11 @@ from shared.secrets import SecretBox
 router = APIRouter(tags=["recordings"])
 
 
-def seal_options(body: RecordingCreate, box: SecretBox | None) -> RecordingOptions:
-    proxy = body.options.proxy
+def seal_options(
+    opts: RecordingOptionsIn, output_template: str | None, box: SecretBox | None
+) -> RecordingOptions:
+    """The options as they travel in events and KV: the proxy sealed, never readable."""
+    proxy = opts.proxy
     if proxy is not None:
         if box is None:
             raise ApiError(
@@ -29,11 +32,11 @@ def seal_options(body: RecordingCreate, box: SecretBox | None) -> RecordingOptio
             )
         proxy = box.seal(proxy)
     return RecordingOptions(
-        upload_s3=body.options.upload_s3,
-        quality=body.options.quality,
+        upload_s3=opts.upload_s3,
+        quality=opts.quality,
         proxy=proxy,
-        cookies=body.options.cookies,
-        output_template=body.output_template,
+        cookies=opts.cookies,
+        output_template=output_template,
     )
 
 
@@ -51,7 +54,7 @@ async def create_recording(
     assert link.bus is not None  # JobsDep checked the connection
     job_id = new_id()
     correlation_id = CORRELATION_ID.get() or new_id()
-    options = seal_options(body, box)
+    options = seal_options(body.options, body.output_template, box)
     doc = jobs.JobRequest(
         job_id=job_id,
         room_id=body.room_id,

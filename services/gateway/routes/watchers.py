@@ -23,6 +23,7 @@ from services.gateway.routes.jobs import (
     scheduler_watcher,
     watch_being_deleted,
 )
+from services.gateway.routes.recordings import seal_options
 from services.gateway.scheduler_client import SchedulerUnavailable, list_watchers
 from services.gateway.schemas import (
     Ok,
@@ -34,8 +35,7 @@ from services.gateway.schemas import (
 from shared import jobs
 from shared.bus import TRANSIENT
 from shared.errors import ErrorCode
-from shared.events import RecordingOptions, WatchPaused, WatchRequested, WatchResumed, new_id
-from shared.secrets import SecretBox
+from shared.events import WatchPaused, WatchRequested, WatchResumed, new_id
 from shared.tiktok.targets import parse_target
 from shared.watchers import Watcher, watcher_key
 
@@ -87,26 +87,6 @@ def path_key(key: str, request: Request) -> str:
 KeyDep = Annotated[str, Depends(path_key)]
 
 
-def _sealed(body: WatcherCreate, box: SecretBox | None) -> RecordingOptions:
-    opts = body.options
-    proxy = opts.proxy
-    if proxy is not None:
-        if box is None:
-            raise ApiError(
-                422,
-                ErrorCode.VALIDATION_ERROR,
-                "options.proxy: this deployment has no SECRET_KEY to protect proxy credentials",
-            )
-        proxy = box.seal(proxy)
-    return RecordingOptions(
-        upload_s3=opts.upload_s3,
-        quality=opts.quality,
-        proxy=proxy,
-        cookies=opts.cookies,
-        output_template=opts.output_template,
-    )
-
-
 async def _known(link: NatsLink, key: str) -> Watcher:
     watcher = await scheduler_watcher(link, key)
     if watcher is None:
@@ -152,7 +132,7 @@ async def create_watcher(
     except ValueError:
         msg = "url: names no TikTok user, room or short link (expected /@user or /@user/live)"
         raise ApiError(422, ErrorCode.VALIDATION_ERROR, msg) from None
-    options = _sealed(body, box)
+    options = seal_options(body.options, body.options.output_template, box)
     # A key is free again once its watcher is being deleted: the delete is queued first.
     existing = await scheduler_watcher(link, key)
     if existing is not None and not await _deleting(kv, existing):
