@@ -57,6 +57,10 @@ class Budget:
                 return
             await asyncio.sleep((1.0 - eg.tokens) / eg.rate)
 
+    def pace(self, name: str, per_second: float) -> None:
+        """Run the egress at ``per_second``, never above the budget."""
+        self.egress(name).rate = min(self.rate, per_second)
+
     def penalize(self, name: str) -> float:
         """Back the egress off (doubling); returns the pause in seconds."""
         eg = self.egress(name)

@@ -38,6 +38,10 @@ log = get_logger(__name__)
 # saving its state derives the same job (and Nats-Msg-Id) again: no second recording.
 JOB_NAMESPACE = uuid.UUID("6f1d2b9e-5c3a-4e1f-9a7b-2d8c4e6f1a3b")
 MAX_DUE = 1000
+PACE_MARGIN = 1.25  # room for confirmations, retries and jitter above the steady need
+PACE_FLOOR = 1.0  # requests/s: small deployments are never slowed below this
+# A partial check_alive batch of room ids waits up to this long for more ids to come due.
+BATCH_WAIT = 2.0
 ERROR_BACKOFF_MAX = 3600.0
 # Errors that say "this egress is being throttled": back the whole egress off.
 EGRESS_ERRORS = frozenset(
@@ -64,10 +68,13 @@ class _Pass:
     updates: dict[str, tuple[Watcher, float]] = field(default_factory=dict)
 
     def done(self, w: Watcher, outcome: str, next_check: float | None = None) -> None:
-        w.last_run_at = datetime.fromtimestamp(self.now, UTC)
+        # Counted from this watcher's own check, not from the start of the pass: with the
+        # pacing below, a bulk import spreads over the interval instead of staying one burst.
+        checked = time.time()
+        w.last_run_at = datetime.fromtimestamp(checked, UTC)
         w.last_outcome = outcome
         if next_check is None:
-            next_check = self.now + interval(w.poll_interval)
+            next_check = checked + interval(w.poll_interval)
             w.failures = 0
         w.next_check_at = datetime.fromtimestamp(next_check, UTC)
         self.updates[w.key] = (w, next_check)
@@ -96,7 +103,21 @@ async def poll_once(deps: PollDeps, now: float | None = None) -> int:
     await asyncio.gather(*(_poll_egress(deps, e, ws, state) for e, ws in by_egress.items()))
     if state.updates:
         await deps.store.put_many(list(state.updates.values()))
-    return len(due)
+    return len(state.updates)
+
+
+async def pace(deps: PollDeps) -> None:
+    """Set each egress's request rate to what its watchers need (+25 %), within the budget.
+
+    Pacing at need rather than at the budget spreads the checks evenly over the interval;
+    the budget stays the hard cap when the watchers need more than it allows.
+    """
+    need: dict[str, float] = defaultdict(float)
+    for w in await deps.store.active():
+        per_check = 1.0 / deps.batch_size + (1.0 if w.unique_id else 0.0)  # resolve + share
+        need[deps.egress_of(w)] += per_check / max(1, w.poll_interval)
+    for egress, rate in need.items():
+        deps.budget.pace(egress, max(PACE_FLOOR, rate * PACE_MARGIN))
 
 
 async def _poll_egress(deps: PollDeps, egress: str, due: list[Watcher], state: _Pass) -> None:
@@ -121,6 +142,7 @@ async def _poll_egress(deps: PollDeps, egress: str, due: list[Watcher], state: _
         else:
             _offline(w, state)
 
+    checkable = _fill_batches(checkable, deps.batch_size, state.now)
     positives: list[Watcher] = []
     for batch in _chunks(checkable, deps.batch_size):
         await deps.budget.take(egress, "check_alive")
@@ -159,6 +181,26 @@ async def _poll_egress(deps: PollDeps, egress: str, due: list[Watcher], state: _
             await _went_live(deps, w, info, state)
         else:
             _offline(w, state)
+
+
+def _fill_batches(checkable: list[Watcher], size: int, now: float) -> list[Watcher]:
+    """Hold back a trailing partial batch of room-id watchers that just came due.
+
+    Resolved users must be checked now; room-id watchers can wait up to BATCH_WAIT for more
+    ids, so check_alive calls go out full. Held watchers stay due for the next pass.
+    """
+    users = [w for w in checkable if w.unique_id is not None]
+    rooms = sorted(
+        (w for w in checkable if w.unique_id is None),
+        key=lambda w: w.next_check_at.timestamp() if w.next_check_at else 0.0,
+    )
+    spare = (len(users) + len(rooms)) % size
+    if spare and len(rooms) >= spare:
+        tail = rooms[-spare:]
+        oldest = min(w.next_check_at.timestamp() if w.next_check_at else 0.0 for w in tail)
+        if now - oldest < BATCH_WAIT:
+            rooms = rooms[:-spare]
+    return users + rooms
 
 
 def _chunks(items: Sequence[Watcher], size: int) -> list[Sequence[Watcher]]:

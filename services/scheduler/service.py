@@ -19,7 +19,7 @@ from nats.micro.service import Group
 from services.scheduler import metrics
 from services.scheduler.budget import Budget
 from services.scheduler.handlers import on_command
-from services.scheduler.poller import PollDeps, poll_once
+from services.scheduler.poller import PollDeps, pace, poll_once
 from services.scheduler.store import WatcherStore
 from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
@@ -36,6 +36,7 @@ log = get_logger(__name__)
 
 LEADER_LEASE = "leader.scheduler"
 IDLE_TICK = 0.5
+PACE_EVERY = 10.0  # seconds between recomputing each egress's rate from its watchers
 BAD_REQUEST, NOT_FOUND = "400", "404"  # nats.micro error codes, read by the gateway
 
 
@@ -117,8 +118,13 @@ class SchedulerService(BaseService):
             metrics.IS_LEADER.set(0)
 
     async def _poll(self, stop: asyncio.Event) -> None:
+        paced = float("-inf")
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
+                if loop.time() - paced > PACE_EVERY:
+                    await pace(self.deps)
+                    paced = loop.time()
                 checked = await poll_once(self.deps)
                 metrics.WATCHERS_ACTIVE.set(await self.store.count_active())
             except TRANSIENT as exc:

@@ -95,6 +95,11 @@ class WatcherStore:
             rows = await cur.fetchall()
         return [_decoder.decode(r[0]) for r in rows]
 
+    async def active(self) -> list[Watcher]:
+        async with self.db.execute("SELECT doc FROM watchers WHERE status = 'active'") as cur:
+            rows = await cur.fetchall()
+        return [_decoder.decode(r[0]) for r in rows]
+
     async def page(self, page: int, page_size: int) -> tuple[list[Watcher], int]:
         async with self.db.execute("SELECT COUNT(*) FROM watchers") as cur:
             row = await cur.fetchone()
