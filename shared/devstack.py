@@ -133,6 +133,7 @@ async def up(stack: DevStackSettings | None = None) -> int:
     env.setdefault("API_KEYS", kept_secret(var_dir, "dev-api-key", _new_api_key))
     env.setdefault("SECRET_KEY", kept_secret(var_dir, "secret-key", new_key))
     env.setdefault("COOKIES_DIR", str(var_dir / "cookies"))
+    env.setdefault("SCHEDULER_DB", str(var_dir / "scheduler.sqlite3"))
     env.setdefault("RECORDINGS_DIR", str(var_dir / "recordings"))
     env.setdefault("LOG_FORMAT", "json")
     env.setdefault("PYTHONUNBUFFERED", "1")  # log lines appear as they happen
