@@ -38,7 +38,8 @@ class WatcherStore:
 
     async def __aenter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
+        # Two instances may open the file at once: wait for the other's lock, don't fail.
+        self._db = await aiosqlite.connect(self.path, timeout=30)
         # WAL: a standby scheduler can read (status endpoints) while the leader writes.
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")

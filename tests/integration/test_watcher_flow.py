@@ -141,20 +141,26 @@ async def test_sigkilled_scheduler_process_is_replaced(
     procs: dict[str, asyncio.subprocess.Process] = {}
     try:
         for name in ("sched-a", "sched-b"):
-            procs[name] = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.scheduler",
-                env={**env, "INSTANCE_ID": name},
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
+            with (tmp_path / f"{name}.log").open("wb") as log:  # kept for diagnosis
+                procs[name] = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "services.scheduler",
+                    env={**env, "INSTANCE_ID": name},
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
 
         async def both_up() -> bool:
-            names = {r.get("metadata", {}).get("instance") for r in await ping_all(bus.nc)}
+            replies = await ping_all(bus.nc, wait=0.5)
+            names = {r.get("metadata", {}).get("instance") for r in replies}
             return {"sched-a", "sched-b"} <= names
 
-        await eventually(both_up, timeout=20)
+        try:
+            await eventually(both_up, timeout=40)
+        except AssertionError as exc:
+            logs = {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in procs}
+            raise AssertionError(f"schedulers not both up: {logs}") from exc
         await bus.publish(
             WatchRequested(task_id="t-hal", key="@hal", unique_id="hal", poll_interval=1)
         )
