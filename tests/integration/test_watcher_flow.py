@@ -160,7 +160,8 @@ async def test_sigkilled_scheduler_process_is_replaced(
             await eventually(both_up, timeout=40)
         except AssertionError as exc:
             logs = {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in procs}
-            raise AssertionError(f"schedulers not both up: {logs}") from exc
+            msg = f"schedulers not both up: {logs}"
+            raise AssertionError(msg) from exc
         await bus.publish(
             WatchRequested(task_id="t-hal", key="@hal", unique_id="hal", poll_interval=1)
         )
