@@ -12,6 +12,7 @@ import pytest
 
 from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
+from services.scheduler.store import WatcherStore
 from shared import jobs
 from shared.bus import Bus
 from shared.config import RecorderSettings, SchedulerSettings
@@ -222,8 +223,6 @@ async def test_restart_reloads_watchers_and_never_records_a_live_twice(
 
         await eventually(detected, timeout=15)
     # Simulate a crash between "publish room.live" and "save state": forget the job.
-    from services.scheduler.store import WatcherStore
-
     async with WatcherStore(settings.scheduler_db) as store:
         w = await store.get("@eve")
         assert w is not None
