@@ -15,7 +15,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,40 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._proc import cpu_seconds, free_port, rss_mib, wait_for  # noqa: E402
 from shared import jobs  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.events import RecordingRequested  # noqa: E402
 from shared.nats_server import NatsServer  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-async def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            msg = f"timed out waiting for {what}"
-            raise SystemExit(msg)
-        await asyncio.sleep(0.5)
 
 
 async def main(streams: int, window: float, profile: str) -> None:

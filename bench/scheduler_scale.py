@@ -37,7 +37,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._proc import cpu_seconds, free_port, rss_mib, wait_for  # noqa: E402
 from shared import events  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.events import RoomLive, WatchRequested  # noqa: E402
@@ -61,7 +61,6 @@ from shared.logging import configure_logging  # noqa: E402
 from shared.nats_server import NatsServer  # noqa: E402
 from shared.watchers import LIST, ListReply, ListRequest  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 BUCKET_CAPACITY = 2  # services/scheduler/budget.py: a bucket holds at most 2 tokens
 USER_ROOM = "/api-live/user/room/"
 CHECK_ALIVE = "/webcast/room/check_alive/"
@@ -117,16 +116,12 @@ class Probe:
     rss_max: float = 0.0
 
     def cpu(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+        return cpu_seconds(self.pid)
 
     def rss(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                value = int(line.split()[1]) / 1024
-                self.rss_max = max(self.rss_max, value)
-                return value
-        return 0.0
+        value = rss_mib(self.pid)
+        self.rss_max = max(self.rss_max, value)
+        return value
 
 
 @dataclass
@@ -137,12 +132,6 @@ class Result:
         line = f"{label + ':':<34}{value}"
         self.lines.append(line)
         print(line, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -160,15 +149,6 @@ def sliding_max(times: list[float], width: float) -> int:
             j += 1
         best = max(best, i - j + 1)
     return best
-
-
-async def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            msg = f"timed out waiting for {what}"
-            raise SystemExit(msg)
-        await asyncio.sleep(1.0)
 
 
 async def collect_requests(
@@ -286,7 +266,7 @@ async def run(cfg: RunConfig) -> Result:
             except Exception:  # not answering yet
                 return -1
 
-        await wait_for(lambda: _ge(total_watchers, 0), 60, "the scheduler to answer")
+        await wait_for(lambda: _ge(total_watchers, 0), 60, "the scheduler to answer", every=1.0)
         await asyncio.sleep(1)
         idle_rss = sched.rss()
 
@@ -306,7 +286,9 @@ async def run(cfg: RunConfig) -> Result:
         for i in range(0, len(watch), 500):
             await asyncio.gather(*(bus.publish(w) for w in watch[i : i + 500]))
         t_pub = time.time()
-        await wait_for(lambda: _ge(total_watchers, cfg.watchers), 600, "every watcher stored")
+        await wait_for(
+            lambda: _ge(total_watchers, cfg.watchers), 600, "every watcher stored", every=1.0
+        )
         t_stored = time.time()
         out.add("watchers", f"{cfg.room_watchers} room-id + {cfg.user_watchers} @user")
         out.add("poll interval / batch", f"{cfg.poll} s / {cfg.batch} ids per check_alive")
