@@ -111,3 +111,57 @@ class GatewaySettings(Settings):
     @classmethod
     def _split_keys(cls, value: object) -> object:
         return split_csv(value)
+
+
+MIB = 1024 * 1024
+
+
+class UploaderSettings(Settings):
+    """Settings of the uploader. Credentials come from the standard AWS variables
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_PROFILE...)."""
+
+    s3_bucket: str | None = Field(
+        None, description="Bucket to upload to (unset: upload jobs wait, queued, until it is)"
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 API endpoint (MinIO, moto...); unset means AWS S3"
+    )
+    s3_prefix: str = Field("", description="Key prefix; keys mirror the path under RECORDINGS_DIR")
+    s3_create_bucket: bool = Field(True, description="Create the bucket when it is missing")
+    s3_multipart_threshold: int = Field(
+        64 * MIB, ge=5 * MIB, description="Files from this size (bytes) upload in parts"
+    )
+    s3_part_size: int = Field(
+        16 * MIB, ge=5 * MIB, le=5 * 1024 * MIB, description="Size (bytes) of a multipart part"
+    )
+    s3_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per file per delivery before the job is queued again"
+    )
+    upload_concurrency: int = Field(4, ge=1, le=64, description="Jobs one uploader runs at once")
+    delete_local_after_upload: bool = Field(
+        False, description="Remove the local file once its upload is confirmed"
+    )
+
+
+class IndexerSettings(Settings):
+    """Settings of the indexer (file index, retention and quotas)."""
+
+    index_db: Path = Field(Path("var/index.sqlite3"), description="SQLite file of the file index")
+    retention_days: float = Field(
+        0, ge=0, description="Delete local files older than this (0 = keep forever)"
+    )
+    quota_bytes_per_room: int = Field(
+        0, ge=0, description="Local bytes a room may use; oldest files go first (0 = no quota)"
+    )
+    disk_free_min_bytes: int = Field(
+        0, ge=0, description="Disk floor: delete oldest files while less is free (0 = off)"
+    )
+    disk_free_warn_bytes: int = Field(
+        5 * 1024 * MIB, ge=0, description="Warn (log and metric) when less than this is free"
+    )
+    retention_interval: float = Field(
+        300, gt=0, description="Seconds between two retention and disk checks"
+    )
+    retention_uploaded_first: bool = Field(
+        True, description="Delete files already safe in S3 before files that are not"
+    )

@@ -66,13 +66,15 @@ class RecordedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 class UploadedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Where a recorded file now lives in object storage."""
+    """Where a recorded file now lives in object storage (``path`` is the local one)."""
 
     path: str
     bucket: str
     key: str
     size: int
     etag: str | None = None
+    # True when the uploader removed the local copy after confirming the upload.
+    local_deleted: bool = False
 
 
 # --- watchers ---------------------------------------------------------------------------------
@@ -158,6 +160,10 @@ class RecordingFinished(Event, frozen=True, tag="recording.finished"):
     ended_at: datetime = msgspec.field(default_factory=utc_now)
     watcher_key: str | None = None
     upload_s3: bool = False
+    # What the files are of, for the index: the live's URL, its host's @name and its title.
+    url: str | None = None
+    unique_id: str | None = None
+    title: str | None = None
 
 
 class UploadDone(Event, frozen=True, tag="upload.done"):
@@ -168,11 +174,14 @@ class UploadDone(Event, frozen=True, tag="upload.done"):
 
 
 class FileDeleted(Event, frozen=True, tag="file.deleted"):
-    """The indexer removed a local file (retention, quota or after upload)."""
+    """A local recorded file was removed: by the indexer (retention, quota, disk floor) or by
+    the uploader once its upload was confirmed (``uploaded``)."""
 
     path: str
-    reason: str
+    reason: str  # retention | quota | disk_floor | uploaded
     job_id: str | None = None
+    room_id: str | None = None
+    size: int = 0
 
 
 AnyEvent = (

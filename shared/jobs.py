@@ -19,12 +19,13 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from shared.events import RecordingOptions, utc_now
+from shared.events import RecordingOptions, UploadedFile, utc_now
 
 T = TypeVar("T")
 JobKind = Literal["recording", "watch"]
 Desired = Literal["run", "cancel"]
 RecState = Literal["STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED"]
+UpState = Literal["STARTED", "RETRY", "SUCCESS", "FAILURE"]
 TERMINAL: frozenset[str] = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
 
 
@@ -62,6 +63,7 @@ class RecordingPart(msgspec.Struct, kw_only=True, omit_defaults=True):
     state: RecState = "STARTED"
     recorder_id: str = ""
     room_id: str | None = None
+    unique_id: str | None = None  # the host's @name, when TikTok gave it
     title: str | None = None
     attempt: int = 1
     started_at: datetime | None = None
@@ -73,6 +75,26 @@ class RecordingPart(msgspec.Struct, kw_only=True, omit_defaults=True):
     stalls: int = 0
     segments: list[SegmentEntry] = msgspec.field(default_factory=list)
     returncode: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class UploadPart(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``job.<id>.up``: the upload of a job's files to object storage.
+
+    RETRY while the object store is unreachable (the job stays queued in JetStream);
+    FAILURE only when retrying cannot help (e.g. a local file is gone).
+    """
+
+    v: int = 1
+    job_id: str
+    state: UpState = "STARTED"
+    uploader_id: str = ""
+    attempt: int = 1
+    files: list[UploadedFile] = msgspec.field(default_factory=list)
+    bytes_total: int = 0
+    bytes_done: int = 0
+    updated_at: datetime = msgspec.field(default_factory=utc_now)
     error_code: str | None = None
     error_message: str | None = None
 
@@ -105,6 +127,7 @@ async def set_room_owner(kv: KeyValue, room_id: str, job_id: str) -> None:
 
 _request_decoder = msgspec.json.Decoder(JobRequest)
 _recording_decoder = msgspec.json.Decoder(RecordingPart)
+_upload_decoder = msgspec.json.Decoder(UploadPart)
 
 
 async def get_request(kv: KeyValue, job_id: str) -> tuple[JobRequest, int] | None:
@@ -119,6 +142,13 @@ async def get_recording(kv: KeyValue, job_id: str) -> tuple[RecordingPart, int] 
     if entry is None:
         return None
     return _recording_decoder.decode(entry[0]), entry[1]
+
+
+async def get_upload(kv: KeyValue, job_id: str) -> tuple[UploadPart, int] | None:
+    entry = await _get(kv, upload_key(job_id))
+    if entry is None:
+        return None
+    return _upload_decoder.decode(entry[0]), entry[1]
 
 
 async def _get(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
@@ -157,6 +187,20 @@ async def update_recording(
         return new
 
     return await _cas(kv, recording_key(job_id), _recording_decoder, stamped)
+
+
+async def update_upload(
+    kv: KeyValue, job_id: str, change: Callable[[UploadPart | None], UploadPart | None]
+) -> UploadPart | None:
+    """Create or update ``job.<id>.up`` under CAS."""
+
+    def stamped(doc: UploadPart | None) -> UploadPart | None:
+        new = change(doc)
+        if new is not None:
+            new.updated_at = utc_now()
+        return new
+
+    return await _cas(kv, upload_key(job_id), _upload_decoder, stamped)
 
 
 async def _cas(

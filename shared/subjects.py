@@ -23,6 +23,7 @@ from nats.js.api import (
 from shared.events import (
     EVENT_TYPES,
     Event,
+    FileDeleted,
     RecordingFinished,
     RecordingRequested,
     RoomLive,
@@ -159,7 +160,9 @@ SCHEDULER = _durable(
 # ONE durable shared by every recorder: room.live from the scheduler and on-demand requests.
 RECORDERS = _durable("recorders", RoomLive, RecordingRequested, ack_wait=8, max_ack_pending=10_000)
 UPLOADER = _durable("uploader", RecordingFinished, ack_wait=60, max_ack_pending=1000)
-INDEXER = _durable("indexer", RecordingFinished, UploadDone, ack_wait=30, max_ack_pending=1000)
+INDEXER = _durable(
+    "indexer", RecordingFinished, UploadDone, FileDeleted, ack_wait=30, max_ack_pending=1000
+)
 
 DURABLES: tuple[Durable, ...] = (SCHEDULER, RECORDERS, UPLOADER, INDEXER)
 

@@ -445,6 +445,7 @@ def _started(
     doc.recorder_id = deps.recorder_id
     doc.room_id = info.room_id
     doc.title = info.title
+    doc.unique_id = info.unique_id or doc.unique_id
     doc.attempt = delivery.num_delivered
     return doc
 
@@ -502,6 +503,9 @@ async def _finish(
             ended_at=ended,
             watcher_key=event.watcher_key if isinstance(event, RoomLive) else None,
             upload_s3=event.options.upload_s3,
+            url=event.url,
+            unique_id=doc.unique_id or (event.unique_id if isinstance(event, RoomLive) else None),
+            title=doc.title,
         )
     )
     log.info(

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.config import GatewaySettings, RecorderSettings, SchedulerSettings, Settings
+from shared.config import (
+    GatewaySettings,
+    IndexerSettings,
+    RecorderSettings,
+    SchedulerSettings,
+    Settings,
+    UploaderSettings,
+)
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,6 +50,8 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     names = [n.upper() for n in GatewaySettings.model_fields]
     names += [n.upper() for n in RecorderSettings.model_fields]
     names += [n.upper() for n in SchedulerSettings.model_fields]
+    names += [n.upper() for n in UploaderSettings.model_fields]
+    names += [n.upper() for n in IndexerSettings.model_fields]
     names += [f"TLR_{n.upper()}" for n in DevStackSettings.model_fields]
     missing = [n for n in names if f"| `{n}` |" not in readme]
     assert missing == []
