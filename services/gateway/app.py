@@ -11,7 +11,7 @@ from services.gateway.deps import require_api_key
 from services.gateway.errors import ERROR_RESPONSES, install_error_handlers
 from services.gateway.middleware import RequestContextMiddleware
 from services.gateway.nats_link import NatsLink
-from services.gateway.routes import health, jobs, recordings, services, watchers
+from services.gateway.routes import files, health, jobs, recordings, services, watchers
 from shared import __version__
 from shared.config import GatewaySettings
 from shared.secrets import SecretBox
@@ -52,6 +52,7 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     protected.include_router(recordings.router)
     protected.include_router(watchers.router)
     protected.include_router(jobs.router)
+    protected.include_router(files.router)
     protected.include_router(services.router)
     app.include_router(protected)
     return app

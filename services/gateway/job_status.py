@@ -8,13 +8,17 @@ from services.gateway.schemas import (
     JobResult,
     JobStatus,
     JobStatusName,
+    S3Object,
+    UploadOut,
     WatcherOut,
 )
-from shared.jobs import JobRequest, RecordingPart
+from shared.jobs import JobRequest, RecordingPart, UploadPart
 from shared.watchers import Watcher
 
 
-def assemble(request: JobRequest, recording: RecordingPart | None) -> JobStatus:
+def assemble(
+    request: JobRequest, recording: RecordingPart | None, upload: UploadPart | None = None
+) -> JobStatus:
     status: JobStatusName = "PENDING"
     if recording is not None:
         status = recording.state
@@ -28,6 +32,7 @@ def assemble(request: JobRequest, recording: RecordingPart | None) -> JobStatus:
         result = JobResult(
             returncode=recording.returncode,
             files=[s.path for s in recording.segments if s.state != "recording"],
+            s3=[S3Object(bucket=f.bucket, key=f.key) for f in upload.files] if upload else [],
             started_at=recording.started_at,
             ended_at=recording.ended_at,
         )
@@ -59,6 +64,18 @@ def assemble(request: JobRequest, recording: RecordingPart | None) -> JobStatus:
         error_code=(recording.error_code if recording else "CANCELLED") if failed else None,
         error_message=(recording.error_message if recording else "cancelled") if failed else None,
         correlation_id=request.correlation_id if failed else None,
+        upload=_upload(upload) if upload else None,
+    )
+
+
+def _upload(part: UploadPart) -> UploadOut:
+    return UploadOut(
+        state=part.state,
+        files_done=len(part.files),
+        bytes_total=part.bytes_total,
+        bytes_done=part.bytes_done,
+        error_code=part.error_code,
+        error_message=part.error_message,
     )
 
 

@@ -20,14 +20,15 @@ _USER = re.compile(r"^@?[A-Za-z0-9_][A-Za-z0-9_.]{0,23}$")
 _COOKIES = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-def _room_id(value: str) -> str:
+def check_room_id(value: str) -> str:
+    """``value`` if it is a room id; ValueError otherwise."""
     if not _ROOM_ID.fullmatch(value):
         msg = "room_id must be 15 to 20 digits"
         raise ValueError(msg)
     return value
 
 
-def _target_url(value: str) -> str:
+def check_target_url(value: str) -> str:
     """A TikTok https URL (www, m, vm hosts) or an @user name; nothing else reaches TikTok."""
     if _USER.fullmatch(value):
         return value if value.startswith("@") else f"@{value}"
@@ -73,8 +74,8 @@ def _template(value: str) -> str:
     return validate_template(value)
 
 
-RoomId = Annotated[str, AfterValidator(_room_id)]
-TargetUrl = Annotated[str, AfterValidator(_target_url)]
+RoomId = Annotated[str, AfterValidator(check_room_id)]
+TargetUrl = Annotated[str, AfterValidator(check_target_url)]
 ProxyUrl = Annotated[str, AfterValidator(_proxy)]
 CookiesName = Annotated[str, AfterValidator(_cookies)]
 OutputTemplate = Annotated[str, Field(max_length=300), AfterValidator(_template)]
@@ -248,6 +249,53 @@ class Ok(BaseModel):
     ok: bool = True
 
 
+class UploadOut(BaseModel):
+    """The upload of a job's files (jobs with ``options.upload_s3``)."""
+
+    state: Literal["STARTED", "RETRY", "SUCCESS", "FAILURE"] = Field(
+        description="RETRY: the object store is not reachable; the upload stays queued"
+    )
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class FileItem(BaseModel):
+    """One recorded file in the index."""
+
+    name: str
+    size: int = Field(description="Bytes")
+    mtime: datetime = Field(description="Last write (UTC): the sort key, newest first")
+    path: str = Field(description="Relative to RECORDINGS_DIR")
+    room_id: str | None = None
+    job_id: str | None = None
+    s3: S3Object | None = Field(None, description="The object-storage copy, once uploaded")
+    local: bool = Field(True, description="False once the local copy was removed")
+    duration_s: float | None = None
+    user: str | None = Field(None, description="The host's unique id, without @")
+    url: str | None = None
+    title: str | None = None
+    started_at: datetime | None = Field(None, description="When the job's recording started")
+
+
+class FileList(BaseModel):
+    items: list[FileItem]
+    page: int
+    page_size: int
+    total: int
+
+
+class RebuildResult(BaseModel):
+    """What a scan of RECORDINGS_DIR changed in the index."""
+
+    scanned: int
+    added: int
+    updated: int
+    removed: int
+
+
 class JobStatus(BaseModel):
     task_id: str
     kind: Literal["recording", "watch"]
@@ -261,6 +309,9 @@ class JobStatus(BaseModel):
     error_code: str | None = None
     error_message: str | None = None
     correlation_id: str | None = None
+    upload: UploadOut | None = Field(
+        None, description="Jobs with upload_s3: the upload, once the uploader took it"
+    )
     watcher: WatcherOut | None = Field(
         None, description="watch jobs: the watcher, when the scheduler knows it (else null)"
     )

@@ -14,8 +14,8 @@ from nats.js.kv import KeyValue
 from services.gateway.deps import JobsDep, LinkDep
 from services.gateway.errors import CORRELATION_ID, ApiError, ErrorBody
 from services.gateway.job_status import assemble, assemble_watch
+from services.gateway.micro_client import ServiceUnavailable, get_watcher
 from services.gateway.nats_link import NatsLink
-from services.gateway.scheduler_client import SchedulerUnavailable, get_watcher
 from services.gateway.schemas import JobStatus
 from shared import jobs
 from shared.bus import TRANSIENT
@@ -100,7 +100,7 @@ async def scheduler_watcher(link: NatsLink, key: str) -> Watcher | None:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS is not connected")
     try:
         return await get_watcher(link.bus.nc, key)
-    except SchedulerUnavailable as exc:
+    except ServiceUnavailable as exc:
         msg = "the scheduler is not reachable"
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, msg) from exc
 
@@ -116,11 +116,12 @@ async def get_job(task_id: str, kv: JobsDep, link: LinkDep) -> JobStatus:
         if request.watcher_key and link.bus is not None:
             try:
                 watcher = await get_watcher(link.bus.nc, request.watcher_key)
-            except SchedulerUnavailable:
+            except ServiceUnavailable:
                 watcher = None  # the status still answers, without the watcher
         return assemble_watch(request, watcher)
     recording = await jobs.get_recording(kv, task_id)
-    return assemble(request, recording[0] if recording else None)
+    upload = await jobs.get_upload(kv, task_id) if request.options.upload_s3 else None
+    return assemble(request, recording[0] if recording else None, upload[0] if upload else None)
 
 
 @router.delete(

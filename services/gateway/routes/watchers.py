@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from services.gateway.deps import JobsDep, LinkDep, SecretsDep
 from services.gateway.errors import CORRELATION_ID, ApiError, ErrorBody
+from services.gateway.micro_client import ServiceUnavailable, list_watchers
 from services.gateway.nats_link import NatsLink
 from services.gateway.routes.jobs import (
     UNAVAILABLE,
@@ -24,7 +25,6 @@ from services.gateway.routes.jobs import (
     watch_being_deleted,
 )
 from services.gateway.routes.recordings import seal_options
-from services.gateway.scheduler_client import SchedulerUnavailable, list_watchers
 from services.gateway.schemas import (
     Ok,
     TaskAccepted,
@@ -189,7 +189,7 @@ async def get_watchers(
         raise _unavailable()
     try:
         reply = await list_watchers(link.bus.nc, page, page_size)
-    except SchedulerUnavailable as exc:
+    except ServiceUnavailable as exc:
         msg = "the scheduler is not reachable"
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, msg) from exc
     return WatcherList(
