@@ -134,6 +134,7 @@ async def up(stack: DevStackSettings | None = None) -> int:
     env.setdefault("SECRET_KEY", kept_secret(var_dir, "secret-key", new_key))
     env.setdefault("COOKIES_DIR", str(var_dir / "cookies"))
     env.setdefault("SCHEDULER_DB", str(var_dir / "scheduler.sqlite3"))
+    env.setdefault("INDEX_DB", str(var_dir / "index.sqlite3"))
     env.setdefault("RECORDINGS_DIR", str(var_dir / "recordings"))
     env.setdefault("LOG_FORMAT", "json")
     env.setdefault("PYTHONUNBUFFERED", "1")  # log lines appear as they happen

@@ -53,3 +53,8 @@ class ErrorCode(StrEnum):
     RECORDER_EXIT_NONZERO = "RECORDER_EXIT_NONZERO"
     DISK_FULL = "DISK_FULL"
     CANCELLED = "CANCELLED"
+    # Upload outcomes (job.<id>.up).
+    S3_NOT_CONFIGURED = "S3_NOT_CONFIGURED"
+    S3_UNAVAILABLE = "S3_UNAVAILABLE"  # unreachable, timing out, 5xx, throttling: retried
+    S3_ERROR = "S3_ERROR"  # refused (credentials, permissions, no bucket): waits for an operator
+    FILE_MISSING = "FILE_MISSING"

@@ -1,12 +1,85 @@
-"""The uploader's NATS wiring: its durable on recording.finished."""
+"""The uploader's wiring: its S3 client and its share of the ``uploader`` durable."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, ClassVar
+
+from nats.micro.service import Group
+
+from services.uploader.handlers import UploaderDeps, on_recording_finished
+from services.uploader.s3 import ObjectStore, create_client
+from shared.bus import Delivery
+from shared.config import Settings, UploaderSettings
+from shared.events import Event
+from shared.logging import get_logger, redact_text
 from shared.service import BaseService
-from shared.subjects import UPLOADER
+from shared.subjects import JOBS_BUCKET, UPLOADER
+
+log = get_logger(__name__)
+
+# in_progress() this often keeps a long upload's message ours (UPLOADER ack_wait is 60 s).
+HEARTBEAT = 15.0
 
 
 class UploaderService(BaseService):
     name = "uploader"
     description = "Uploads finished recordings to S3; publishes upload.done"
     durables = (UPLOADER,)
+    settings_type: ClassVar[type[Settings]] = UploaderSettings
+    # SIGTERM: uploads in flight get this long to finish; the rest are handed back (nak)
+    # and start over elsewhere, skipping the files already in the bucket.
+    drain_grace = 30.0
+
+    async def start(self, group: Group) -> None:  # noqa: ARG002  (no endpoints beyond status)
+        settings = self.settings
+        assert isinstance(settings, UploaderSettings)
+        self._exit = contextlib.AsyncExitStack()
+        try:
+            store = None
+            if settings.s3_bucket:
+                client = await self._exit.enter_async_context(create_client(settings))
+                store = ObjectStore(
+                    client,
+                    bucket=settings.s3_bucket,
+                    create_bucket=settings.s3_create_bucket,
+                    multipart_threshold=settings.s3_multipart_threshold,
+                    part_size=settings.s3_part_size,
+                )
+            else:
+                log.warning("uploader.s3_not_configured")
+            self.deps = UploaderDeps(
+                uploader_id=settings.instance_id,
+                settings=settings,
+                jobs_kv=await self.bus.kv(JOBS_BUCKET),
+                store=store,
+                publish=self.bus.publish,
+            )
+        except BaseException:
+            await self._exit.aclose()
+            raise
+        self.consume(
+            UPLOADER,
+            self._handle,
+            concurrency=settings.upload_concurrency,
+            heartbeat=HEARTBEAT,
+        )
+
+    async def _handle(self, event: Event, delivery: Delivery) -> None:
+        await on_recording_finished(event, delivery, self.deps)
+
+    async def draining(self) -> None:
+        # Uploads waiting between retries stop waiting and hand their job back at once.
+        self.deps.stopping.set()
+
+    async def stop(self) -> None:
+        await self._exit.aclose()
+
+    def status(self) -> dict[str, Any]:
+        settings = self.settings
+        assert isinstance(settings, UploaderSettings)
+        return {
+            "bucket": settings.s3_bucket,
+            "endpoint": redact_text(settings.s3_endpoint_url or "aws"),
+            "uploading": sorted(self.deps.active),
+        }
