@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -173,12 +174,22 @@ class UploadDone(Event, frozen=True, tag="upload.done"):
     files: list[UploadedFile] = msgspec.field(default_factory=list)
 
 
+class DeleteReason(StrEnum):
+    """Why a local file was removed (``FileDeleted.reason``; a plain string on the wire, so a
+    new reason never breaks an older consumer)."""
+
+    RETENTION = "retention"  # older than RETENTION_DAYS
+    QUOTA = "quota"  # its room was over QUOTA_BYTES_PER_ROOM
+    DISK_FLOOR = "disk_floor"  # the disk had less than DISK_FREE_MIN_BYTES free
+    UPLOADED = "uploaded"  # DELETE_LOCAL_AFTER_UPLOAD, once the S3 copy was confirmed
+
+
 class FileDeleted(Event, frozen=True, tag="file.deleted"):
     """A local recorded file was removed: by the indexer (retention, quota, disk floor) or by
     the uploader once its upload was confirmed (``uploaded``)."""
 
     path: str
-    reason: str  # retention | quota | disk_floor | uploaded
+    reason: str  # a DeleteReason
     job_id: str | None = None
     room_id: str | None = None
     size: int = 0

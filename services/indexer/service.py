@@ -1,12 +1,145 @@
-"""The indexer's NATS wiring: its durable on recording.finished and upload.done."""
+"""The indexer's NATS wiring: its durable, the files.query and files.rebuild endpoints, retention.
+
+Run ONE indexer per deployment: it is the only writer of the SQLite index (INDEX_DB) and the
+one process that deletes recordings, so it runs where RECORDINGS_DIR is mounted. A second
+instance would write the same file and race the first one's deletions.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any, ClassVar
+
+import msgspec
+import nats.errors
+from nats.micro.request import Request, ServiceError
+from nats.micro.service import Group
+
+from services.indexer import metrics
+from services.indexer.handlers import IndexerDeps, handle
+from services.indexer.retention import Retention, RetentionDeps
+from services.indexer.scan import rebuild
+from services.indexer.store import IndexStore
+from shared.bus import TRANSIENT, Delivery
+from shared.config import IndexerSettings, Settings
+from shared.events import Event
+from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
+from shared.logging import get_logger
 from shared.service import BaseService
 from shared.subjects import INDEXER
+
+log = get_logger(__name__)
+
+BAD_REQUEST, UNAVAILABLE, INTERNAL = "400", "503", "500"  # nats.micro error codes
+
+_encoder = msgspec.json.Encoder()
+_query_decoder = msgspec.json.Decoder(FileQuery)
 
 
 class IndexerService(BaseService):
     name = "indexer"
     description = "Indexes recorded files; answers file queries; applies retention"
     durables = (INDEXER,)
+    settings_type: ClassVar[type[Settings]] = IndexerSettings
+
+    async def start(self, group: Group) -> None:
+        settings = self.settings
+        assert isinstance(settings, IndexerSettings)
+        await asyncio.to_thread(settings.recordings_dir.mkdir, parents=True, exist_ok=True)
+        self.store = await IndexStore(settings.index_db).__aenter__()
+        try:
+            await self._start(group, settings)
+        except BaseException:
+            await self.store.close()  # its threads would keep the process alive
+            raise
+
+    async def _start(self, group: Group, settings: IndexerSettings) -> None:
+        root = settings.recordings_dir
+        self.deps = IndexerDeps(store=self.store, root=root)
+        self.retention = Retention(
+            RetentionDeps(
+                store=self.store,
+                root=root,
+                settings=settings,
+                publish=self.bus.publish,
+                caught_up=self._caught_up,
+            )
+        )
+        self._rebuilding = asyncio.Lock()
+        await group.add_endpoint(name="files_query", subject="files.query", handler=self._on_query)
+        await group.add_endpoint(
+            name="files_rebuild", subject="files.rebuild", handler=self._on_rebuild
+        )
+        # One at a time: events then apply in stream order (recording.finished, upload.done).
+        self.consume(INDEXER, self._handle)
+        self._tasks.append(asyncio.create_task(self._maintain()))
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "retention_passes": self.retention.passes,
+            "retention_waiting_for_events": self.retention.waiting_for_events,
+            "last_deleted": self.retention.last_deleted,
+        }
+
+    async def _maintain(self) -> None:
+        """Rebuild from disk if the index is empty (a new or lost INDEX_DB), then retention."""
+        try:
+            if await self.store.count() == 0:
+                await self.rebuild()
+        except Exception:
+            log.exception("indexer.initial_rebuild_failed")
+        await self.retention.run(self._stop)
+
+    async def rebuild(self) -> RebuildReply:
+        """Reconcile the index with RECORDINGS_DIR (one scan at a time)."""
+        async with self._rebuilding:
+            reply = await rebuild(self.store, self.deps.root)
+        metrics.REBUILDS.inc()
+        metrics.FILES.set(await self.store.count())
+        return reply
+
+    async def _handle(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
+        await handle(event, self.deps)
+        metrics.FILES.set(await self.store.count())
+
+    async def _caught_up(self) -> bool:
+        """True when our durable has nothing left to deliver or to ack."""
+        try:
+            info = await self.bus.js.consumer_info(INDEXER.stream, INDEXER.name)
+        except (*TRANSIENT, nats.errors.Error):
+            return True  # NATS is away: no event can arrive; the index is as current as it gets
+        return not info.num_pending and not info.num_ack_pending
+
+    async def _on_query(self, req: Request) -> None:
+        started = time.perf_counter()
+        try:
+            query = _query_decoder.decode(req.data or b"{}")
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ServiceError(BAD_REQUEST, f"bad query: {exc}") from exc
+        if query.page < 1:
+            raise ServiceError(BAD_REQUEST, "page must be 1 or more")
+        if not 1 <= query.page_size <= MAX_PAGE_SIZE:
+            raise ServiceError(BAD_REQUEST, f"page_size must be 1 to {MAX_PAGE_SIZE}")
+        if self.store.closed:
+            raise ServiceError(UNAVAILABLE, "the indexer is stopping")
+        try:
+            page = await self.store.query(query)
+        except Exception as exc:
+            log.exception("indexer.query_failed")
+            raise ServiceError(INTERNAL, "query failed") from exc
+        await req.respond(_encoder.encode(page))
+        metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
+
+    async def _on_rebuild(self, req: Request) -> None:
+        if self.store.closed:
+            raise ServiceError(UNAVAILABLE, "the indexer is stopping")
+        try:
+            reply = await self.rebuild()
+        except Exception as exc:
+            log.exception("indexer.rebuild_failed")
+            raise ServiceError(INTERNAL, "rebuild failed") from exc
+        await req.respond(_encoder.encode(reply))

@@ -13,6 +13,7 @@ from typing import Self
 import aiosqlite
 import msgspec
 
+from shared.sqlite import connect_wal
 from shared.watchers import Watcher
 
 _SCHEMA = """
@@ -37,14 +38,10 @@ class WatcherStore:
         self._db: aiosqlite.Connection | None = None
 
     async def __aenter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # Two instances may open the file at once: wait for the other's lock, don't fail.
-        self._db = await aiosqlite.connect(self.path, timeout=30)
         # WAL: a standby scheduler can read (status endpoints) while the leader writes.
-        await self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = await connect_wal(self.path, schema=_SCHEMA)
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
         return self
 
     async def __aexit__(

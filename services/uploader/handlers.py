@@ -42,6 +42,7 @@ from shared.bus import Delivery, retry_delay
 from shared.config import UploaderSettings
 from shared.errors import ErrorCode, PermanentError, RetryLater
 from shared.events import (
+    DeleteReason,
     Event,
     FileDeleted,
     RecordedFile,
@@ -338,7 +339,7 @@ async def _release_local(
             event_id=f"del:{s.planned.recorded.path}",
             correlation_id=event.correlation_id,
             path=s.planned.recorded.path,
-            reason="uploaded",
+            reason=DeleteReason.UPLOADED,
             job_id=event.job_id,
             room_id=event.room_id,
             size=s.size,

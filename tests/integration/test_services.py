@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -31,10 +32,16 @@ SERVICES: list[type[BaseService]] = [
 
 @pytest.mark.parametrize("service_type", SERVICES, ids=lambda s: s.name)
 async def test_service_provisions_and_answers_micro(
-    bus: Bus, nats_server: NatsServer, service_type: type[BaseService]
+    bus: Bus, nats_server: NatsServer, service_type: type[BaseService], tmp_path: Path
 ) -> None:
+    # Every file a service may write goes under tmp_path, never into the repository's var/.
     settings = service_type.settings_type(
-        nats_url=nats_server.client_url, instance_id=f"{service_type.name}-t"
+        nats_url=nats_server.client_url,
+        instance_id=f"{service_type.name}-t",
+        recordings_dir=tmp_path / "recordings",
+        cookies_dir=tmp_path / "cookies",
+        scheduler_db=tmp_path / "scheduler.sqlite3",
+        index_db=tmp_path / "index.sqlite3",
     )
     async with service_type(bus, settings):
         for durable in service_type.durables:
@@ -52,10 +59,14 @@ async def test_service_provisions_and_answers_micro(
     assert await ping_all(bus.nc) == []
 
 
-async def test_process_drains_and_exits_zero_on_sigterm(bus: Bus, nats_server: NatsServer) -> None:
+async def test_process_drains_and_exits_zero_on_sigterm(
+    bus: Bus, nats_server: NatsServer, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
         "NATS_URL": nats_server.client_url,
+        "SCHEDULER_DB": str(tmp_path / "scheduler.sqlite3"),
+        "RECORDINGS_DIR": str(tmp_path / "recordings"),
         "LOG_FORMAT": "json",
         "INSTANCE_ID": "sched-proc",
     }
