@@ -105,11 +105,21 @@ class GatewaySettings(Settings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Accepted API keys, comma-separated"
     )
+    api_keys_file: Path | None = Field(
+        None,
+        description="File of API keys, one per line: name key [requests per minute]",
+    )
     rate_limit_per_min: int = Field(60, ge=1, description="Requests per minute per API key")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated (none: no CORS)"
+    )
+    max_body_bytes: int = Field(
+        65_536, ge=1024, description="Largest request body accepted (bigger: 413)"
+    )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         return split_csv(value)
 
 
