@@ -7,6 +7,7 @@
 set -e
 here="$(cd "$(dirname "$0")" && pwd)"
 nats stream add --config "$here/streams/EVENTS.json"
+nats stream add --config "$here/streams/RATELIMIT.json"
 nats stream add --config "$here/streams/KV_jobs.json"
 nats stream add --config "$here/streams/KV_claims.json"
 nats consumer add EVENTS --config "$here/consumers/EVENTS/scheduler.json"

@@ -60,7 +60,30 @@ EVENTS = StreamConfig(
     num_replicas=1,
 )
 
-STREAMS: tuple[StreamConfig, ...] = (EVENTS,)
+RATELIMIT_STREAM = "RATELIMIT"
+RATELIMIT_SUBJECT_PREFIX = "ratelimit"
+
+RATELIMIT = StreamConfig(
+    name=RATELIMIT_STREAM,
+    description="Gateway rate-limit counters (Nats-Incr), one subject per API key hash and window",
+    subjects=[f"{RATELIMIT_SUBJECT_PREFIX}.>"],
+    retention=RetentionPolicy.LIMITS,
+    # Counters are worth nothing after a few minutes: losing them in a full NATS restart only
+    # gives every key a fresh budget, so they stay off disk.
+    storage=StorageType.MEMORY,
+    allow_msg_counter=True,
+    allow_direct=True,
+    # A counter's value is in its newest message; older ones only take memory.
+    max_msgs_per_subject=1,
+    # Counter streams refuse per-message TTLs, so windows expire by age. A sliding window reads
+    # the previous window's counter until the current one ends, so this must cover two periods
+    # of the longest limit (1 min today).
+    max_age=5 * 60,
+    discard=DiscardPolicy.OLD,
+    num_replicas=1,
+)
+
+STREAMS: tuple[StreamConfig, ...] = (EVENTS, RATELIMIT)
 
 
 # --- KV buckets ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import uvicorn
 import uvloop
 
+from services.gateway.api_keys import ApiKeyRegistry, ApiKeysFileError
 from services.gateway.app import create_app
 from shared.config import GatewaySettings
 from shared.logging import configure_logging, get_logger
@@ -25,11 +26,13 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(settings: GatewaySettings) -> None:
+async def serve(settings: GatewaySettings, api_keys: ApiKeyRegistry) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
+    app = create_app(settings)
+    app.state.api_keys = api_keys
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_config=None,
@@ -50,7 +53,14 @@ async def serve(settings: GatewaySettings) -> None:
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
-    uvloop.run(serve(settings))
+    try:
+        # At start, not at the first request: a bad keys file must stop the deployment.
+        api_keys = ApiKeyRegistry.from_settings(settings)
+    except ApiKeysFileError as exc:
+        log.error("gateway.api_keys_invalid", error=str(exc))
+        raise SystemExit(2) from None
+    log.info("gateway.api_keys_loaded", keys=len(api_keys))
+    uvloop.run(serve(settings, api_keys))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from services.gateway.body_limits import BodyLimitMiddleware
+from services.gateway.cors import CorsMiddleware
 from services.gateway.deps import require_api_key
-from services.gateway.errors import ERROR_RESPONSES, install_error_handlers
-from services.gateway.middleware import RequestContextMiddleware
+from services.gateway.errors import EDGE_RESPONSES, ERROR_RESPONSES, install_error_handlers
+from services.gateway.middleware import ErrorMiddleware, RequestContextMiddleware
 from services.gateway.nats_link import NatsLink
 from services.gateway.routes import files, health, jobs, recordings, services, watchers
 from shared import __version__
@@ -20,6 +22,7 @@ DESCRIPTION = """
 REST API of the distributed TikTok LIVE recorder. Every route except health, readiness,
 metrics and these docs needs an `X-API-Key` header. Every error has the body
 `{error_code, error_message, correlation_id}`; send `X-Correlation-ID` to choose the id.
+Request bodies are JSON (`Content-Type: application/json`) of at most MAX_BODY_BYTES.
 """
 
 
@@ -40,11 +43,22 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        responses=EDGE_RESPONSES,
+        # A path ending in "/" is a 404, not a 307 to the path without it: an encoded
+        # "/jobs/; rm -rf /" must not be redirected to "/jobs/; rm -rf ".
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.link = link
     app.state.secrets = SecretBox(settings.secret_key) if settings.secret_key else None
     install_error_handlers(app)
+    # Added innermost first. Outermost, the request context: every answer (a preflight, a
+    # 413, a 500) carries the correlation id. CORS wraps the rest so a browser can read error
+    # answers too; the body is checked before any route runs.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ErrorMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware)
 
     app.include_router(health.router)

@@ -1,19 +1,19 @@
-"""FastAPI dependencies: settings, the NATS link, and the API key check."""
+"""FastAPI dependencies: settings, the NATS link, the API key check and the rate limit."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Annotated
 
 import nats.js.errors
 import structlog
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
 from nats.js.kv import KeyValue
 
+from services.gateway.api_keys import ApiKey, ApiKeyRegistry
 from services.gateway.errors import ApiError
 from services.gateway.nats_link import NatsLink
+from services.gateway.ratelimit import RateLimiter, enforce
 from shared.bus import TRANSIENT
 from shared.config import GatewaySettings
 from shared.errors import ErrorCode
@@ -21,7 +21,7 @@ from shared.secrets import SecretBox
 from shared.subjects import JOBS_BUCKET
 
 api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="One of the keys in API_KEYS"
+    name="X-API-Key", auto_error=False, description="One of the keys in API_KEYS or API_KEYS_FILE"
 )
 
 
@@ -57,25 +57,54 @@ SecretsDep = Annotated[SecretBox | None, Depends(get_secrets)]
 JobsDep = Annotated[KeyValue, Depends(get_jobs_kv)]
 
 
-def key_id(key: str) -> str:
-    """A short, non-reversible name for a key, for logs and metrics."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
+def get_api_keys(request: Request) -> ApiKeyRegistry:
+    """The key registry; ``__main__`` loads it at start, else (tests) it is loaded once here."""
+    state = request.app.state
+    registry: ApiKeyRegistry | None = getattr(state, "api_keys", None)
+    if registry is None:
+        registry = ApiKeyRegistry.from_settings(get_settings(request))
+        state.api_keys = registry
+    return registry
 
 
-async def require_api_key(
-    settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None
-) -> str:
+def get_rate_limiter(request: Request) -> RateLimiter | None:
+    """The limiter on the link's connection; None until NATS was first reached."""
+    link = get_link(request)
+    if link.bus is None:
+        return None
+    state = request.app.state
+    limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
+    if limiter is None or limiter.nc is not link.bus.nc:
+        limiter = RateLimiter(link.bus.nc, default_limit=get_settings(request).rate_limit_per_min)
+        state.rate_limiter = limiter
+    return limiter
+
+
+async def authenticate(
+    registry: Annotated[ApiKeyRegistry, Depends(get_api_keys)],
+    key: Annotated[str | None, Security(api_key_header)] = None,
+) -> ApiKey:
     """401 without a key, 403 with an unknown one. Compared in constant time."""
     if not key:
         raise ApiError(401, ErrorCode.UNAUTHORIZED, "missing X-API-Key header")
-    given = key.encode()
-    known = False
-    for candidate in settings.api_keys:
-        known |= hmac.compare_digest(given, candidate.encode())
-    if not known:
+    found = registry.lookup(key)
+    if found is None:
         raise ApiError(403, ErrorCode.FORBIDDEN, "unknown API key")
-    structlog.contextvars.bind_contextvars(api_key_id=key_id(key))
-    return key
+    # Not "api_key_name": the log redaction hides any field named like api_key.
+    structlog.contextvars.bind_contextvars(key_name=found.name)
+    return found
 
 
-ApiKeyDep = Annotated[str, Depends(require_api_key)]
+async def require_api_key(
+    request: Request, response: Response, api_key: Annotated[ApiKey, Depends(authenticate)]
+) -> ApiKey:
+    """Authenticate, then count the request against the key's rate limit (429 when spent)."""
+    headers = await enforce(get_rate_limiter(request), api_key, request.method)
+    response.headers.update(headers)
+    # An error response built later (a 404 from the route) does not see ``response``; this lets
+    # an error handler or middleware add the headers to it too.
+    request.state.rate_limit_headers = headers
+    return api_key
+
+
+ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from http import HTTPStatus
 
@@ -66,11 +67,23 @@ def error_response(
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _loc_part(part: object) -> str:
+    """A field name as sent can be anything (an unknown key is the client's): shown only
+    when it is short and plain."""
+    text = str(part)
+    return text if _PLAIN_NAME.fullmatch(text) else "?"
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
+    """``field: why`` for each error; never the value sent (it may be a secret or a payload)."""
     parts = []
     for err in exc.errors()[:10]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        where = ".".join(_loc_part(p) for p in err.get("loc", ()) if p != "body") or "body"
+        why = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {why}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -99,10 +112,26 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
 
 
+def _error(description: str) -> dict[str, object]:
+    return {"model": ErrorBody, "description": description}
+
+
+# What the edge answers on any route, before the route runs (see body_limits, middleware).
+EDGE_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: _error("Malformed request: Content-Length, or a body that does not parse"),
+    413: _error("Request body larger than MAX_BODY_BYTES"),
+    500: _error("Internal error; quote the correlation_id"),
+}
 # Documented on every protected route, so /openapi.json tells clients the error shape.
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "Missing X-API-Key"},
-    403: {"model": ErrorBody, "description": "Unknown API key"},
-    422: {"model": ErrorBody, "description": "Invalid request"},
-    500: {"model": ErrorBody, "description": "Internal error"},
+    **EDGE_RESPONSES,
+    401: _error("Missing X-API-Key"),
+    403: _error("Unknown API key"),
+    422: _error("Invalid request: error_message names each field and why"),
+    429: _error("Rate limit reached; retry after Retry-After seconds"),
+    503: _error("NATS, or a service behind it, is not reachable; retry later"),
+}
+# Routes that take a request body (POST): a non-empty one must be JSON.
+JSON_BODY_RESPONSES: dict[int | str, dict[str, object]] = {
+    415: _error("Request body is not application/json"),
 }

@@ -18,21 +18,42 @@ log = get_logger(__name__)
 
 HEADER = "X-Correlation-ID"
 # A client's id is echoed into logs and headers, so it must be short and inert.
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def correlation_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-correlation-id":
             text: str = value.decode("latin-1")
-            if _VALID_ID.match(text):
+            if _VALID_ID.fullmatch(text):
                 return text
             break
     return new_id()
 
 
+async def _guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run ``app``; an exception it lets out is logged with its trace and answered with the
+    standard 500 body (no trace, no message), unless the response had already started."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except Exception:
+        # Full traceback to the log under the correlation id; none to the client.
+        log.exception("http.unhandled_error", method=scope["method"], path=scope["path"])
+        if not started:
+            response = error_response(500, ErrorCode.INTERNAL, "internal error")
+            await response(scope, receive, tracking_send)
+
+
 class RequestContextMiddleware:
-    """Pure ASGI middleware: binds the correlation id, echoes it, logs the request."""
+    """Pure ASGI middleware, outermost: binds the correlation id, echoes it, logs the request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -45,26 +66,19 @@ class RequestContextMiddleware:
         token = CORRELATION_ID.set(cid)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=cid)
-        status = 500
-        started = False
+        status = 499  # nginx's "client closed request": it left before any answer
         began = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
                 status = message["status"]
                 MutableHeaders(scope=message)[HEADER] = cid
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            # Full traceback to the log under the correlation id; none to the client.
-            log.exception("http.unhandled_error", method=scope["method"], path=scope["path"])
-            if not started:
-                response = error_response(500, ErrorCode.INTERNAL, "internal error")
-                await response(scope, receive, send_with_id)
+            # Also a backstop for the middleware between this one and ErrorMiddleware.
+            await _guarded(self.app, scope, receive, send_with_id)
         finally:
             log.info(
                 "http.request",
@@ -75,3 +89,17 @@ class RequestContextMiddleware:
             )
             CORRELATION_ID.reset(token)
             structlog.contextvars.clear_contextvars()
+
+
+class ErrorMiddleware:
+    """Pure ASGI middleware: the standard 500 for an unhandled error, placed inside CORS so a
+    browser may read that answer too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await _guarded(self.app, scope, receive, send)

@@ -12,7 +12,15 @@ from nats.js.api import ConsumerInfo
 from shared import events as ev
 from shared.bus import Bus, Delivery
 from shared.errors import PermanentError, RetryLater
-from shared.subjects import BUCKETS, DURABLES, EVENTS, EVENTS_STREAM, RECORDERS, SCHEDULER
+from shared.subjects import (
+    BUCKETS,
+    DURABLES,
+    EVENTS,
+    EVENTS_STREAM,
+    RECORDERS,
+    SCHEDULER,
+    STREAMS,
+)
 from tests.helpers import eventually
 
 
@@ -24,7 +32,7 @@ async def test_provisioning_is_idempotent(bus: Bus) -> None:
     await bus.provision(durables=DURABLES)
     await bus.provision(durables=DURABLES)  # again: no error, nothing duplicated
     names = {s.config.name for s in await bus.js.streams_info()}
-    assert names == {EVENTS_STREAM, *(f"KV_{b.bucket}" for b in BUCKETS)}
+    assert names == {*(c.name for c in STREAMS), *(f"KV_{b.bucket}" for b in BUCKETS)}
     for durable in DURABLES:
         info = await consumer_info(bus, durable.name)
         assert info.config.filter_subjects == durable.config.filter_subjects

@@ -53,7 +53,9 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     root = tmp_path / "recordings"
     common = {"nats_url": nats_server.client_url, "recordings_dir": root}
-    gw = GatewaySettings(api_keys=[KEY], nats_url=nats_server.client_url)
+    gw = GatewaySettings(
+        api_keys=[KEY], nats_url=nats_server.client_url, rate_limit_per_min=100_000
+    )
     rec = RecorderSettings(
         **common,
         instance_id="rec-1",

@@ -92,7 +92,9 @@ async def files(nats_server: NatsServer, bus: Bus, tmp_path: Path) -> AsyncItera
         index_db=tmp_path / "index.sqlite3",
         instance_id="indexer-1",
     )
-    gw = GatewaySettings(api_keys=[KEY], nats_url=nats_server.client_url)
+    gw = GatewaySettings(
+        api_keys=[KEY], nats_url=nats_server.client_url, rate_limit_per_min=100_000
+    )
     async with IndexerService(bus, indexer), NatsLink(gw) as link:
         await link.wait_connected()
         app = create_app(gw, link=link)
@@ -213,7 +215,9 @@ async def test_bad_parameters_are_422_with_error_code(files: Files, params: dict
 
 
 async def test_503_when_no_indexer_answers(nats_server: NatsServer) -> None:
-    gw = GatewaySettings(api_keys=[KEY], nats_url=nats_server.client_url)
+    gw = GatewaySettings(
+        api_keys=[KEY], nats_url=nats_server.client_url, rate_limit_per_min=100_000
+    )
     async with NatsLink(gw) as link:
         await link.wait_connected()
         transport = httpx.ASGITransport(app=create_app(gw, link=link))

@@ -78,7 +78,12 @@ async def fleet(
         "LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
     }
-    gw = GatewaySettings(api_keys=[KEY], nats_url=nats_server.client_url, secret_key=secret)
+    gw = GatewaySettings(
+        api_keys=[KEY],
+        nats_url=nats_server.client_url,
+        secret_key=secret,
+        rate_limit_per_min=100_000,  # polls job status many times a second
+    )
     async with NatsLink(gw) as link:
         await link.wait_connected()
         transport = httpx.ASGITransport(app=create_app(gw, link=link))

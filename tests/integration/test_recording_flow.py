@@ -56,7 +56,12 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     secret = new_key()
     (tmp_path / "cookies").mkdir()
-    gw = GatewaySettings(api_keys=[KEY], nats_url=nats_server.client_url, secret_key=secret)
+    gw = GatewaySettings(
+        api_keys=[KEY],
+        nats_url=nats_server.client_url,
+        secret_key=secret,
+        rate_limit_per_min=100_000,  # polls job status many times a second
+    )
     rec = recorder_settings(nats_server.client_url, fake_tiktok, tmp_path, secret, "rec-1")
     async with NatsLink(gw) as link, RecorderService(bus, rec):
         await link.wait_connected()

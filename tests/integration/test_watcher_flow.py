@@ -54,7 +54,7 @@ async def api(
         "tiktok_webcast_base": fake_tiktok.base_url,
         "secret_key": secret,
     }
-    gw = GatewaySettings(api_keys=[KEY], **common)  # type: ignore[arg-type]
+    gw = GatewaySettings(api_keys=[KEY], rate_limit_per_min=100_000, **common)  # type: ignore[arg-type]
     rec = RecorderSettings(
         instance_id="rec-1",
         recordings_dir=tmp_path / "recordings",

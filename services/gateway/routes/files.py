@@ -9,13 +9,15 @@ from fastapi import APIRouter, Query
 from nats.aio.client import Client
 
 from services.gateway.deps import LinkDep
-from services.gateway.errors import ApiError, ErrorBody
+from services.gateway.errors import JSON_BODY_RESPONSES, ApiError, ErrorBody
 from services.gateway.micro_client import ServiceUnavailable, query_files, rebuild_index
 from services.gateway.nats_link import NatsLink
 from services.gateway.schemas import (
     FileItem,
     FileList,
+    IsoDatetime,
     RebuildResult,
+    RoomId,
     S3Object,
     check_room_id,
     check_target_url,
@@ -88,7 +90,7 @@ def build_query(
 )
 async def list_files(
     link: LinkDep,
-    room_id: Annotated[str | None, Query(description="Files of this room id")] = None,
+    room_id: Annotated[RoomId | None, Query(description="Files of this room id")] = None,
     url: Annotated[
         str | None,
         Query(description="Files of this user (@user, profile or live URL) or of this URL"),
@@ -97,11 +99,11 @@ async def list_files(
         str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="Of one job")
     ] = None,
     since: Annotated[
-        datetime | None,
+        IsoDatetime | None,
         Query(alias="from", description="Written at or after (ISO 8601; no offset = UTC)"),
     ] = None,
     until: Annotated[
-        datetime | None,
+        IsoDatetime | None,
         Query(alias="to", description="Written at or before (ISO 8601; no offset = UTC)"),
     ] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
@@ -137,7 +139,7 @@ async def list_files(
 @router.post(
     "/files/rebuild",
     summary="Rescan RECORDINGS_DIR: add files the index misses, drop those gone",
-    responses=UNAVAILABLE,
+    responses={**JSON_BODY_RESPONSES, **UNAVAILABLE},
 )
 async def rebuild(link: LinkDep) -> RebuildResult:
     try:

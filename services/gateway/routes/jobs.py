@@ -5,10 +5,9 @@ A watch job's status also asks the scheduler for its watcher; cancelling it dele
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from nats.js.kv import KeyValue
 
 from services.gateway.deps import JobsDep, LinkDep
@@ -26,18 +25,13 @@ from shared.watchers import Watcher
 router = APIRouter(tags=["jobs"])
 
 # Task ids are ours (uuid4); anything else cannot exist and must not reach a KV key.
-_TASK_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+TASK_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
+TaskId = Annotated[
+    str, Path(pattern=TASK_ID_PATTERN, description="The task_id POST /recordings returned")
+]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such job"}
 }
-
-
-def _checked(task_id: str) -> str:
-    if not _TASK_ID.match(task_id):
-        raise ApiError(404, ErrorCode.NOT_FOUND, "no such job")
-    return task_id
-
-
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "NATS or the scheduler is not reachable"}
 }
@@ -105,9 +99,13 @@ async def scheduler_watcher(link: NatsLink, key: str) -> Watcher | None:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, msg) from exc
 
 
-@router.get("/jobs/{task_id}", summary="Status, progress and result of a job", responses=NOT_FOUND)
-async def get_job(task_id: str, kv: JobsDep, link: LinkDep) -> JobStatus:
-    found = await jobs.get_request(kv, _checked(task_id))
+@router.get(
+    "/jobs/{task_id}",
+    summary="Status, progress and result of a job",
+    responses={**NOT_FOUND, **UNAVAILABLE},
+)
+async def get_job(task_id: TaskId, kv: JobsDep, link: LinkDep) -> JobStatus:
+    found = await jobs.get_request(kv, task_id)
     if found is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, "no such job")
     request = found[0]
@@ -134,9 +132,9 @@ async def get_job(task_id: str, kv: JobsDep, link: LinkDep) -> JobStatus:
         **UNAVAILABLE,
     },
 )
-async def cancel_job(task_id: str, kv: JobsDep, link: LinkDep) -> JobStatus:
+async def cancel_job(task_id: TaskId, kv: JobsDep, link: LinkDep) -> JobStatus:
     """A watch job is cancelled by deleting its watcher (as DELETE /watchers/{key} does)."""
-    found = await jobs.get_request(kv, _checked(task_id))
+    found = await jobs.get_request(kv, task_id)
     if found is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, "no such job")
     if found[0].kind == "watch":

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from services.gateway.deps import LinkDep
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorBody
 from shared.errors import ErrorCode
 from shared.micro import ping_all
 
@@ -24,7 +24,11 @@ class ServiceList(BaseModel):
     items: list[ServiceInstance]
 
 
-@router.get("/services", summary="Service instances answering on NATS ($SRV.PING)")
+@router.get(
+    "/services",
+    summary="Service instances answering on NATS ($SRV.PING)",
+    responses={503: {"model": ErrorBody, "description": "NATS is not connected"}},
+)
 async def list_services(link: LinkDep) -> ServiceList:
     if link.bus is None or not link.bus.nc.is_connected:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS not connected")

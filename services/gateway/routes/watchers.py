@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from nats.js.kv import KeyValue
 
-from services.gateway.deps import JobsDep, LinkDep, SecretsDep
-from services.gateway.errors import CORRELATION_ID, ApiError, ErrorBody
+from services.gateway.deps import JobsDep, LinkDep, SecretsDep, SettingsDep
+from services.gateway.errors import CORRELATION_ID, JSON_BODY_RESPONSES, ApiError, ErrorBody
 from services.gateway.micro_client import ServiceUnavailable, list_watchers
 from services.gateway.nats_link import NatsLink
 from services.gateway.routes.jobs import (
@@ -24,7 +24,7 @@ from services.gateway.routes.jobs import (
     scheduler_watcher,
     watch_being_deleted,
 )
-from services.gateway.routes.recordings import seal_options
+from services.gateway.routes.recordings import BAD_TARGET, prepare_options
 from services.gateway.schemas import (
     Ok,
     TaskAccepted,
@@ -53,8 +53,12 @@ def _conflict(description: str) -> dict[int | str, dict[str, Any]]:
     return {409: {"model": ErrorBody, "description": description}}
 
 
-def _not_found() -> ApiError:
-    return ApiError(404, ErrorCode.NOT_FOUND, "no such watcher")
+def _not_found(why: str = "no such watcher") -> ApiError:
+    return ApiError(404, ErrorCode.NOT_FOUND, why)
+
+
+# A key that cannot exist is a 404 (it names no watcher), with the reason it cannot.
+_MALFORMED_KEY = "no such watcher: key must be a room id, @user, or a TikTok user/live URL"
 
 
 def _unavailable() -> ApiError:
@@ -65,22 +69,31 @@ def normalize_key(raw: str) -> str:
     """The watcher key a path names: a room id, ``@user``, a user/live URL (read as its
     ``@user``) or a short link. Anything else cannot be a key: 404 before asking anyone."""
     if not raw or len(raw) > MAX_KEY or not _inert(raw):
-        raise _not_found()
+        raise _not_found(_MALFORMED_KEY)
     try:
         return watcher_key(None, raw)
     except ValueError:
-        raise _not_found() from None
+        raise _not_found(_MALFORMED_KEY) from None
 
 
 def _inert(text: str) -> bool:
     return not any(c.isspace() or not c.isprintable() for c in text)
 
 
-def path_key(key: str, request: Request) -> str:
+def path_key(
+    key: Annotated[
+        str,
+        Path(
+            description="Room id, @user, or a user/live URL (URL-encoded)",
+            examples=["7503448765740976902", "@alice"],
+        ),
+    ],
+    request: Request,
+) -> str:
     """``{key}`` of the path, normalized. The whole path is checked too: the router's ``$``
     also matches before a trailing newline, which would otherwise be dropped silently."""
     if not _inert(request.scope["path"]):
-        raise _not_found()
+        raise _not_found(_MALFORMED_KEY)
     return normalize_key(key)
 
 
@@ -111,13 +124,14 @@ async def _refuse_if_deleted(kv: KeyValue, watcher: Watcher) -> None:
     status_code=202,
     summary="Watch a room or user and record each of its lives",
     responses={
-        400: {"model": ErrorBody, "description": "Neither or both of room_id and url"},
+        **BAD_TARGET,
         **_conflict("A watcher with this key exists"),
+        **JSON_BODY_RESPONSES,
         **UNAVAILABLE,
     },
 )
 async def create_watcher(
-    body: WatcherCreate, link: LinkDep, kv: JobsDep, box: SecretsDep
+    body: WatcherCreate, link: LinkDep, kv: JobsDep, box: SecretsDep, settings: SettingsDep
 ) -> TaskAccepted:
     """The scheduler checks it every ``poll_interval`` seconds and records each live."""
     if (body.room_id is None) == (body.url is None):
@@ -132,7 +146,7 @@ async def create_watcher(
     except ValueError:
         msg = "url: names no TikTok user, room or short link (expected /@user or /@user/live)"
         raise ApiError(422, ErrorCode.VALIDATION_ERROR, msg) from None
-    options = seal_options(body.options, body.options.output_template, box)
+    options = await prepare_options(body.options, body.options.output_template, box, settings)
     # A key is free again once its watcher is being deleted: the delete is queued first.
     existing = await scheduler_watcher(link, key)
     if existing is not None and not await _deleting(kv, existing):
@@ -238,6 +252,7 @@ async def delete_watcher(key: KeyDep, link: LinkDep, kv: JobsDep) -> Ok:
     responses={
         **NOT_FOUND,
         **_conflict("The watcher is paused already, or being deleted"),
+        **JSON_BODY_RESPONSES,
         **UNAVAILABLE,
     },
 )
@@ -265,6 +280,7 @@ async def pause_watcher(key: KeyDep, link: LinkDep, kv: JobsDep) -> Ok:
     responses={
         **NOT_FOUND,
         **_conflict("The watcher is active already, or being deleted"),
+        **JSON_BODY_RESPONSES,
         **UNAVAILABLE,
     },
 )
