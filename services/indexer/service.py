@@ -32,6 +32,7 @@ from shared.subjects import INDEXER
 log = get_logger(__name__)
 
 BAD_REQUEST, UNAVAILABLE, INTERNAL = "400", "503", "500"  # nats.micro error codes
+FILES_GAUGE_EVERY = 10.0  # seconds between two refreshes of the indexed-files gauge
 
 _encoder = msgspec.json.Encoder()
 _query_decoder = msgspec.json.Decoder(FileQuery)
@@ -67,6 +68,7 @@ class IndexerService(BaseService):
             )
         )
         self._rebuilding = asyncio.Lock()
+        self._files_counted_at = float("-inf")
         await group.add_endpoint(name="files_query", subject="files.query", handler=self._on_query)
         await group.add_endpoint(
             name="files_rebuild", subject="files.rebuild", handler=self._on_rebuild
@@ -104,7 +106,12 @@ class IndexerService(BaseService):
 
     async def _handle(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
         await handle(event, self.deps)
-        metrics.FILES.set(await self.store.count())
+        # Every write drops the cached total, and a count of a million rows takes milliseconds:
+        # refresh the gauge now and then, not after each event.
+        now = time.monotonic()
+        if now - self._files_counted_at >= FILES_GAUGE_EVERY:
+            self._files_counted_at = now
+            metrics.FILES.set(await self.store.count())
 
     async def _caught_up(self) -> bool:
         """True when our durable has nothing left to deliver or to ack."""

@@ -34,6 +34,10 @@ UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _indexer_unavailable() -> ApiError:
+    return ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the indexer is not reachable")
+
+
 def _invalid(message: str) -> ApiError:
     return ApiError(422, ErrorCode.VALIDATION_ERROR, message)
 
@@ -127,7 +131,7 @@ async def list_files(
     try:
         result = await query_files(_nc(link), query)
     except ServiceUnavailable as exc:
-        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the indexer is not reachable") from exc
+        raise _indexer_unavailable() from exc
     return FileList(
         items=[_item(f) for f in result.items],
         page=result.page,
@@ -145,7 +149,7 @@ async def rebuild(link: LinkDep) -> RebuildResult:
     try:
         reply = await rebuild_index(_nc(link))
     except ServiceUnavailable as exc:
-        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the indexer is not reachable") from exc
+        raise _indexer_unavailable() from exc
     return RebuildResult(
         scanned=reply.scanned, added=reply.added, updated=reply.updated, removed=reply.removed
     )
