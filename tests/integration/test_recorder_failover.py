@@ -95,6 +95,10 @@ async def fleet(
                 await fleet.stop_all()
 
 
+def _has_data(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
 async def recording_by(fleet: Fleet, task_id: str, recorder: str | None = None) -> str:
     """Wait until ``task_id`` is being recorded (by ``recorder`` if given) with data on disk."""
     seen: dict[str, str] = {}
@@ -145,6 +149,13 @@ async def test_one_recorder_per_room_and_failover(
     assert takeover < 15, f"takeover took {takeover:.1f}s"
     assert await second_is_waiting()
 
+    # The job's byte count includes the dead recorder's: wait for the new one's own segment
+    # to hold data before the live ends, or under load it may end before a byte arrives.
+    async def new_part_has_data() -> bool:
+        files = (await fleet.job(first))["progress"]["files"]
+        return any(f["part"] > 0 and _has_data(fleet.tmp / "recordings" / f["path"]) for f in files)
+
+    await eventually(new_part_has_data, timeout=30, interval=0.1)
     await fake_tiktok.end("kim", mode="eof")
 
     async def finished() -> bool:
