@@ -355,11 +355,7 @@ class Consumer:
         )
         heart = asyncio.create_task(self._beat(msg)) if self.heartbeat else None
         started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=event.correlation_id,
-            event_type=event.type_name(),
-            event_id=event.event_id,
-        ):
+        with structlog.contextvars.bound_contextvars(**log_context(event)):
             try:
                 await self.handler(event, delivery)
             except asyncio.CancelledError:
@@ -386,7 +382,9 @@ class Consumer:
             finally:
                 if heart:
                     heart.cancel()
-                metrics.HANDLER_SECONDS.labels(name).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                metrics.HANDLER_SECONDS.labels(name).observe(elapsed)
+                log.debug("bus.handled", durable=name, duration=round(elapsed, 3))
 
     async def _beat(self, msg: Msg) -> None:
         assert self.heartbeat
@@ -407,6 +405,21 @@ class Consumer:
         except (*TRANSIENT, nats.errors.MsgAlreadyAckdError) as exc:
             # The server redelivers after ack_wait; handlers are idempotent.
             log.warning("bus.settle_failed", outcome=outcome, error=repr(exc))
+
+
+def log_context(event: ev.Event) -> dict[str, Any]:
+    """What every log line about ``event`` carries: the correlation id that came from the
+    gateway, the job as ``task_id`` (the API's name for it) and the room or URL when known."""
+    context: dict[str, Any] = {
+        "correlation_id": event.correlation_id,
+        "event_type": event.type_name(),
+        "event_id": event.event_id,
+    }
+    for field, key in (("job_id", "task_id"), ("room_id", "room_id"), ("url", "url")):
+        value = getattr(event, field, None)
+        if value:
+            context[key] = value
+    return context
 
 
 __all__ = ["Bus", "Consumer", "Delivery", "Handler", "retry_delay"]

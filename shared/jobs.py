@@ -20,6 +20,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from shared.events import RecordingOptions, UploadedFile, utc_now
+from shared.metrics import JOBS
 
 T = TypeVar("T")
 JobKind = Literal["recording", "watch"]
@@ -165,6 +166,7 @@ async def _get(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
 async def create_request(kv: KeyValue, request: JobRequest) -> int:
     """Store a new job; raises KeyWrongLastSequenceError if the id exists."""
     rev: int = await kv.create(request_key(request.job_id), msgspec.json.encode(request))
+    JOBS.labels(status="pending").inc()
     return rev
 
 
@@ -180,13 +182,21 @@ async def update_recording(
 ) -> RecordingPart | None:
     """Create or update ``job.<id>.rec`` under CAS."""
 
+    before: list[str | None] = [None]
+
     def stamped(doc: RecordingPart | None) -> RecordingPart | None:
+        before[0] = doc.state if doc is not None else None
         new = change(doc)
         if new is not None:
             new.updated_at = utc_now()
         return new
 
-    return await _cas(kv, recording_key(job_id), _recording_decoder, stamped)
+    doc = await _cas(kv, recording_key(job_id), _recording_decoder, stamped)
+    # Counted on the write that changed the state (the last call of ``stamped`` is the one
+    # that was written), so retries of a lost CAS race count once.
+    if doc is not None and doc.state != before[0]:
+        JOBS.labels(status=doc.state.lower()).inc()
+    return doc
 
 
 async def update_upload(

@@ -9,7 +9,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
 )
 
 PREFIX = "tlr"
@@ -34,11 +33,26 @@ EVENTS_PUBLISHED = Counter(
     ["type", "duplicate"],
 )
 
-
-def start_metrics_server(port: int) -> None:
-    """Serve ``/metrics`` on ``port`` in a background thread; 0 turns it off."""
-    if port:
-        start_http_server(port)
+# Job states as the API shows them (pending, started, retry, success, failure, cancelled),
+# counted by the process that wrote the change; sum over instances in PromQL.
+JOBS = Counter(
+    f"{PREFIX}_jobs_total", "Job state changes written to KV jobs, by the new state", ["status"]
+)
+# Lag per durable, sampled by every instance consuming it (so take max() across instances):
+# pending = in the stream, not yet delivered; ack_pending = delivered, not yet acked.
+CONSUMER_PENDING = Gauge(
+    f"{PREFIX}_consumer_pending", "Messages not yet delivered to a durable consumer", ["durable"]
+)
+CONSUMER_ACK_PENDING = Gauge(
+    f"{PREFIX}_consumer_ack_pending",
+    "Messages delivered to a durable consumer and not yet acknowledged",
+    ["durable"],
+)
+CONSUMER_REDELIVERED = Gauge(
+    f"{PREFIX}_consumer_redelivered",
+    "Messages of a durable consumer delivered more than once and still unacknowledged",
+    ["durable"],
+)
 
 
 def render_latest() -> tuple[bytes, str]:

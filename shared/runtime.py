@@ -13,7 +13,7 @@ import uvloop
 from shared.bus import Bus
 from shared.config import Settings
 from shared.logging import configure_logging, get_logger
-from shared.metrics import start_metrics_server
+from shared.ops_http import OpsServer
 from shared.service import BaseService
 
 log = get_logger(__name__)
@@ -24,7 +24,6 @@ ServiceFactory = Callable[[Bus], AbstractAsyncContextManager[Any]]
 def run(name: str, settings: Settings, factory: ServiceFactory) -> None:
     """The body of every ``python -m services.<name>``: returns once drained after SIGTERM."""
     configure_logging(name, settings.log_level, settings.log_format)
-    start_metrics_server(settings.metrics_port)
     # uvloop: the same asyncio API with a cheaper loop; it matters for the recorder, which
     # handles thousands of socket reads per second.
     uvloop.run(serve(name, settings, factory))
@@ -49,25 +48,41 @@ async def serve(
     if stop is None:
         stop = asyncio.Event()
         stop_on_signals(stop)
-    bus = await Bus.connect(
-        settings.nats_servers,
-        service=name,
-        instance=settings.instance_id,
-        replicas=settings.nats_replicas,
-        stop=stop,
-    )
-    if bus is None:
-        log.info("service.stopped_before_connect")
-        return
+    started = False
+    bus: Bus | None = None
+
+    def is_ready() -> bool:
+        return started and bus is not None and bus.nc.is_connected
+
+    # Up before NATS is: a process waiting for NATS is alive (/healthz) but not ready (/ready).
+    ops = OpsServer(settings.metrics_port, is_ready) if settings.metrics_port else None
+    if ops is not None:
+        await ops.start()
     try:
-        async with factory(bus):
-            if ready is not None:
-                await ready()
-            await stop.wait()
-            log.info("service.draining")
+        bus = await Bus.connect(
+            settings.nats_servers,
+            service=name,
+            instance=settings.instance_id,
+            replicas=settings.nats_replicas,
+            stop=stop,
+        )
+        if bus is None:
+            log.info("service.stopped_before_connect")
+            return
+        try:
+            async with factory(bus):
+                started = True
+                if ready is not None:
+                    await ready()
+                await stop.wait()
+                started = False  # draining: take this instance out of rotation
+                log.info("service.draining")
+        finally:
+            await bus.close()
+        log.info("service.stopped")
     finally:
-        await bus.close()
-    log.info("service.stopped")
+        if ops is not None:
+            await ops.close()
 
 
 def main(service: type[BaseService]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -12,6 +13,7 @@ from shared import micro
 from shared.bus import Bus, Consumer, Handler
 from shared.config import Settings
 from shared.logging import get_logger
+from shared.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED
 from shared.subjects import Durable
 
 log = get_logger(__name__)
@@ -30,6 +32,7 @@ class BaseService:
     durables: ClassVar[tuple[Durable, ...]] = ()
     settings_type: ClassVar[type[Settings]] = Settings
     drain_grace: ClassVar[float] = 10.0
+    lag_interval: ClassVar[float] = 10.0
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self.bus = bus
@@ -49,6 +52,8 @@ class BaseService:
             status=self._status,
         )
         await self.start(group)
+        if self.durables:
+            self._tasks.append(asyncio.create_task(self._sample_lag()))
         log.info("service.started", instance=self.settings.instance_id)
         return self
 
@@ -92,6 +97,21 @@ class BaseService:
         self._consumers.append(consumer)
         self._tasks.append(asyncio.create_task(consumer.run(self._stop, grace=self.drain_grace)))
         return consumer
+
+    async def _sample_lag(self) -> None:
+        """Export each durable's backlog as gauges, the figures ``nats consumer info`` shows."""
+        while not self._stop.is_set():
+            for durable in self.durables:
+                try:
+                    info = await self.bus.js.consumer_info(durable.stream, durable.name)
+                except Exception as exc:  # NATS away: keep the last figures, say why once a turn
+                    log.debug("service.lag_unavailable", durable=durable.name, error=str(exc))
+                    continue
+                CONSUMER_PENDING.labels(durable.name).set(info.num_pending or 0)
+                CONSUMER_ACK_PENDING.labels(durable.name).set(info.num_ack_pending or 0)
+                CONSUMER_REDELIVERED.labels(durable.name).set(info.num_redelivered or 0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.lag_interval)
 
     def _status(self) -> dict[str, Any]:
         return {

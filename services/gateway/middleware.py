@@ -6,6 +6,7 @@ import re
 import time
 
 import structlog
+from prometheus_client import Counter, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,8 +14,28 @@ from services.gateway.errors import CORRELATION_ID, error_response
 from shared.errors import ErrorCode
 from shared.events import new_id
 from shared.logging import get_logger
+from shared.metrics import PREFIX
 
 log = get_logger(__name__)
+
+# Labelled by route template (/jobs/{task_id}), never the raw path: ids would be unbounded.
+HTTP_REQUESTS = Counter(
+    f"{PREFIX}_http_requests_total",
+    "HTTP requests answered by the gateway, by method, route template and status",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    f"{PREFIX}_http_request_seconds", "Time to answer an HTTP request, by route template", ["route"]
+)
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template, or "unmatched" (404s must not mint new label values)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
 
 HEADER = "X-Correlation-ID"
 # A client's id is echoed into logs and headers, so it must be short and inert.
@@ -80,12 +101,18 @@ class RequestContextMiddleware:
             # Also a backstop for the middleware between this one and ErrorMiddleware.
             await _guarded(self.app, scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - began
+            route = route_label(scope)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_SECONDS.labels(route).observe(elapsed)
             log.info(
                 "http.request",
                 method=scope["method"],
                 path=scope["path"],
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - began) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
             CORRELATION_ID.reset(token)
             structlog.contextvars.clear_contextvars()

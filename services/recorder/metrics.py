@@ -20,8 +20,22 @@ SEGMENTS = Counter(f"{_P}_segments_total", "Segment files closed with media in t
 REMUX_FAILURES = Counter(
     f"{_P}_remux_failures_total", "Segments whose MP4 remux or verification failed (FLV kept)"
 )
-FINISHED = Counter(
-    f"{_P}_recordings_finished_total",
-    "Recordings finished, by outcome (success, failure, cancelled) and error code",
-    ["outcome", "error_code"],
+# The seed's names, unprefixed by service: dashboards and alerts read "did we miss a live?"
+# straight from these two.
+SUCCEEDED = Counter(f"{PREFIX}_recordings_success_total", "Recordings that ended with SUCCESS")
+FAILED = Counter(
+    f"{PREFIX}_recordings_failed_total",
+    "Recordings that ended with FAILURE, by error code",
+    ["error_code"],
 )
+CANCELLED = Counter(f"{PREFIX}_recordings_cancelled_total", "Recordings cancelled on request")
+
+
+def count_finished(state: str, error_code: str | None) -> None:
+    """One finished recording, by its final state."""
+    if state == "SUCCESS":
+        SUCCEEDED.inc()
+    elif state == "CANCELLED":
+        CANCELLED.inc()
+    else:
+        FAILED.labels(error_code or "UNKNOWN").inc()

@@ -80,7 +80,8 @@ def sample(name: str, **labels: str) -> float:
 
 async def test_duration_recording_goes_pending_started_success(stack: Stack) -> None:
     bytes_before = sample("tlr_recorder_bytes_total")
-    ok_before = sample("tlr_recorder_recordings_finished_total", outcome="success", error_code="")
+    ok_before = sample("tlr_recordings_success_total")
+    jobs_ok_before = sample("tlr_jobs_total", status="success")
     await stack.fake.create_user("alice")
     live = await stack.fake.go_live("alice", title="Hello / World; $(id)")
     task_id = await stack.record(url="@alice", duration=6)
@@ -100,8 +101,8 @@ async def test_duration_recording_goes_pending_started_success(stack: Stack) -> 
     assert job["progress"]["bytes"] > 0
     # What Prometheus sees: bytes recorded and one more successful recording.
     assert sample("tlr_recorder_bytes_total") - bytes_before >= job["progress"]["bytes"] * 0.5
-    ok_after = sample("tlr_recorder_recordings_finished_total", outcome="success", error_code="")
-    assert ok_after == ok_before + 1
+    assert sample("tlr_recordings_success_total") == ok_before + 1
+    assert sample("tlr_jobs_total", status="success") == jobs_ok_before + 1
 
 
 async def test_live_end_finalizes_and_succeeds(stack: Stack) -> None:

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -20,7 +21,7 @@ from shared.micro import endpoint_subject, ping_all
 from shared.nats_server import NatsServer
 from shared.service import BaseService
 from shared.subjects import EVENTS_STREAM
-from tests.helpers import eventually
+from tests.helpers import eventually, free_port
 
 SERVICES: list[type[BaseService]] = [
     SchedulerService,
@@ -69,6 +70,7 @@ async def test_process_drains_and_exits_zero_on_sigterm(
         "RECORDINGS_DIR": str(tmp_path / "recordings"),
         "LOG_FORMAT": "json",
         "INSTANCE_ID": "sched-proc",
+        "METRICS_PORT": str(ops_port := free_port()),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -84,6 +86,20 @@ async def test_process_drains_and_exits_zero_on_sigterm(
             return any(r["name"] == "scheduler" for r in await ping_all(bus.nc, wait=0.1))
 
         await eventually(answering, timeout=20)
+        # The ops endpoints Prometheus and Kubernetes probes use, on METRICS_PORT.
+        ops = f"http://127.0.0.1:{ops_port}"
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(f"{ops}/healthz")).status_code == 200
+            assert (await http.get(f"{ops}/ready")).status_code == 200
+            assert (await http.get(f"{ops}/nope")).status_code == 404
+
+            async def lag_exported() -> bool:
+                text = (await http.get(f"{ops}/metrics")).text
+                return 'tlr_consumer_pending{durable="scheduler"}' in text
+
+            await eventually(lag_exported, timeout=20)
+            text = (await http.get(f"{ops}/metrics")).text
+            assert 'tlr_nats_connected{service="scheduler"} 1.0' in text
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), 20)
     finally:
@@ -102,6 +118,7 @@ async def test_process_waiting_for_nats_still_stops_on_sigterm() -> None:
         "NATS_URL": "nats://127.0.0.1:1",
         "LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
+        "METRICS_PORT": str(ops_port := free_port()),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -115,6 +132,10 @@ async def test_process_waiting_for_nats_still_stops_on_sigterm() -> None:
     # Wait until it has tried (and failed) to connect at least once.
     while b"nats.connect_failed" not in await asyncio.wait_for(proc.stdout.readline(), 20):
         pass
+    # Alive but not ready: a liveness probe must not restart a process that waits for NATS.
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert (await http.get(f"http://127.0.0.1:{ops_port}/healthz")).status_code == 200
+        assert (await http.get(f"http://127.0.0.1:{ops_port}/ready")).status_code == 503
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0
