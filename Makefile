@@ -40,6 +40,9 @@ integration: install
 e2e: install
 	$(BIN)/pytest tests/e2e
 
+demo: install
+	$(BIN)/tlr demo
+
 nats-defs: install
 	$(BIN)/tlr nats-defs
 

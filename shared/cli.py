@@ -1,4 +1,4 @@
-"""The ``tlr`` command: ``tlr up`` (dev stack) and ``tlr nats-defs`` (NATS definition files)."""
+"""The ``tlr`` command: ``tlr up`` (dev stack), ``tlr demo``, ``tlr nats-defs`` and the client."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ def _up(_args: argparse.Namespace) -> int:
 
     configure_logging("tlr", "INFO", "console" if sys.stderr.isatty() else "json")
     return asyncio.run(up())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from shared.demo import demo
+
+    configure_logging("tlr", "WARNING", "console" if sys.stderr.isatty() else "json")
+    return asyncio.run(demo(Path(args.dir), keep=args.keep))
 
 
 def _nats_defs(args: argparse.Namespace) -> int:
@@ -36,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start nats-server and the five services (Ctrl-C stops all)")
     up.set_defaults(func=_up)
+    demo = sub.add_parser(
+        "demo", help="record a fake live end to end (fake TikTok + S3 + stack), then report"
+    )
+    demo.add_argument("--dir", default="var/demo", help="working folder, wiped at each run")
+    demo.add_argument("--keep", action="store_true", help="keep the stack running afterwards")
+    demo.set_defaults(func=_demo)
     defs = sub.add_parser("nats-defs", help="write the stream/consumer/KV files under nats/")
     defs.add_argument("--dir", default="nats", help="target folder (default: nats)")
     defs.add_argument("--replicas", type=int, default=1, help="replicas (3 in a cluster)")

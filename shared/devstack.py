@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 from pydantic import Field
@@ -60,12 +61,15 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     backoff: float = field(default=0.5)
+    output: IO[bytes] | None = None  # None: the supervisor's own stdout
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
             stdin=subprocess.DEVNULL,
+            stdout=self.output,
+            stderr=subprocess.STDOUT if self.output is not None else None,
             start_new_session=True,
             preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
@@ -122,11 +126,20 @@ async def wait_ready(url: str, *, timeout: float) -> bool:
     return False
 
 
-async def up(stack: DevStackSettings | None = None) -> int:
-    """Run the stack until SIGINT/SIGTERM; return the exit code."""
+async def up(
+    stack: DevStackSettings | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    output: IO[bytes] | None = None,
+) -> int:
+    """Run the stack until SIGINT/SIGTERM (or ``stop``); return the exit code.
+
+    ``tlr demo`` passes its own ``stop`` and an ``output`` file for the services' logs.
+    """
     stack = stack or DevStackSettings()
-    stop = asyncio.Event()
-    stop_on_signals(stop)
+    if stop is None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
     var_dir = stack.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -153,13 +166,15 @@ async def up(stack: DevStackSettings | None = None) -> int:
     gateway = GatewaySettings()  # host and port, as the gateway child reads them
     children = child_specs(stack, env)
     for child in children:
+        child.output = output
         child.start()
     _write_pids(var_dir, nats, children)
     host = "127.0.0.1" if gateway.gateway_host in ("0.0.0.0", "::") else gateway.gateway_host
     api = f"http://{host}:{gateway.gateway_port}"
     try:
         if await wait_ready(api, timeout=30):
-            _banner(api, env, nats)
+            if output is None:
+                _banner(api, env, nats)
         else:
             log.error("devstack.not_ready", api=api)
         await _supervise(stop, nats, children, var_dir)
