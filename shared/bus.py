@@ -415,7 +415,8 @@ def log_context(event: ev.Event) -> dict[str, Any]:
         "event_type": event.type_name(),
         "event_id": event.event_id,
     }
-    for field, key in (("job_id", "task_id"), ("room_id", "room_id"), ("url", "url")):
+    pairs = (("job_id", "task_id"), ("task_id", "task_id"), ("room_id", "room_id"), ("url", "url"))
+    for field, key in pairs:
         value = getattr(event, field, None)
         if value:
             context[key] = value

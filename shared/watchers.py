@@ -45,6 +45,8 @@ class Watcher(msgspec.Struct, kw_only=True, omit_defaults=True):
     failures: int = 0
     next_check_at: datetime | None = None
     generation: int = 0  # bumped on resume: a live seen again after a pause is a new job
+    # The request's correlation id: every live of this watcher carries it to every service.
+    correlation_id: str = ""
 
 
 class GetRequest(msgspec.Struct):

@@ -63,7 +63,7 @@ def assemble(
         progress=progress,
         error_code=(recording.error_code if recording else "CANCELLED") if failed else None,
         error_message=(recording.error_message if recording else "cancelled") if failed else None,
-        correlation_id=request.correlation_id if failed else None,
+        correlation_id=request.correlation_id or None,
         upload=_upload(upload) if upload else None,
     )
 
@@ -105,7 +105,7 @@ def assemble_watch(request: JobRequest, watcher: Watcher | None) -> JobStatus:
         progress=JobProgress(),
         error_code="CANCELLED" if cancelled else None,
         error_message="cancelled" if cancelled else None,
-        correlation_id=request.correlation_id if cancelled else None,
+        correlation_id=request.correlation_id or None,
         watcher=WatcherOut.from_watcher(mine) if mine else None,
         jobs=list(mine.jobs) if mine else [],
     )

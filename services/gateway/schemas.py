@@ -406,7 +406,10 @@ class JobStatus(BaseModel):
     progress: JobProgress
     error_code: str | None = None
     error_message: str | None = None
-    correlation_id: str | None = None
+    correlation_id: str | None = Field(
+        None,
+        description="The request's X-Correlation-ID, carried by every event and log line of the job",
+    )
     upload: UploadOut | None = Field(
         None, description="Jobs with upload_s3: the upload, once the uploader took it"
     )

@@ -239,7 +239,7 @@ async def _went_live(deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _
             url=w.url,
             watcher_key=w.key,
             options=w.options,
-            correlation_id=w.task_id,
+            correlation_id=w.correlation_id or w.task_id,
         )
         # Made already before a crash? Then the event below is deduplicated too.
         with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
@@ -247,7 +247,7 @@ async def _went_live(deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _
         await deps.publish(
             RoomLive(
                 event_id=f"live:{job_id}",
-                correlation_id=w.task_id,
+                correlation_id=w.correlation_id or w.task_id,
                 job_id=job_id,
                 room_id=w.room_id,
                 watcher_key=w.key,

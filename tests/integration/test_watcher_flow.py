@@ -33,8 +33,11 @@ FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 
 
 class Api(JobsApi):
-    async def watch(self, **body: Any) -> str:
-        r = await self.client.post("/watchers", json=body, headers=self.headers)
+    async def watch(self, correlation_id: str | None = None, **body: Any) -> str:
+        headers = dict(self.headers)
+        if correlation_id:
+            headers["X-Correlation-ID"] = correlation_id
+        r = await self.client.post("/watchers", json=body, headers=headers)
         assert r.status_code == 202, r.text
         task_id: str = r.json()["task_id"]
         return task_id
@@ -77,7 +80,9 @@ async def test_watch_record_then_delete_cancels_the_recording(
     api: Api, fake_tiktok: FakeTikTok, tmp_path: Path
 ) -> None:
     await fake_tiktok.create_user("gus")
-    task_id = await api.watch(url="https://www.tiktok.com/@gus/live", poll_interval=10)
+    task_id = await api.watch(
+        url="https://www.tiktok.com/@gus/live", poll_interval=10, correlation_id="cid-gus-1"
+    )
 
     async def known() -> bool:
         r = await api.watcher("@gus")
@@ -100,6 +105,9 @@ async def test_watch_record_then_delete_cancels_the_recording(
     job_id = (await api.watcher("@gus")).json()["current_job_id"]
     watch_job = await api.job(task_id)
     assert job_id in watch_job["jobs"]
+    # The id the client sent with the watcher follows each of its lives (logs, events, status).
+    assert (await api.job(job_id))["correlation_id"] == "cid-gus-1"
+    assert watch_job["correlation_id"] == "cid-gus-1"
 
     r = await api.client.delete("/watchers/@gus", headers=api.headers)
     assert r.status_code == 200
