@@ -9,6 +9,7 @@ IP waits, which is what gets an IP unblocked (TikTok blocks IPs, not accounts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -29,12 +30,20 @@ class Egress:
     backoff: float = 0.0
 
 
+class BudgetStopped(Exception):
+    """``take`` gave up waiting: the poller is stopping (shutdown or leadership lost)."""
+
+
 class Budget:
     """Request permits per egress."""
 
     def __init__(self, per_minute: float) -> None:
         self.rate = per_minute / 60.0
         self._egress: dict[str, Egress] = {}
+        # Set by the poller's owner; a backoff can last minutes, and a stopping scheduler
+        # must not sit it out (nor keep polling after another one took the lease).
+        self.stop = asyncio.Event()
+        self.waiting = 0  # takers waiting for a permit now
 
     def egress(self, name: str) -> Egress:
         if name not in self._egress:
@@ -42,20 +51,33 @@ class Budget:
         return self._egress[name]
 
     async def take(self, name: str, endpoint: str) -> None:
-        """Wait until a request through ``name`` is allowed, then count it."""
+        """Wait until a request through ``name`` is allowed, then count it.
+
+        Raises BudgetStopped as soon as ``stop`` is set.
+        """
         eg = self.egress(name)
-        while True:
-            now = time.monotonic()
-            if now < eg.blocked_until:
-                await asyncio.sleep(eg.blocked_until - now)
-                continue
-            eg.tokens = min(eg.capacity, eg.tokens + (now - eg.updated) * eg.rate)
-            eg.updated = now
-            if eg.tokens >= 1.0:
-                eg.tokens -= 1.0
-                metrics.REQUESTS.labels(endpoint).inc()
-                return
-            await asyncio.sleep((1.0 - eg.tokens) / eg.rate)
+        self.waiting += 1
+        try:
+            while True:
+                if self.stop.is_set():
+                    raise BudgetStopped
+                now = time.monotonic()
+                if now < eg.blocked_until:
+                    await self._pause(eg.blocked_until - now)
+                    continue
+                eg.tokens = min(eg.capacity, eg.tokens + (now - eg.updated) * eg.rate)
+                eg.updated = now
+                if eg.tokens >= 1.0:
+                    eg.tokens -= 1.0
+                    metrics.REQUESTS.labels(endpoint).inc()
+                    return
+                await self._pause((1.0 - eg.tokens) / eg.rate)
+        finally:
+            self.waiting -= 1
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
 
     def pace(self, name: str, per_second: float) -> None:
         """Run the egress at ``per_second``, never above the budget."""

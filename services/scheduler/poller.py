@@ -100,7 +100,14 @@ async def poll_once(deps: PollDeps, now: float | None = None) -> int:
     for w in due:
         by_egress[deps.egress_of(w)].append(w)
     state = _Pass(now)
-    await asyncio.gather(*(_poll_egress(deps, e, ws, state) for e, ws in by_egress.items()))
+    # Every egress finishes (or stops) before an error propagates: no orphaned checks.
+    outcomes = await asyncio.gather(
+        *(_poll_egress(deps, e, ws, state) for e, ws in by_egress.items()),
+        return_exceptions=True,
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
     if state.updates:
         await deps.store.put_many(list(state.updates.values()))
     return len(state.updates)

@@ -17,7 +17,7 @@ from nats.micro.request import Request, ServiceError
 from nats.micro.service import Group
 
 from services.scheduler import metrics
-from services.scheduler.budget import Budget
+from services.scheduler.budget import Budget, BudgetStopped
 from services.scheduler.handlers import on_command
 from services.scheduler.poller import PollDeps, pace, poll_once
 from services.scheduler.store import WatcherStore
@@ -96,6 +96,7 @@ class SchedulerService(BaseService):
         self.leader = True
         metrics.IS_LEADER.set(1)
         lost = asyncio.Event()
+        self.deps.budget.stop = lost  # a poll pass waiting out a backoff ends with leadership
         consumer = self.bus.consumer(SCHEDULER, self._on_command)
         tasks = [
             asyncio.create_task(consumer.run(lost)),
@@ -130,6 +131,9 @@ class SchedulerService(BaseService):
             except TRANSIENT as exc:
                 log.warning("scheduler.poll_failed", error=repr(exc))
                 checked = 0
+            except BudgetStopped:
+                # What this pass learned is dropped: those watchers are due again next time.
+                return
             if not checked:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), IDLE_TICK)

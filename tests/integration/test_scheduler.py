@@ -280,3 +280,26 @@ async def test_only_one_scheduler_polls_and_a_standby_takes_over(
 
 async def _polled(fake: FakeTikTok) -> bool:
     return len(await fake.requests("/api-live/user/room")) > 0
+
+
+async def test_stop_is_prompt_while_the_poller_waits_out_an_egress_backoff(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    # An egress in its longest backoff (5 min): a poll pass that comes to it waits in the
+    # budget. A rolling upgrade must not wait with it.
+    await fake_tiktok.create_user("eve")
+    service = SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path))
+    await service.__aenter__()
+    try:
+        for _ in range(8):
+            service.deps.budget.penalize("direct")
+        await watch(bus, "@eve", poll=10, unique_id="eve")
+
+        async def waiting_in_budget() -> bool:
+            return service.deps.budget.waiting > 0
+
+        await eventually(waiting_in_budget, timeout=15)
+    finally:
+        # Far below the 300 s backoff: stopping interrupts the wait instead of sitting it out.
+        await asyncio.wait_for(service.__aexit__(None, None, None), 15)
+    assert service.deps.budget.waiting == 0
