@@ -408,7 +408,7 @@ class JobStatus(BaseModel):
     error_message: str | None = None
     correlation_id: str | None = Field(
         None,
-        description="The request's X-Correlation-ID, carried by every event and log line of the job",
+        description="The request's X-Correlation-ID, in every event and log line of the job",
     )
     upload: UploadOut | None = Field(
         None, description="Jobs with upload_s3: the upload, once the uploader took it"
