@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services
 	$(BIN)/tlr nats-defs --check
+	$(BIN)/tlr asyncapi --check
 
 test: lint
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=70

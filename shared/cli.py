@@ -25,6 +25,12 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo(Path(args.dir), keep=args.keep))
 
 
+def _asyncapi(args: argparse.Namespace) -> int:
+    from shared.asyncapi import main_asyncapi
+
+    return main_asyncapi(args.check, Path(args.path))
+
+
 def _nats_defs(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if args.check:
@@ -49,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--dir", default="var/demo", help="working folder, wiped at each run")
     demo.add_argument("--keep", action="store_true", help="keep the stack running afterwards")
     demo.set_defaults(func=_demo)
+    spec = sub.add_parser(
+        "asyncapi", help="write the AsyncAPI event catalogue (docs/asyncapi.json)"
+    )
+    spec.add_argument("--path", default="docs/asyncapi.json", help="target file")
+    spec.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    spec.set_defaults(func=_asyncapi)
     defs = sub.add_parser("nats-defs", help="write the stream/consumer/KV files under nats/")
     defs.add_argument("--dir", default="nats", help="target folder (default: nats)")
     defs.add_argument("--replicas", type=int, default=1, help="replicas (3 in a cluster)")

@@ -13,7 +13,7 @@ from services.gateway.deps import require_api_key
 from services.gateway.errors import EDGE_RESPONSES, ERROR_RESPONSES, install_error_handlers
 from services.gateway.middleware import ErrorMiddleware, RequestContextMiddleware
 from services.gateway.nats_link import NatsLink
-from services.gateway.routes import files, health, jobs, recordings, services, watchers
+from services.gateway.routes import asyncapi, files, health, jobs, recordings, services, watchers
 from shared import __version__
 from shared.config import GatewaySettings
 from shared.secrets import SecretBox
@@ -62,6 +62,7 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     app.add_middleware(RequestContextMiddleware)
 
     app.include_router(health.router)
+    app.include_router(asyncapi.router)
     protected = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
     protected.include_router(recordings.router)
     protected.include_router(watchers.router)
