@@ -28,6 +28,7 @@ lint: install
 	$(BIN)/mypy shared services
 	$(BIN)/tlr nats-defs --check
 	$(BIN)/tlr asyncapi --check
+	$(BIN)/tlr postman --check
 
 test: lint
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=70

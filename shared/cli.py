@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from shared import nats_definitions
+from shared.client.commands import add_client_commands
 from shared.logging import configure_logging
 
 
@@ -29,6 +30,12 @@ def _asyncapi(args: argparse.Namespace) -> int:
     from shared.asyncapi import main_asyncapi
 
     return main_asyncapi(args.check, Path(args.path))
+
+
+def _postman(args: argparse.Namespace) -> int:
+    from shared.client.postman import main_postman
+
+    return main_postman(args.check, Path(args.path))
 
 
 def _nats_defs(args: argparse.Namespace) -> int:
@@ -66,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     defs.add_argument("--replicas", type=int, default=1, help="replicas (3 in a cluster)")
     defs.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
     defs.set_defaults(func=_nats_defs)
+    postman = sub.add_parser("postman", help="write docs/postman/ from the OpenAPI document")
+    postman.add_argument(
+        "--path", default="docs/postman/tlr.postman_collection.json", help="target file"
+    )
+    postman.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    postman.set_defaults(func=_postman)
+    add_client_commands(sub)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -1,0 +1,196 @@
+"""The REST API as plain method calls (httpx); the client CLI's only way to the service."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class ApiError(Exception):
+    """The gateway answered with an error: its ``{error_code, error_message, correlation_id}``."""
+
+    def __init__(
+        self,
+        status: int,
+        error_code: str,
+        message: str,
+        *,
+        correlation_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{error_code}: {message}")
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+        self.correlation_id = correlation_id
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """Worth asking again later: rate limited, or the gateway cannot reach NATS for now."""
+        return self.status in (429, 502, 503, 504)
+
+
+class Unreachable(Exception):
+    """No HTTP answer at all: nothing listens there, or it did not answer in time."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the API at {base_url}: {reason}")
+        self.base_url = base_url
+        self.reason = reason
+
+
+class Client:
+    """One gateway, one API key. Methods return the JSON answers as dicts."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"X-API-Key": api_key, "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+        self._pace = 0.0
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- the operations ------------------------------------------------------------------
+
+    def create_recording(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/recordings", json=body)
+
+    def create_watcher(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/watchers", json=body)
+
+    def list_watchers(self, page: int = 1, page_size: int = 50) -> dict[str, Any]:
+        return self._call("GET", "/watchers", params={"page": page, "page_size": page_size})
+
+    def delete_watcher(self, key: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/watchers/{_segment(key, keep='@')}")
+
+    def get_job(self, task_id: str) -> dict[str, Any]:
+        return self._call("GET", self.job_path(task_id))
+
+    def cancel_job(self, task_id: str) -> dict[str, Any]:
+        return self._call("DELETE", self.job_path(task_id))
+
+    def list_files(self, params: dict[str, str | int]) -> dict[str, Any]:
+        return self._call("GET", "/files", params=params)
+
+    def job_path(self, task_id: str) -> str:
+        return f"/jobs/{_segment(task_id)}"
+
+    def job_url(self, task_id: str) -> str:
+        return self.base_url + self.job_path(task_id)
+
+    def pace(self) -> float:
+        """Seconds to wait between polls so as not to use up the key's rate limit, from the
+        last answer's ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (0: no limit seen)."""
+        return self._pace
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except httpx.ConnectError as exc:
+            raise Unreachable(self.base_url, _reason(exc, "connection refused")) from None
+        except httpx.TimeoutException:
+            raise Unreachable(self.base_url, "no answer in time") from None
+        except httpx.TransportError as exc:
+            raise Unreachable(self.base_url, _reason(exc, type(exc).__name__)) from None
+        self._pace = _pace(response.headers)
+        if response.is_success:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise ApiError(
+                    response.status_code, "BAD_RESPONSE", "the answer is not a JSON object"
+                )
+            return body
+        raise _error(response)
+
+
+def _segment(value: str, keep: str = "") -> str:
+    """One path segment, whatever the user typed: '/' and '?' cannot leave it."""
+    return quote(value, safe=keep)
+
+
+def _reason(exc: Exception, fallback: str) -> str:
+    text = str(exc).strip()
+    return text if text else fallback
+
+
+def _error(response: httpx.Response) -> ApiError:
+    retry_after = _number(response.headers.get("Retry-After"))
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error_code" in body:
+        return ApiError(
+            response.status_code,
+            str(body["error_code"]),
+            str(body.get("error_message") or body.get("message") or ""),
+            correlation_id=body.get("correlation_id") or None,
+            retry_after=retry_after,
+        )
+    # Not the gateway's error shape (a proxy in between, say): show the start of the text.
+    snippet = " ".join(response.text.split())[:200] or response.reason_phrase
+    return ApiError(
+        response.status_code, f"HTTP_{response.status_code}", snippet, retry_after=retry_after
+    )
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _pace(headers: httpx.Headers) -> float:
+    remaining = _number(headers.get("X-RateLimit-Remaining"))
+    reset = _number(headers.get("X-RateLimit-Reset"))
+    if remaining is None or reset is None:
+        return 0.0
+    left = max(0.0, reset - time.time())
+    # Spread what is left of the window over its remaining seconds.
+    return left if remaining <= 0 else left / remaining
