@@ -44,7 +44,12 @@ STEP_TIMEOUT = 90.0
 # What each service's /metrics should show after the demo (all must be non-zero).
 KEY_METRICS: dict[str, tuple[str, ...]] = {
     "gateway": ("tlr_http_requests_total", "tlr_jobs_total"),
-    "scheduler": ("tlr_watchers_active", "tlr_tiktok_requests_total", "tlr_jobs_total"),
+    "scheduler": (
+        "tlr_watchers_active",
+        "tlr_tiktok_requests_total",
+        "tlr_jobs_total",
+        "tlr_scheduler_detection_seconds_count",
+    ),
     "recorder": (
         "tlr_recorder_bytes_total",
         "tlr_recordings_success_total",
