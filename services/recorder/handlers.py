@@ -480,17 +480,6 @@ async def _finish(
     doc = await jobs.update_recording(deps.jobs_kv, event.job_id, finish)
     assert doc is not None
     metrics.count_finished(state, str(error_code) if error_code else None)
-    started_at = doc.started_at
-    log.info(
-        "recorder.finished",
-        state=state,
-        returncode=doc.returncode,
-        error_code=doc.error_code,
-        room_id=doc.room_id,
-        duration=round((ended - started_at).total_seconds(), 1) if started_at else None,
-        bytes=doc.bytes,
-        files=len(doc.segments),
-    )
     await deps.publish(
         RecordingFinished(
             event_id=f"fin:{event.job_id}",
@@ -519,11 +508,15 @@ async def _finish(
             title=doc.title,
         )
     )
+    started_at = doc.started_at
     log.info(
         "recorder.finished",
-        job_id=event.job_id,
         state=state,
+        returncode=doc.returncode,
         error_code=doc.error_code,
+        room_id=doc.room_id,
+        duration=round((ended - started_at).total_seconds(), 1) if started_at else None,
+        bytes=doc.bytes,
         files=len(doc.segments),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -45,6 +46,26 @@ async def test_demo_records_a_playable_mp4_and_every_service_counts_it(tmp_path:
     # (the demo itself fails otherwise); check that each service was reported.
     for service in ("gateway", "scheduler", "recorder", "uploader", "indexer"):
         assert re.search(rf"^\s+{service}\s+http://127\.0\.0\.1:\d+/metrics$", text, re.M), service
+    # One correlation id follows the job through the JSON logs of every service.
+    cid = re.search(r"correlation_id ([0-9a-f-]{36})", text)
+    assert cid, text[-4000:]
+    lines = []
+    for raw in (tmp_path / "demo" / "stack.log").read_text().splitlines():
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))
+    mine = [line for line in lines if line.get("correlation_id") == cid.group(1)]
+    assert {line["service"] for line in mine} == {
+        "gateway",
+        "scheduler",
+        "recorder",
+        "uploader",
+        "indexer",
+    }
+    finished = [line for line in mine if line["msg"] == "recorder.finished"]
+    assert len(finished) == 1
+    for field in ("ts", "level", "service", "task_id", "room_id", "url", "duration", "returncode"):
+        assert finished[0].get(field) is not None, field
+    assert finished[0]["returncode"] == 0
     # Everything the demo started is gone: nothing listens on the ports it printed.
     ports = {int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/", text)}
     assert ports
