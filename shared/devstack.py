@@ -174,7 +174,7 @@ async def up(
     try:
         if await wait_ready(api, timeout=30):
             if output is None:
-                _banner(api, env, nats)
+                _banner(api, env, nats, children)
         else:
             log.error("devstack.not_ready", api=api)
         await _supervise(stop, nats, children, var_dir)
@@ -242,7 +242,7 @@ def _write_pids(var_dir: Path, nats: NatsServer | None, children: list[Child]) -
     (run / "pids.json").write_text(json.dumps(pids, indent=2) + "\n")
 
 
-def _banner(api: str, env: dict[str, str], nats: NatsServer | None) -> None:
+def _banner(api: str, env: dict[str, str], nats: NatsServer | None, children: list[Child]) -> None:
     key = env["API_KEYS"].split(",")[0]
     lines = [
         "",
@@ -253,6 +253,14 @@ def _banner(api: str, env: dict[str, str], nats: NatsServer | None) -> None:
     ]
     if nats is not None:
         lines.append(f"  NATS monitoring: {nats.monitor_url}")
+    ops = [
+        f"{c.name} :{c.env['METRICS_PORT']}"
+        for c in children
+        if c.env.get("METRICS_PORT", "0") != "0"
+    ]
+    if ops:
+        # /metrics, /healthz and /ready; the gateway serves them on the API port.
+        lines.append(f"  Metrics:  {api}/metrics, " + ", ".join(ops))
     lines += [
         f'  Try:      curl -H "X-API-Key: {key}" {api}/services',
         "  Stop:     Ctrl-C",
