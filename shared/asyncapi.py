@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import msgspec
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from nats.micro.service import ServicePing
 
-from shared import files, jobs, watchers
+from shared import files, generated, jobs, watchers
 from shared.config import Settings
 from shared.events import (
     EVENT_TYPES,
@@ -420,22 +419,14 @@ def render() -> str:
 
 
 def write(path: Path = DOC_PATH) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(), encoding="utf-8")
+    generated.write_text(path, render())
 
 
 def stale(path: Path = DOC_PATH) -> bool:
     """True when ``path`` is missing or differs from what the code generates."""
-    return not path.exists() or path.read_text(encoding="utf-8") != render()
+    return generated.is_stale(path, render())
 
 
 def main_asyncapi(check: bool, path: Path = DOC_PATH) -> int:
     """``tlr asyncapi [--check]``: write the document, or exit 1 when the file is stale."""
-    if check:
-        if stale(path):
-            sys.stderr.write(f"{path} is out of date (run `tlr asyncapi`)\n")
-            return 1
-        return 0
-    write(path)
-    sys.stdout.write(f"wrote {path}\n")
-    return 0
+    return generated.check_or_write(path, render(), check=check, command="tlr asyncapi")

@@ -7,9 +7,10 @@ the checked-in file differs from what the current routes and schemas give.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from shared import generated
 
 SCHEMA_URL = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
 DEFAULT_PATH = Path("docs/postman/tlr.postman_collection.json")
@@ -263,25 +264,14 @@ def render(doc: JsonObject | None = None) -> str:
 
 
 def write(path: Path = DEFAULT_PATH) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render())
-    return path
+    return generated.write_text(path, render())
 
 
 def stale(path: Path = DEFAULT_PATH) -> bool:
     """True when the file at ``path`` is missing or differs from a fresh generation."""
-    try:
-        return path.read_text() != render()
-    except OSError:
-        return True
+    return generated.is_stale(path, render())
 
 
 def main_postman(check: bool, path: Path = DEFAULT_PATH) -> int:
     """`tlr postman [--check]`: write the collection, or exit 1 when it is out of date."""
-    if check:
-        if stale(path):
-            sys.stderr.write(f"out of date (run `tlr postman`): {path}\n")
-            return 1
-        return 0
-    sys.stdout.write(f"wrote {write(path)}\n")
-    return 0
+    return generated.check_or_write(path, render(), check=check, command="tlr postman")
