@@ -117,6 +117,7 @@ class SchedulerService(BaseService):
             await lease.release()
             self.leader = False
             metrics.IS_LEADER.set(0)
+            metrics.WATCHERS_ACTIVE.set(0)  # the new leader reports them: sum() stays right
 
     async def _poll(self, stop: asyncio.Event) -> None:
         paced = float("-inf")
