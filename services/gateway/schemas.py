@@ -18,9 +18,9 @@ from pydantic import (
 )
 
 from shared.naming import validate_template
+from shared.tiktok.quality import Quality
 from shared.watchers import Watcher
 
-QUALITIES = ("origin", "uhd", "hd", "sd", "ld")
 PROXY_SCHEMES = frozenset({"http", "https", "socks5", "socks5h"})
 MAX_URL = 300
 ROOM_ID_PATTERN = r"^[0-9]{15,20}$"
@@ -189,7 +189,7 @@ class RecordingOptionsIn(BaseModel):
         description="Cookie file (Netscape or JSON) for 18+ lives: a name or relative path "
         "inside COOKIES_DIR",
     )
-    quality: Literal["origin", "uhd", "hd", "sd", "ld"] | None = Field(
+    quality: Quality | None = Field(
         None, description="Preferred quality; lower ones are used when it is missing"
     )
 

@@ -30,10 +30,10 @@ from shared.client.progress import (
     human_bytes,
     human_duration,
 )
+from shared.tiktok.quality import QUALITIES
 
 OK, API_ERROR, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_API = "http://127.0.0.1:8000"
-QUALITIES = ("origin", "uhd", "hd", "sd", "ld")
 
 Handler = Callable[[argparse.Namespace, Client], int]
 

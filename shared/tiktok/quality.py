@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 from shared.tiktok.errors import LiveOffline, UnexpectedResponse
 from shared.tiktok.models import RoomInfo, StreamVariant
 
-DEFAULT_PREFERENCE: tuple[str, ...] = ("origin", "uhd", "hd", "sd", "ld")
+# The qualities a request may prefer (the API, the client CLI), best first.
+Quality = Literal["origin", "uhd", "hd", "sd", "ld"]
+QUALITIES: tuple[Quality, ...] = get_args(Quality)
+DEFAULT_PREFERENCE: tuple[str, ...] = QUALITIES
 AUDIO_ONLY = "ao"
 
 # The whole ladder, best first, used once the preference is exhausted. A 60 fps key sits just
