@@ -12,9 +12,11 @@ import shlex
 import subprocess
 import sys
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -138,6 +140,28 @@ def metrics_port(name: str) -> int:
     if name == "gateway":
         return int(env.get("GATEWAY_PORT", GatewaySettings.model_fields["gateway_port"].default))
     return int(env["METRICS_PORT"])
+
+
+def compose_spec_errors(document: dict[str, Any]) -> list[str]:
+    """Errors of ``document`` against the Compose Specification's JSON Schema, as vendored by
+    check-jsonschema (what `docker compose config` would refuse, without a Docker engine)."""
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text(encoding="utf-8")
+    )
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_compose_follows_the_compose_specification() -> None:
+    assert compose_spec_errors(compose()) == []
+
+
+def test_the_compose_specification_check_can_fail() -> None:
+    broken = {"services": {"recorder": {"image": "tlr", "stop_grace_period": ["90s"]}}}
+    assert compose_spec_errors(broken)
+    assert compose_spec_errors({"services": {"x": {"image": "tlr", "stop_grace": "90s"}}})
 
 
 def test_compose_has_the_five_services_and_the_ops_stack() -> None:
