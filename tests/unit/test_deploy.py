@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 from nats.js.api import StorageType
@@ -424,10 +425,96 @@ def defined_metrics() -> frozenset[str]:
     return frozenset(names)
 
 
-def test_every_dashboard_query_uses_metrics_the_code_defines() -> None:
-    used = {m for q in queries() for m in re.findall(r"\btlr_[a-z0-9_]+", q)}
+# Grafana's interval variables, replaced by a duration so the query parses as plain PromQL.
+_GRAFANA_VARIABLES = re.compile(r"\$__(rate_interval|interval|range)|\$\{__\w+\}")
+
+
+def selected_metrics(expr: str) -> set[str]:
+    """The series names a PromQL expression selects; ValueError when it does not parse."""
+    found: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            found.add(node.name)
+        for name in ("expr", "lhs", "rhs", "vector_selector", "param"):
+            child = getattr(node, name, None)
+            if child is not None:
+                visit(child)
+        for child in getattr(node, "args", None) or ():
+            visit(child)
+
+    visit(promql_parser.parse(_GRAFANA_VARIABLES.sub("5m", expr)))
+    return found
+
+
+def test_the_promql_reader_finds_names_and_refuses_nonsense() -> None:
+    expr = 'sum by (le) (rate(tlr_a_bucket{x="1"}[5m])) / ignoring(y) tlr_b_total > 0'
+    assert selected_metrics(expr) == {"tlr_a_bucket", "tlr_b_total"}
+    assert selected_metrics("histogram_quantile(0.9, rate(tlr_c_bucket[$__rate_interval]))") == {
+        "tlr_c_bucket"
+    }
+    with pytest.raises(ValueError, match="parenthesis"):
+        selected_metrics("sum(rate(tlr_a_total[5m])")
+
+
+def test_every_dashboard_query_parses_and_uses_metrics_the_code_defines() -> None:
+    used = {m for q in queries() for m in selected_metrics(q)}
     assert used, "the dashboard queries no tlr_ metric?"
-    assert used - defined_metrics() == set()
+    assert used - defined_metrics() - {"up"} == set()  # up: Prometheus's own, per target
+
+
+# --- alert rules ------------------------------------------------------------------------------
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    rules = [rule for group in data["groups"] for rule in group["rules"]]
+    assert rules
+    return rules
+
+
+def runbook_anchors() -> set[str]:
+    """GitHub's anchors of the runbook's headings."""
+    anchors = set()
+    for line in (ROOT / "docs" / "runbook.md").read_text().splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^a-z0-9 _-]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_prometheus_loads_the_alert_rules_compose_mounts() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (path,) = config["rule_files"]
+    assert container_to_host("prometheus", path) == ROOT / "deploy" / "prometheus" / "alerts.yml"
+
+
+def test_every_alert_parses_uses_real_metrics_and_names_its_runbook_section() -> None:
+    anchors = runbook_anchors()
+    names = [rule["alert"] for rule in alert_rules()]
+    assert len(names) == len(set(names))
+    for rule in alert_rules():
+        used = selected_metrics(rule["expr"])
+        assert used - defined_metrics() - {"up"} == set(), rule["alert"]
+        assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        page, _, anchor = rule["annotations"]["runbook"].partition("#")
+        assert page == "docs/runbook.md"
+        assert anchor in anchors, (rule["alert"], anchor)
+
+
+def test_alerts_cover_a_missed_live_and_its_causes() -> None:
+    watched = {m for rule in alert_rules() for m in selected_metrics(rule["expr"])}
+    for metric in (
+        "tlr_scheduler_leader",
+        "tlr_consumer_pending",
+        "tlr_recordings_failed_total",
+        "tlr_tiktok_requests_total",
+        "tlr_disk_low",
+        "tlr_nats_connected",
+        "tlr_uploader_jobs_deferred_total",
+    ):
+        assert metric in watched, metric
 
 
 def test_dashboard_covers_what_an_operator_watches() -> None:
