@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus port of a service (0 = off; gateway: /metrics)"
     )
+    metrics_host: str = Field(
+        "0.0.0.0", description="Address of /metrics, /healthz and /ready on METRICS_PORT"
+    )
     instance_id: str = Field(
         default_factory=_default_instance_id, description="Name of this process in NATS and logs"
     )

@@ -150,6 +150,7 @@ async def up(
     env.setdefault("INDEX_DB", str(var_dir / "index.sqlite3"))
     env.setdefault("RECORDINGS_DIR", str(var_dir / "recordings"))
     env.setdefault("LOG_FORMAT", "json")
+    env.setdefault("METRICS_HOST", "127.0.0.1")  # a dev machine keeps its ops ports to itself
     env.setdefault("PYTHONUNBUFFERED", "1")  # log lines appear as they happen
 
     nats: NatsServer | None = None

@@ -55,7 +55,11 @@ async def serve(
         return started and bus is not None and bus.nc.is_connected
 
     # Up before NATS is: a process waiting for NATS is alive (/healthz) but not ready (/ready).
-    ops = OpsServer(settings.metrics_port, is_ready) if settings.metrics_port else None
+    ops = (
+        OpsServer(settings.metrics_port, is_ready, host=settings.metrics_host)
+        if settings.metrics_port
+        else None
+    )
     if ops is not None:
         await ops.start()
     try:
