@@ -56,6 +56,12 @@ async def test_service_provisions_and_answers_micro(
         status = msgspec.json.decode(reply.data)
         assert status["service"] == service_type.name
         assert status["nats_connected"] is True
+        # What `nats micro stats <name>` shows: per-endpoint requests, errors, latency.
+        reply = await bus.nc.request(f"$SRV.STATS.{service_type.name}", b"", timeout=2)
+        stats = msgspec.json.decode(reply.data)
+        assert stats["name"] == service_type.name
+        by_name = {e["name"]: e for e in stats["endpoints"]}
+        assert by_name["status"]["num_requests"] >= 1
     # Once exited, the service no longer answers.
     assert await ping_all(bus.nc) == []
 
