@@ -9,6 +9,7 @@ from shared.metrics import PREFIX
 _P = f"{PREFIX}_indexer"
 
 FILES = Gauge(f"{_P}_files", "Files in the index (local or only in S3)")
+IS_LEADER = Gauge(f"{_P}_leader", "1 while this indexer holds the lease: it indexes and deletes")
 QUERY_SECONDS = Histogram(
     f"{_P}_query_seconds",
     "Time to answer one files.query",

@@ -1,13 +1,16 @@
 """The indexer's NATS wiring: its durable, the files.query and files.rebuild endpoints, retention.
 
-Run ONE indexer per deployment: it is the only writer of the SQLite index (INDEX_DB) and the
-one process that deletes recordings, so it runs where RECORDINGS_DIR is mounted. A second
-instance would write the same file and race the first one's deletions.
+Indexers share one SQLite index (INDEX_DB) and RECORDINGS_DIR, so they run where both are
+mounted (one host, or pods on one node). Every instance answers files.query and files.rebuild;
+only the one holding the ``leader.indexer`` lease consumes events and applies retention, so
+there is one writer of events and one deleter of files. A standby takes over within the lease
+TTL when the leader dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, ClassVar
 
@@ -21,18 +24,23 @@ from services.indexer.handlers import IndexerDeps, handle
 from services.indexer.retention import Retention, RetentionDeps
 from services.indexer.scan import rebuild
 from services.indexer.store import IndexStore
+from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
 from shared.config import IndexerSettings, Settings
 from shared.events import Event
 from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
 from shared.logging import get_logger
 from shared.service import BaseService
-from shared.subjects import INDEXER
+from shared.subjects import CLAIMS, CLAIMS_BUCKET, INDEXER, LEASE_RENEW
 
 log = get_logger(__name__)
 
 BAD_REQUEST, UNAVAILABLE, INTERNAL = "400", "503", "500"  # nats.micro error codes
 FILES_GAUGE_EVERY = 10.0  # seconds between two refreshes of the indexed-files gauge
+LEADER_LEASE = "leader.indexer"
+# A leader that could not renew for this long stops acting as one: by then the lease may have
+# lapsed (the bucket's TTL) and a standby may be indexing and deleting.
+LEASE_DOUBT = (CLAIMS.ttl or 8.0) - LEASE_RENEW
 
 _encoder = msgspec.json.Encoder()
 _query_decoder = msgspec.json.Decoder(FileQuery)
@@ -69,32 +77,88 @@ class IndexerService(BaseService):
         )
         self._rebuilding = asyncio.Lock()
         self._files_counted_at = float("-inf")
+        self.leader = False
         await group.add_endpoint(name="files_query", subject="files.query", handler=self._on_query)
         await group.add_endpoint(
             name="files_rebuild", subject="files.rebuild", handler=self._on_rebuild
         )
-        # One at a time: events then apply in stream order (recording.finished, upload.done).
-        self.consume(INDEXER, self._handle)
-        self._tasks.append(asyncio.create_task(self._maintain()))
+        self._tasks.append(asyncio.create_task(self._lead()))
 
     async def stop(self) -> None:
         await self.store.close()
 
     def status(self) -> dict[str, Any]:
         return {
+            "leader": self.leader,
             "retention_passes": self.retention.passes,
             "retention_waiting_for_events": self.retention.waiting_for_events,
             "last_deleted": self.retention.last_deleted,
         }
 
-    async def _maintain(self) -> None:
+    # --- leadership --------------------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        """Try for the lease; while held, consume events and apply retention; on loss, stop."""
+        claims = await self.bus.kv(CLAIMS_BUCKET)
+        me = leases.Holder(owner=self.settings.instance_id, purpose="indexer")
+        while not self._stop.is_set():
+            lease = None
+            try:
+                lease = await leases.acquire(claims, LEADER_LEASE, me)
+            except TRANSIENT:
+                pass
+            except Exception:  # a server error must not end the standby for good
+                log.exception("indexer.lease_error")
+            if lease is None:
+                await self._sleep(LEASE_RENEW)
+                continue
+            log.info("indexer.leader_elected", instance=self.settings.instance_id)
+            await self._while_leader(lease)
+
+    async def _while_leader(self, lease: leases.Lease) -> None:
+        self.leader = True
+        metrics.IS_LEADER.set(1)
+        lost = asyncio.Event()
+        # One at a time: events then apply in stream order (recording.finished, upload.done).
+        consumer = self.bus.consumer(INDEXER, self._handle)
+        tasks = [
+            asyncio.create_task(consumer.run(lost, grace=self.drain_grace)),
+            asyncio.create_task(self._maintain(lost)),
+        ]
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        try:
+            while not self._stop.is_set():
+                await self._sleep(LEASE_RENEW)
+                try:
+                    if not await lease.renew():
+                        log.warning("indexer.leadership_lost")
+                        break
+                    renewed = loop.time()
+                except Exception as exc:  # NATS away or erring: is the lease still ours?
+                    log.debug("indexer.lease_renew_failed", error=repr(exc))
+                    if loop.time() - renewed > LEASE_DOUBT:
+                        log.warning("indexer.leadership_doubtful", seconds=LEASE_DOUBT)
+                        break
+        finally:
+            lost.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await lease.release()
+            self.leader = False
+            metrics.IS_LEADER.set(0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _maintain(self, stop: asyncio.Event) -> None:
         """Rebuild from disk if the index is empty (a new or lost INDEX_DB), then retention."""
         try:
             if await self.store.count() == 0:
                 await self.rebuild()
         except Exception:
             log.exception("indexer.initial_rebuild_failed")
-        await self.retention.run(self._stop)
+        await self.retention.run(stop)
 
     async def rebuild(self) -> RebuildReply:
         """Reconcile the index with RECORDINGS_DIR (one scan at a time)."""

@@ -448,3 +448,42 @@ async def test_rebuild_on_demand(bus: Bus, indexer: Indexer, root: Path) -> None
         assert msgspec.json.decode(again.data, type=files.RebuildReply) == files.RebuildReply(
             scanned=3, added=0, updated=0, removed=0
         )
+
+
+async def test_a_standby_indexes_when_the_leader_stops(
+    bus: Bus, indexer: Indexer, root: Path
+) -> None:
+    # Two indexers on one INDEX_DB and RECORDINGS_DIR: one leads (indexes, deletes), the other
+    # answers queries from the shared index and waits for the lease.
+    one = put(root, f"{ROOM_A}/one.mp4", age=300)
+    a, b = indexer(instance_id="indexer-1"), indexer(instance_id="indexer-2")
+    running = [await a.__aenter__(), await b.__aenter__()]
+    try:
+
+        async def one_leader() -> bool:
+            return a.leader != b.leader
+
+        await eventually(one_leader, timeout=15)
+        leader, standby = (a, b) if a.leader else (b, a)
+        await bus.publish(finished(root, "job-1", ROOM_A, [one]))
+        await indexed(bus, 1)
+        assert [f.path for f in (await standby.store.query(files.FileQuery())).items] == [one]
+        # Retention (the only deleter of recordings) runs on the leader alone.
+        await first_pass_done(leader)
+        assert (standby.leader, standby.retention.passes) == (False, 0)
+
+        # The leader goes away (a rolling update, a crash): the standby takes the lease.
+        running.remove(leader)
+        await leader.__aexit__(None, None, None)
+
+        async def took_over() -> bool:
+            return standby.leader
+
+        await eventually(took_over, timeout=15)
+        two = put(root, f"{ROOM_A}/two.mp4", age=200)
+        await bus.publish(finished(root, "job-2", ROOM_A, [two]))
+        page = await indexed(bus, 2)
+        assert [f.path for f in page.items] == [two, one]
+    finally:
+        for service in running:
+            await service.__aexit__(None, None, None)

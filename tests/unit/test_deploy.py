@@ -865,16 +865,16 @@ def test_sqlite_state_is_on_its_own_read_write_once_claim(
 
 def test_replicas_and_strategies_follow_who_owns_what() -> None:
     deployments = objects("Deployment")
-    indexer = deployments["indexer"]["spec"]
-    assert indexer["replicas"] == 1
-    assert indexer["strategy"]["type"] == "Recreate"
-    assert deployments["scheduler"]["spec"]["replicas"] == 2
+    # A leader and a standby each; they share a ReadWriteOnce SQLite volume, so one node.
+    for name in ("indexer", "scheduler"):
+        assert deployments[name]["spec"]["replicas"] == 2, name
+        affinity = pod_spec(name)["affinity"]["podAffinity"]
+        (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == name
     # Replica counts owned by an autoscaler are not in the Deployment (apply would reset them).
     for name in ("gateway", "recorder", "uploader"):
         assert "replicas" not in deployments[name]["spec"], name
-    affinity = pod_spec("scheduler")["affinity"]["podAffinity"]
-    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert term["topologyKey"] == "kubernetes.io/hostname"
 
 
 def test_recorder_gets_time_to_finalize_its_segments() -> None:

@@ -31,6 +31,7 @@ import services
 from services.gateway.app import create_app
 from services.gateway.nats_link import SERVICE as GATEWAY_SERVICE
 from services.gateway.nats_link import NatsLink
+from services.indexer.service import LEADER_LEASE as INDEXER_LEADER_LEASE
 from services.recorder import handlers as recorder_handlers
 from services.scheduler.service import LEADER_LEASE
 from shared import config, files, jobs, watchers
@@ -228,7 +229,9 @@ def sample_keys() -> dict[str, frozenset[str]]:
                 jobs.room_key(ROOM),
             }
         ),
-        CLAIMS_BUCKET: frozenset({ROOM_LEASE.format(room_id=ROOM), LEADER_LEASE}),
+        CLAIMS_BUCKET: frozenset(
+            {ROOM_LEASE.format(room_id=ROOM), LEADER_LEASE, INDEXER_LEADER_LEASE}
+        ),
     }
 
 
