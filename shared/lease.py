@@ -7,13 +7,23 @@ process may hold it now: the holder must stop acting at once (stop writing, stop
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
 from shared.bus import TRANSIENT
+from shared.logging import get_logger
+from shared.subjects import CLAIMS, LEASE_RENEW
+
+log = get_logger(__name__)
+
+# A holder that could not renew for this long stops acting: by then the lease may have lapsed
+# (the bucket's TTL) and another process may hold it.
+LEASE_DOUBT = (CLAIMS.ttl or 8.0) - LEASE_RENEW
 
 
 class Holder(msgspec.Struct, frozen=True):
@@ -64,3 +74,69 @@ async def current_holder(kv: KeyValue, name: str) -> Holder | None:
     if not entry.value:
         return None
     return msgspec.json.decode(entry.value, type=Holder)
+
+
+async def lead(
+    kv: KeyValue,
+    name: str,
+    holder: Holder,
+    stop: asyncio.Event,
+    act: Callable[[asyncio.Event], Awaitable[object]],
+    on_change: Callable[[bool], None],
+) -> None:
+    """Hold the lease ``name`` whenever it is free, until ``stop``: one leader, the rest standby.
+
+    While held, ``act(lost)`` runs; ``lost`` is set when the lease is lost, doubtful or
+    ``stop`` comes, and ``act`` must then return. ``on_change`` hears True and False.
+    Log lines are ``<purpose>.leader_elected``, ``.leadership_lost``, ``.leadership_doubtful``.
+    """
+    while not stop.is_set():
+        lease = None
+        try:
+            lease = await acquire(kv, name, holder)
+        except TRANSIENT:
+            pass
+        except Exception:  # a server error must not end the standby for good
+            log.exception(f"{holder.purpose}.lease_error")
+        if lease is None:
+            await _pause(stop, LEASE_RENEW)
+            continue
+        log.info(f"{holder.purpose}.leader_elected", instance=holder.owner)
+        await _hold(lease, stop, act, on_change)
+
+
+async def _hold(
+    lease: Lease,
+    stop: asyncio.Event,
+    act: Callable[[asyncio.Event], Awaitable[object]],
+    on_change: Callable[[bool], None],
+) -> None:
+    purpose = lease.holder.purpose
+    lost = asyncio.Event()
+    on_change(True)
+    acting = asyncio.ensure_future(act(lost))
+    loop = asyncio.get_running_loop()
+    renewed = loop.time()
+    try:
+        while not stop.is_set():
+            await _pause(stop, LEASE_RENEW)
+            try:
+                if not await lease.renew():
+                    log.warning(f"{purpose}.leadership_lost")
+                    return
+                renewed = loop.time()
+            except Exception as exc:  # NATS away or erring: is the lease still ours?
+                log.debug(f"{purpose}.lease_renew_failed", error=repr(exc))
+                if loop.time() - renewed > LEASE_DOUBT:
+                    log.warning(f"{purpose}.leadership_doubtful", seconds=LEASE_DOUBT)
+                    return
+    finally:
+        lost.set()
+        await asyncio.gather(acting, return_exceptions=True)
+        await lease.release()
+        on_change(False)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -10,7 +10,6 @@ TTL when the leader dies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any, ClassVar
 
@@ -31,16 +30,13 @@ from shared.events import Event
 from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
 from shared.logging import get_logger
 from shared.service import BaseService
-from shared.subjects import CLAIMS, CLAIMS_BUCKET, INDEXER, LEASE_RENEW
+from shared.subjects import CLAIMS_BUCKET, INDEXER
 
 log = get_logger(__name__)
 
 BAD_REQUEST, UNAVAILABLE, INTERNAL = "400", "503", "500"  # nats.micro error codes
 FILES_GAUGE_EVERY = 10.0  # seconds between two refreshes of the indexed-files gauge
 LEADER_LEASE = "leader.indexer"
-# A leader that could not renew for this long stops acting as one: by then the lease may have
-# lapsed (the bucket's TTL) and a standby may be indexing and deleting.
-LEASE_DOUBT = (CLAIMS.ttl or 8.0) - LEASE_RENEW
 
 _encoder = msgspec.json.Encoder()
 _query_decoder = msgspec.json.Decoder(FileQuery)
@@ -98,58 +94,21 @@ class IndexerService(BaseService):
     # --- leadership --------------------------------------------------------------------------
 
     async def _lead(self) -> None:
-        """Try for the lease; while held, consume events and apply retention; on loss, stop."""
-        claims = await self.bus.kv(CLAIMS_BUCKET)
         me = leases.Holder(owner=self.settings.instance_id, purpose="indexer")
-        while not self._stop.is_set():
-            lease = None
-            try:
-                lease = await leases.acquire(claims, LEADER_LEASE, me)
-            except TRANSIENT:
-                pass
-            except Exception:  # a server error must not end the standby for good
-                log.exception("indexer.lease_error")
-            if lease is None:
-                await self._sleep(LEASE_RENEW)
-                continue
-            log.info("indexer.leader_elected", instance=self.settings.instance_id)
-            await self._while_leader(lease)
+        claims = await self.bus.kv(CLAIMS_BUCKET)
+        await leases.lead(claims, LEADER_LEASE, me, self._stop, self._while_leader, self._led)
 
-    async def _while_leader(self, lease: leases.Lease) -> None:
-        self.leader = True
-        metrics.IS_LEADER.set(1)
-        lost = asyncio.Event()
+    def _led(self, leading: bool) -> None:
+        self.leader = leading
+        metrics.IS_LEADER.set(int(leading))
+
+    async def _while_leader(self, lost: asyncio.Event) -> None:
+        """Consume events and apply retention until the lease is lost."""
         # One at a time: events then apply in stream order (recording.finished, upload.done).
         consumer = self.bus.consumer(INDEXER, self._handle)
-        tasks = [
-            asyncio.create_task(consumer.run(lost, grace=self.drain_grace)),
-            asyncio.create_task(self._maintain(lost)),
-        ]
-        loop = asyncio.get_running_loop()
-        renewed = loop.time()
-        try:
-            while not self._stop.is_set():
-                await self._sleep(LEASE_RENEW)
-                try:
-                    if not await lease.renew():
-                        log.warning("indexer.leadership_lost")
-                        break
-                    renewed = loop.time()
-                except Exception as exc:  # NATS away or erring: is the lease still ours?
-                    log.debug("indexer.lease_renew_failed", error=repr(exc))
-                    if loop.time() - renewed > LEASE_DOUBT:
-                        log.warning("indexer.leadership_doubtful", seconds=LEASE_DOUBT)
-                        break
-        finally:
-            lost.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await lease.release()
-            self.leader = False
-            metrics.IS_LEADER.set(0)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        await asyncio.gather(
+            consumer.run(lost, grace=self.drain_grace), self._maintain(lost), return_exceptions=True
+        )
 
     async def _maintain(self, stop: asyncio.Event) -> None:
         """Rebuild from disk if the index is empty (a new or lost INDEX_DB), then retention."""

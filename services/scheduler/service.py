@@ -28,7 +28,7 @@ from shared.events import Event
 from shared.logging import get_logger
 from shared.secrets import SecretBox, SecretError
 from shared.service import BaseService
-from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, LEASE_RENEW, SCHEDULER
+from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, SCHEDULER
 from shared.tiktok import CookiesError, TikTokClient, load_cookies
 from shared.watchers import GetRequest, ListReply, ListRequest, Watcher
 
@@ -79,45 +79,21 @@ class SchedulerService(BaseService):
     # --- leadership --------------------------------------------------------------------------
 
     async def _lead(self) -> None:
-        """Try for the lease; while held, consume commands and poll; on loss, stop both."""
-        claims = await self.bus.kv(CLAIMS_BUCKET)
         me = leases.Holder(owner=self.settings.instance_id, purpose="scheduler")
-        while not self._stop.is_set():
-            lease = None
-            with contextlib.suppress(*TRANSIENT):
-                lease = await leases.acquire(claims, LEADER_LEASE, me)
-            if lease is None:
-                await self._sleep(LEASE_RENEW)
-                continue
-            log.info("scheduler.leader_elected", instance=self.settings.instance_id)
-            await self._while_leader(lease)
+        claims = await self.bus.kv(CLAIMS_BUCKET)
+        await leases.lead(claims, LEADER_LEASE, me, self._stop, self._while_leader, self._led)
 
-    async def _while_leader(self, lease: leases.Lease) -> None:
-        self.leader = True
-        metrics.IS_LEADER.set(1)
-        lost = asyncio.Event()
+    def _led(self, leading: bool) -> None:
+        self.leader = leading
+        metrics.IS_LEADER.set(int(leading))
+        if not leading:
+            metrics.WATCHERS_ACTIVE.set(0)  # the new leader reports them: sum() stays right
+
+    async def _while_leader(self, lost: asyncio.Event) -> None:
+        """Consume watch commands and poll until the lease is lost."""
         self.deps.budget.stop = lost  # a poll pass waiting out a backoff ends with leadership
         consumer = self.bus.consumer(SCHEDULER, self._on_command)
-        tasks = [
-            asyncio.create_task(consumer.run(lost)),
-            asyncio.create_task(self._poll(lost)),
-        ]
-        try:
-            while not self._stop.is_set():
-                await self._sleep(LEASE_RENEW)
-                try:
-                    if not await lease.renew():
-                        log.warning("scheduler.leadership_lost")
-                        break
-                except TRANSIENT:
-                    continue
-        finally:
-            lost.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await lease.release()
-            self.leader = False
-            metrics.IS_LEADER.set(0)
-            metrics.WATCHERS_ACTIVE.set(0)  # the new leader reports them: sum() stays right
+        await asyncio.gather(consumer.run(lost), self._poll(lost), return_exceptions=True)
 
     async def _poll(self, stop: asyncio.Event) -> None:
         paced = float("-inf")
@@ -138,10 +114,6 @@ class SchedulerService(BaseService):
             if not checked:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), IDLE_TICK)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _on_command(self, event: Event, delivery: Delivery) -> None:
         await on_command(event, delivery, self.store)
