@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.devstack import REPO_ROOT, DevStackSettings, up
 from shared.events import utc_now
@@ -213,12 +214,12 @@ def _stack_env(ports: Ports, var_dir: Path, fake: str, s3: bool) -> dict[str, st
 
 def _sum_samples(text: str, name: str) -> float:
     """Sum of every sample of ``name`` (all label sets) in Prometheus text."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            with contextlib.suppress(ValueError):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 class Demo:
