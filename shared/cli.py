@@ -5,11 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from shared import nats_definitions
 from shared.client.commands import add_client_commands
 from shared.logging import configure_logging
+
+DISTRIBUTION = "tiktok-live-recorder-service"
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's, as uv installed it)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _up(_args: argparse.Namespace) -> int:
@@ -53,6 +64,7 @@ def _nats_defs(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tlr", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start nats-server and the five services (Ctrl-C stops all)")
     up.set_defaults(func=_up)

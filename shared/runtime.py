@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
-
-import uvloop
 
 from shared.bus import Bus
 from shared.config import Settings
@@ -24,9 +22,23 @@ ServiceFactory = Callable[[Bus], AbstractAsyncContextManager[Any]]
 def run(name: str, settings: Settings, factory: ServiceFactory) -> None:
     """The body of every ``python -m services.<name>``: returns once drained after SIGTERM."""
     configure_logging(name, settings.log_level, settings.log_format)
-    # uvloop: the same asyncio API with a cheaper loop; it matters for the recorder, which
-    # handles thousands of socket reads per second.
-    uvloop.run(serve(name, settings, factory))
+    run_loop(serve(name, settings, factory))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed, else on asyncio's own loop.
+
+    uvloop is the same asyncio API with a cheaper loop; it matters for the recorder, which
+    handles thousands of socket reads per second. It does not build on Windows or PyPy, where
+    pyproject.toml's marker leaves it out and the services run as well, only slower.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        log.info("runtime.event_loop", loop="asyncio")
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

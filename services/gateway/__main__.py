@@ -7,13 +7,12 @@ import contextlib
 from collections.abc import Iterator
 
 import uvicorn
-import uvloop
 
 from services.gateway.api_keys import ApiKeyRegistry, ApiKeysFileError
 from services.gateway.app import create_app
 from shared.config import GatewaySettings
 from shared.logging import configure_logging, get_logger
-from shared.runtime import stop_on_signals
+from shared.runtime import run_loop, stop_on_signals
 
 log = get_logger(__name__)
 
@@ -60,7 +59,7 @@ def main() -> None:
         log.error("gateway.api_keys_invalid", error=str(exc))
         raise SystemExit(2) from None
     log.info("gateway.api_keys_loaded", keys=len(api_keys))
-    uvloop.run(serve(settings, api_keys))
+    run_loop(serve(settings, api_keys))
 
 
 if __name__ == "__main__":
