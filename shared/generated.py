@@ -1,9 +1,34 @@
-"""Files generated from the code and checked in (AsyncAPI, Postman): write them, or say stale."""
+"""Files generated from the code and checked in (AsyncAPI, Postman): normalise, write, or say stale.
+
+A generated file must change only when the contract does (an event, a route, a field), never
+because a library upgrade renders the same contract differently: :func:`normalised` is applied
+to every JSON document before it is written or compared.
+"""
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def normalised(node: Any) -> Any:
+    """``node`` (a JSON value) with every ``description`` dedented and stripped the same way.
+
+    ``inspect.cleandoc`` is what Python itself applies to docstrings; msgspec before 0.23 kept
+    their indentation and 0.23 drops it, so both give the same text once this has run.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else normalised(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [normalised(item) for item in node]
+    return node
 
 
 def is_stale(path: Path, text: str) -> bool:

@@ -260,7 +260,9 @@ def _example(doc: JsonObject, schema: JsonObject, *, required: bool, depth: int)
 
 
 def render(doc: JsonObject | None = None) -> str:
-    return json.dumps(collection(doc or openapi_document()), indent=2, ensure_ascii=False) + "\n"
+    # Normalised: FastAPI and pydantic render docstrings; their layout must not leak in.
+    source = generated.normalised(doc or openapi_document())
+    return json.dumps(collection(source), indent=2, ensure_ascii=False) + "\n"
 
 
 def write(path: Path = DEFAULT_PATH) -> Path:

@@ -22,7 +22,7 @@ from referencing.jsonschema import DRAFT202012
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
-from shared import asyncapi, files, jobs, watchers
+from shared import asyncapi, files, generated, jobs, watchers
 from shared.config import GatewaySettings
 from shared.events import (
     EVENT_TYPES,
@@ -530,3 +530,29 @@ async def test_gateway_serves_the_document_without_a_key() -> None:
         openapi = (await client.get("/openapi.json")).json()
     # Like /openapi.json, it is not an operation of the REST API (nor fuzzed as one).
     assert "/asyncapi.json" not in openapi["paths"]
+
+
+def test_schema_defaults_come_from_the_structs_not_the_msgspec_version() -> None:
+    schemas = asyncapi.build()["components"]["schemas"]
+    finished = schemas["RecordingFinished"]["properties"]
+    assert finished["files"]["default"] == []  # default_factory=list: a constant
+    assert "default" not in finished["event_id"]  # a fresh id each time: no constant
+    assert "default" not in finished["ended_at"]
+    assert "default" not in schemas["RecordingRequested"]["properties"]["options"]
+    assert schemas["UploadPart"]["properties"]["attempt"]["default"] == 1
+
+
+def test_descriptions_are_dedented_like_docstrings() -> None:
+    indented = {"description": "First line.\n\n    Second, indented.\n    ", "n": [{"x": 1}]}
+    flat = {"description": "First line.\n\nSecond, indented.", "n": [{"x": 1}]}
+    assert generated.normalised(indented) == generated.normalised(flat) == flat
+    # Only prose is touched: a property that happens to be named "description" is a schema.
+    schema = {"properties": {"description": {"type": "string"}}}
+    assert generated.normalised(schema) == schema
+    descriptions = [
+        text
+        for schema in asyncapi.build()["components"]["schemas"].values()
+        if isinstance(text := schema.get("description"), str)
+    ]
+    assert descriptions
+    assert not [text for text in descriptions if "\n    " in text]
