@@ -75,7 +75,9 @@ class RecorderSettings(Settings):
     """Settings of a recorder process."""
 
     max_recordings: int = Field(50, ge=1, le=1000, description="Recordings one recorder runs")
-    ffmpeg_bin: str | None = Field(None, description="ffmpeg to use (else PATH, else bundled)")
+    ffmpeg_bin: str | None = Field(
+        None, description="ffmpeg to use (else a 6.1+ ffmpeg on PATH, else the bundled one)"
+    )
     output_template: str = Field(
         "{room_id}/{YYYY}/{MM}/{DD}/{timestamp}_{title}.mp4",
         description="Default name of recorded files, relative to RECORDINGS_DIR",

@@ -1,4 +1,4 @@
-"""The ffmpeg edge: find the binary, remux a raw FLV segment to MP4, verify the result.
+"""The ffmpeg edge: choose the binary, remux a raw FLV segment to MP4, verify the result.
 
 ffmpeg always runs from an argument list (never a shell), in its own process that is killed
 and reaped if the awaiting coroutine is cancelled or times out: no child outlives a call.
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
+import subprocess
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ DEFAULT_REMUX_CONCURRENCY = 4
 _MIN_TIMEOUT_S = 120.0
 _TIMEOUT_BYTES_PER_S = 5 * 1024 * 1024
 _STDERR_KEEP = 2000
+_PROBE_TIMEOUT_S = 10.0
 _OUT_TIME_US = re.compile(rb"^out_time_us=(\d+)\s*$", re.M)
 
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -39,9 +42,34 @@ class FfmpegMissingError(RuntimeError):
     code = ErrorCode.FFMPEG_MISSING
 
 
+# Enhanced FLV (HEVC, as TikTok serves its higher rungs) is demuxed and muxed from 6.1 on:
+# Debian 12's 5.1 fails such a remux with "dimensions not set".
+MIN_VERSION = (6, 1)
+_VERSION_LINE = re.compile(rb"^ffmpeg version (\S+)")
+_RELEASE = re.compile(r"^n?(\d+)\.(\d+)")
+# A build from FFmpeg's master branch ("N-112233-gabc..."), newer than any release.
+_MASTER_BUILD = re.compile(r"^N-\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class FfmpegChoice:
+    """The ffmpeg the recorder runs, where it came from, and why (logged at start)."""
+
+    path: str
+    version: str
+    source: str  # "FFMPEG_BIN", "PATH" or "bundled"
+    note: str | None = None
+
+
 def ffmpeg_binary(explicit: str | None = None) -> str:
-    """The ffmpeg to run: ``explicit`` (a path or a name on PATH), else ``ffmpeg`` on PATH,
-    else the binary bundled with imageio-ffmpeg.
+    """The path of :func:`choose_ffmpeg`'s choice."""
+    return choose_ffmpeg(explicit).path
+
+
+def choose_ffmpeg(explicit: str | None = None) -> FfmpegChoice:
+    """The ffmpeg to run: ``explicit`` (a path or a name on PATH; the operator's word wins),
+    else ``ffmpeg`` on PATH when it is 6.1 or newer, else the binary bundled with
+    imageio-ffmpeg (also when the one on PATH is older), else an older one on PATH.
 
     Raises:
         FfmpegMissingError: ``explicit`` is not an executable, or no ffmpeg is found at all.
@@ -51,18 +79,69 @@ def ffmpeg_binary(explicit: str | None = None) -> str:
         if found is None:
             msg = f"FFMPEG_BIN {explicit!r} is not an executable file"
             raise FfmpegMissingError(msg)
-        return found
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg  # only needed when no system ffmpeg is installed
+        version = ffmpeg_version(found)
+        note = None if is_capable(version) else _too_old(version)
+        return FfmpegChoice(found, version, "FFMPEG_BIN", note)
+    on_path = shutil.which("ffmpeg")
+    path_version = ffmpeg_version(on_path) if on_path else ""
+    if on_path and is_capable(path_version):
+        return FfmpegChoice(on_path, path_version, "PATH")
+    bundled = _bundled()
+    if bundled is not None:
+        note = f"ffmpeg on PATH ({on_path}) is {_too_old(path_version)}" if on_path else None
+        return FfmpegChoice(bundled, ffmpeg_version(bundled), "bundled", note)
+    if on_path:
+        return FfmpegChoice(on_path, path_version, "PATH", _too_old(path_version))
+    msg = "no ffmpeg: set FFMPEG_BIN, install ffmpeg, or install imageio-ffmpeg"
+    raise FfmpegMissingError(msg)
 
-        bundled = str(imageio_ffmpeg.get_ffmpeg_exe())
-    except (ImportError, RuntimeError) as exc:
-        msg = "no ffmpeg: set FFMPEG_BIN, install ffmpeg, or install imageio-ffmpeg"
-        raise FfmpegMissingError(msg) from exc
-    return bundled
+
+def ffmpeg_version(path: str) -> str:
+    """The version word of ``ffmpeg -version`` ("5.1.9-0+deb12u1"), or "" if it will not say."""
+    try:
+        mtime_ns = os.stat(path).st_mtime_ns
+    except OSError:
+        return ""
+    return _probe_version(os.path.realpath(path), mtime_ns)
+
+
+@functools.cache
+def _probe_version(path: str, mtime_ns: int) -> str:  # noqa: ARG001  (part of the cache key)
+    """One ``-version`` run per binary (and per change to it)."""
+    try:
+        run = subprocess.run(
+            [path, "-hide_banner", "-version"],
+            capture_output=True,
+            timeout=_PROBE_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    match = _VERSION_LINE.match(run.stdout)
+    return match[1].decode(errors="replace") if match else ""
+
+
+def is_capable(version: str) -> bool:
+    """True for 6.1 or newer, or a master-branch build; False for older or unknown words."""
+    release = _RELEASE.match(version)
+    if release:
+        return (int(release[1]), int(release[2])) >= MIN_VERSION
+    return bool(_MASTER_BUILD.match(version))
+
+
+def _too_old(version: str) -> str:
+    wanted = ".".join(map(str, MIN_VERSION))
+    return f"version {version or 'unknown'}, older than {wanted}: HEVC lives will not remux"
+
+
+def _bundled() -> str | None:
+    try:
+        import imageio_ffmpeg  # only needed when no capable system ffmpeg is installed
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError):
+        return None
 
 
 def remux_limiter() -> asyncio.Semaphore:

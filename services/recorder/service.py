@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.micro.service import Group
 
-from services.recorder.ffmpeg import ffmpeg_binary
+from services.recorder.ffmpeg import choose_ffmpeg
 from services.recorder.handlers import RecorderDeps, Work, on_recording_work
 from shared.bus import Delivery
 from shared.config import RecorderSettings, Settings
@@ -56,7 +57,7 @@ class RecorderService(BaseService):
             publish=self.bus.publish,
             tiktok=self._tiktok_for,
             http=self._http_for,
-            ffmpeg=ffmpeg_binary(settings.ffmpeg_bin),
+            ffmpeg=await self._ffmpeg(settings.ffmpeg_bin),
         )
         self._cancels: Subscription = await self.bus.nc.subscribe(JOB_REQUESTS, cb=self._on_job)
         self.consume(
@@ -65,6 +66,19 @@ class RecorderService(BaseService):
             concurrency=settings.max_recordings,
             heartbeat=LEASE_RENEW,
         )
+
+    @staticmethod
+    async def _ffmpeg(explicit: str | None) -> str:
+        """The ffmpeg for every remux, chosen once (it runs ``ffmpeg -version``) and logged."""
+        choice = await asyncio.to_thread(choose_ffmpeg, explicit)
+        log.info(
+            "recorder.ffmpeg",
+            path=choice.path,
+            version=choice.version,
+            source=choice.source,
+            note=choice.note,
+        )
+        return choice.path
 
     async def _handle(self, event: Event, delivery: Delivery) -> None:
         await on_recording_work(event, delivery, self.deps)

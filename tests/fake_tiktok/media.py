@@ -6,10 +6,10 @@ import asyncio
 import os
 import re
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.recorder.ffmpeg import choose_ffmpeg
 from tests.fake_tiktok.flv import LoopSource, parse_flv
 
 DEFAULT_PROFILE = "h264_360p"
@@ -72,17 +72,9 @@ def parse_profile(name: str) -> Profile:
 
 
 def ffmpeg_binary() -> str:
-    """FFMPEG_BIN, else ffmpeg on PATH, else the binary bundled with imageio-ffmpeg."""
-    configured = os.environ.get("FFMPEG_BIN")
-    if configured:
-        return configured
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    # Imported lazily: only needed when no system ffmpeg is configured or installed.
-    import imageio_ffmpeg
-
-    return str(imageio_ffmpeg.get_ffmpeg_exe())
+    """The recorder's choice (FFMPEG_BIN, else a 6.1+ ffmpeg on PATH, else the bundled one):
+    rendering HEVC as enhanced FLV needs the same ffmpeg 6.1 as remuxing it."""
+    return choose_ffmpeg(os.environ.get("FFMPEG_BIN")).path
 
 
 def default_media_dir() -> Path:
