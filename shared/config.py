@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.tiktok.http import DEFAULT_USER_AGENT
+
 
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -56,6 +58,16 @@ class Settings(BaseSettings):
     )
     tiktok_webcast_base: str = Field(
         "https://webcast.tiktok.com", description="Base URL of TikTok's webcast API host"
+    )
+    tiktok_user_agent: str = Field(
+        DEFAULT_USER_AGENT,
+        description="User-Agent of every TikTok request (keep it a current desktop Chrome)",
+    )
+    tiktok_signer_url: str | None = Field(
+        None, description="Signing service for api-live (README: TikTok); off by default"
+    )
+    tiktok_impersonate: str | None = Field(
+        None, description="curl_cffi browser target (e.g. chrome) for www pages; off by default"
     )
     secret_key: str | None = Field(
         None, description="Shared key (base64url, 32 bytes) sealing proxy URLs in events"

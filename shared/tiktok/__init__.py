@@ -14,8 +14,10 @@ from shared.tiktok.errors import (
     UserNotFound,
     WafBlocked,
 )
-from shared.tiktok.models import RoomInfo, RoomRef, StreamVariant
-from shared.tiktok.quality import DEFAULT_PREFERENCE, choose_stream
+from shared.tiktok.models import RoomInfo, RoomRef, StreamCandidate, StreamVariant
+from shared.tiktok.parsing import PageState
+from shared.tiktok.quality import DEFAULT_PREFERENCE, choose_stream, stream_candidates
+from shared.tiktok.signer import Signer
 from shared.tiktok.targets import Target, parse_target
 
 __all__ = [
@@ -27,8 +29,11 @@ __all__ = [
     "CountryBlocked",
     "LiveOffline",
     "NetworkTimeout",
+    "PageState",
     "RoomInfo",
     "RoomRef",
+    "Signer",
+    "StreamCandidate",
     "StreamVariant",
     "Target",
     "TikTokClient",
@@ -39,4 +44,5 @@ __all__ = [
     "choose_stream",
     "load_cookies",
     "parse_target",
+    "stream_candidates",
 ]

@@ -1,9 +1,15 @@
-"""The async TikTok client: resolve targets, batch-check rooms, read room info (TIKTOK.md §2).
+"""The async TikTok client: resolve targets, batch-check rooms, read room info (TIKTOK.md §2, §6).
 
 Production and tests differ only in ``web_base`` and ``webcast_base``. Rules this client keeps:
 
+- ``@user`` targets resolve through the profile page, then the live page, then api-live (only
+  with a signer): each step moves on after a WAF page, an empty or an unexpected body.
+- "Not found" is believed only when two sources say it (TikTok has sent 19881007 for live
+  users, pages without ``LiveRoom`` when it soft-blocks, 10011 for some 18+ rooms).
 - A positive ``check_alive`` is only a hint (it said "alive" for every id in 2026-07, #454):
   ``confirm_live`` re-reads ``room/info`` before anyone starts recording.
+- ``room/info`` answering 4003110 to a flagged IP is not the end: the live page (or signed
+  api-live) carries the same stream URLs when the user is known (upstream 7.7).
 - Paused rooms (status 3) are live-but-paused, never ended.
 - Every failure is a TikTokError with an ErrorCode; httpx exceptions never escape.
 - Cookie values and proxy credentials are never logged nor put in error messages.
@@ -12,83 +18,58 @@ Production and tests differ only in ``web_base`` and ``webcast_base``. Rules thi
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Final
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
-from shared.logging import get_logger, redact_text
+from shared.logging import get_logger
 from shared.tiktok.errors import (
+    AgeRestricted,
     CountryBlocked,
     LiveOffline,
-    NetworkTimeout,
     TikTokError,
     UnexpectedResponse,
+    UserNotFound,
     WafBlocked,
 )
-from shared.tiktok.metrics import OUTCOME_OK, Endpoint, count_request
+from shared.tiktok.http import DEFAULT_USER_AGENT, REDIRECTS, Requester, Trace, expect_ok
 from shared.tiktok.models import RoomInfo, RoomRef
 from shared.tiktok.parsing import (
+    PageState,
     parse_check_alive,
     parse_live_page,
     parse_profile_page,
     parse_room_info,
     parse_user_room,
 )
+from shared.tiktok.signer import Signer
 from shared.tiktok.targets import Target, is_room_id, parse_target, parse_url, unique_id_of
 
 log = get_logger(__name__)
 
-DEFAULT_USER_AGENT: Final = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/136.0.0.0 Safari/537.36"
-)
-# Referer and Origin are TikTok's own even against the fake: the real site checks them.
-TIKTOK_ORIGIN: Final = "https://www.tiktok.com"
 WEB_AID: Final = "1988"  # TikTok's web app id, sent on every api-live and webcast call
 # No documented limit exists; 50 ids per check_alive call is the safe default callers use.
 CHECK_ALIVE_BATCH: Final = 50
-MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # live pages are ~1 MB; anything far larger is wrong
 MAX_SHORT_LINK_HOPS: Final = 5
 SESSION_COOKIES: Final = ("sessionid", "sessionid_ss", "sid_tt")
-PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h")
-
-_JSON_ACCEPT = "application/json, text/plain, */*"
-_HTML_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Two sources must agree before a user is "not found".
+NOT_FOUND_SOURCES: Final = 2
 _PAGE_USER_RE = re.compile(r"tiktok\.com/@([A-Za-z0-9_.]{1,24})")
 
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    headers: httpx.Headers
-    body: bytes
-
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-
-@dataclass(slots=True)
-class _Call:
-    """One observed request: filled in by _get, read by _observe for the log line."""
-
-    endpoint: Endpoint
-    http_status: int | None = None
+__all__ = ["CHECK_ALIVE_BATCH", "DEFAULT_USER_AGENT", "TikTokClient"]
 
 
 class TikTokClient:
-    """Async client over one ``httpx.AsyncClient`` (use ``async with``, or ``aclose()``).
+    """Async client of one HTTP identity (use ``async with``, or ``aclose()``).
 
-    ``cookies`` are sent on every request (all requests go to TikTok). ``proxy`` is any URL
-    httpx accepts (http, https, socks5 with the socksio extra). Environment proxy variables
-    are ignored so ``proxy=None`` always means a direct connection. ``transport`` is a test
-    seam (httpx.MockTransport); production leaves it None.
+    ``cookies`` are sent on every request to TikTok (never to the CDN). ``proxy`` is any URL
+    httpx accepts (http, https, socks5). Environment proxy variables are ignored so
+    ``proxy=None`` always means a direct connection. ``impersonate`` (a curl_cffi target such
+    as ``chrome``) fetches www pages with that browser's TLS fingerprint. ``signer`` enables
+    api-live. ``trace`` sees every request (``tlr check``). ``transport`` is a test seam.
     """
 
     def __init__(
@@ -100,35 +81,25 @@ class TikTokClient:
         cookies: dict[str, str] | None = None,
         timeout: float = 10.0,
         user_agent: str = DEFAULT_USER_AGENT,
+        impersonate: str | None = None,
+        signer: Signer | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        trace: Trace | None = None,
     ) -> None:
         self.web_base = _base_url(web_base, "web_base")
         self.webcast_base = _base_url(webcast_base, "webcast_base")
         self._logged_in = any((cookies or {}).get(name) for name in SESSION_COOKIES)
-        headers = {
-            "User-Agent": user_agent,
-            "Referer": f"{TIKTOK_ORIGIN}/",
-            "Origin": TIKTOK_ORIGIN,
-            "Accept-Language": "en-US,en;q=0.9",
-            "Accept": _JSON_ACCEPT,
-        }
-        if proxy is not None and urlsplit(proxy).scheme.lower() not in PROXY_SCHEMES:
-            # The URL itself is not repeated: it may carry a password.
-            msg = f"proxy URL scheme must be one of {', '.join(PROXY_SCHEMES)}"
-            raise ValueError(msg)
-        try:
-            self._http = httpx.AsyncClient(
-                headers=headers,
-                cookies=cookies,
-                proxy=proxy,
-                timeout=httpx.Timeout(timeout),
-                follow_redirects=False,  # a 302 is information here (country block, short link)
-                trust_env=False,
-                transport=transport,
-            )
-        except (ValueError, ImportError, httpx.InvalidURL):
-            msg = "invalid proxy URL (for socks5, install httpx[socks])"
-            raise ValueError(msg) from None
+        self._signer = signer
+        self._net = Requester(
+            web_base=self.web_base,
+            proxy=proxy,
+            cookies=cookies,
+            timeout=timeout,
+            user_agent=user_agent,
+            impersonate=impersonate,
+            transport=transport,
+            trace=trace,
+        )
 
     async def __aenter__(self) -> TikTokClient:
         return self
@@ -142,51 +113,124 @@ class TikTokClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Close this client's connections (a shared signer is closed by its owner)."""
+        await self._net.aclose()
 
     @property
     def http(self) -> httpx.AsyncClient:
-        """The underlying client (same proxy and cookies), for streaming the FLV itself."""
-        return self._http
+        """The underlying client (same proxy, no cookies), for streaming the FLV itself."""
+        return self._net.http
 
-    # --- public API ----------------------------------------------------------------------
+    @property
+    def signs(self) -> bool:
+        """Whether api-live is used (a signer is configured)."""
+        return self._signer is not None
+
+    # --- resolving targets ---------------------------------------------------------------
 
     async def resolve(self, target: str) -> RoomRef:
         """A room reference for a room id, ``@user``/``user`` or TikTok URL (ValueError for
         anything else). A room id is returned as is, without a request: a country-blocked
         www must not stop a room id target (webcast keeps working).
 
-        Users go through api-live ``user/room`` first; if TikTok blocks or garbles it, the
-        ``/@user/live`` page; if that redirects to login (country block), the profile page.
         The room id may be stale or None: ``confirm_live`` says whether it is live.
         """
+        return (await self.resolve_state(target)).ref
+
+    async def resolve_state(self, target: str) -> PageState:
+        """:meth:`resolve`, with the live room as the answering page showed it."""
         parsed = parse_target(target)
         if parsed.kind == "short_link":
             parsed = await self._follow_short_link(parsed.value)
         if parsed.kind == "room_id":
-            return RoomRef(room_id=parsed.value, unique_id=None)
+            return PageState(RoomRef(room_id=parsed.value, unique_id=None))
         return await self._resolve_user(parsed.value)
 
-    async def user_room(self, unique_id: str) -> RoomRef:
-        """api-live ``user/room`` only: UserNotFound, WafBlocked on an empty/HTML body,
-        UnexpectedResponse on an unknown shape."""
+    async def profile_page(self, unique_id: str) -> PageState:
+        """The profile page ``/@user`` (yt-dlp's first step)."""
+        unique_id = unique_id_of(unique_id)
+        reply = await self._net.page("profile_page", f"{self.web_base}/@{unique_id}")
+        return parse_profile_page(reply.text(), unique_id)
+
+    async def live_page(self, unique_id: str) -> PageState:
+        """The ``/@user/live`` page: CountryBlocked on a redirect to /login, WafBlocked on an
+        unsolved challenge, UserNotFound without LiveRoom."""
+        unique_id = unique_id_of(unique_id)
+        reply = await self._net.page("live_page", f"{self.web_base}/@{unique_id}/live")
+        return parse_live_page(reply.text(), unique_id)
+
+    async def user_room(self, unique_id: str) -> PageState:
+        """api-live ``user/room``, signed when a signer is configured (unsigned, TikTok
+        answers an empty body: WafBlocked). UserNotFound on 19881007."""
         unique_id = unique_id_of(unique_id)
         params = {"aid": WEB_AID, "sourceType": "54", "uniqueId": unique_id}
-        with self._observe("user_room") as call:
-            reply = await self._get(call, f"{self.web_base}/api-live/user/room/", params)
-            _expect_ok(reply, "user_room")
-            return parse_user_room(reply.body, unique_id)
+        url = f"{self.web_base}/api-live/user/room/?{urlencode(params)}"
+        agent = None
+        if self._signer is not None:
+            with self._net.observe("signer", url):
+                signed = await self._signer.sign(url)
+            url, agent = signed.url, signed.user_agent
+        referer = f"{self.web_base}/@{unique_id}/live"
+        reply = await self._net.api("user_room", url, referer=referer, user_agent=agent)
+        return parse_user_room(reply.body, unique_id)
 
-    async def live_page_room(self, unique_id: str) -> RoomRef:
-        """The ``/@user/live`` page only: CountryBlocked on a redirect, WafBlocked on a
-        challenge page, UserNotFound without LiveRoom."""
-        unique_id = unique_id_of(unique_id)
-        with self._observe("live_page") as call:
-            reply = await self._get(call, f"{self.web_base}/@{unique_id}/live", page=True)
-            if reply.status in _REDIRECTS:
-                raise CountryBlocked(target=f"@{unique_id}")
-            _expect_ok(reply, "live_page")
-            return parse_live_page(reply.text(), unique_id)
+    async def _resolve_user(self, unique_id: str) -> PageState:
+        steps: list[Callable[[str], Awaitable[PageState]]] = [self.profile_page, self.live_page]
+        if self._signer is not None:
+            steps.append(self.user_room)
+        not_found: list[UserNotFound] = []
+        blocked: CountryBlocked | None = None
+        failure: TikTokError | None = None
+        for step in steps:
+            try:
+                return await step(unique_id)
+            except UserNotFound as exc:
+                not_found.append(exc)
+                if len(not_found) >= NOT_FOUND_SOURCES:
+                    detail = "; ".join(str(e) for e in not_found)
+                    raise UserNotFound(target=f"@{unique_id}", detail=detail) from None
+            except CountryBlocked as exc:
+                blocked = exc
+            except TikTokError as exc:
+                if not exc.retryable:
+                    raise
+                failure = exc
+            log.info("tiktok.resolve_next", unique_id=unique_id, step=step.__name__)
+        if failure is not None:
+            raise failure
+        if blocked is not None:
+            raise blocked
+        # One "not found" alone is not believed: TikTok says it of live users at times.
+        detail = f"only one source says @{unique_id} does not exist; not confirmed"
+        raise UnexpectedResponse(endpoint="resolve", detail=detail)
+
+    async def _follow_short_link(self, url: str) -> Target:
+        """Follow vm/vt.tiktok.com redirects by hand, one TikTok host at a time, until a
+        location names a user or room; never fetch the final www page itself."""
+        for _ in range(MAX_SHORT_LINK_HOPS):
+            with self._net.observe("short_link", url) as step:
+                reply = await self._net.raw(step, url)
+                if reply.status in REDIRECTS:
+                    location = urljoin(url, reply.headers.get("location", ""))
+                    try:
+                        target = parse_url(location)
+                    except ValueError:
+                        detail = "redirect to a page that names no user"
+                        raise UnexpectedResponse(endpoint="short_link", detail=detail) from None
+                    if target.kind != "short_link":
+                        return target
+                    url = target.value
+                    continue
+                expect_ok(reply, "short_link")
+                # Some short links answer 200 with the canonical URL in the page.
+                match = _PAGE_USER_RE.search(reply.text())
+                if match is None:
+                    raise UnexpectedResponse(endpoint="short_link", detail="page names no user")
+                return Target("user", match.group(1))
+        detail = f"more than {MAX_SHORT_LINK_HOPS} redirects"
+        raise UnexpectedResponse(endpoint="short_link", detail=detail)
+
+    # --- rooms ---------------------------------------------------------------------------
 
     async def check_alive(self, room_ids: Sequence[str]) -> dict[str, bool]:
         """One ``check_alive`` request for all ``room_ids`` (callers batch, ≤ CHECK_ALIVE_BATCH
@@ -205,161 +249,76 @@ class TikTokClient:
             "user_is_login": "true",
         }
         url = f"{self.webcast_base}/webcast/room/check_alive/"
-        with self._observe("check_alive", rooms=len(ids)) as call:
-            reply = await self._get(call, url, params)
-            _expect_ok(reply, "check_alive")
-            return parse_check_alive(reply.body, ids)
+        reply = await self._net.api("check_alive", url, params)
+        return parse_check_alive(reply.body, ids)
 
     async def room_info(self, room_id: str) -> RoomInfo:
         """``webcast/room/info`` for one room, whatever its status (2 live, 3 paused, 4 ended).
 
-        4003110 is AgeRestricted (private if the body says to follow the creator), 10011
-        (unknown room id) UserNotFound, an empty or HTML body WafBlocked.
+        4003110 is AgeRestricted (private if the body says to follow the creator); an empty
+        or HTML body WafBlocked. 10011 ("Request params error") is UserNotFound only once
+        ``check_alive`` does not know the room either: TikTok answers 10011 for some 18+
+        rooms (TikTokLive #228), which then count as AgeRestricted.
         """
         _check_room_id(room_id)
         params = {"aid": WEB_AID, "room_id": room_id}
-        with self._observe("room_info", room_id=room_id) as call:
-            reply = await self._get(call, f"{self.webcast_base}/webcast/room/info/", params)
-            _expect_ok(reply, "room_info")
+        url = f"{self.webcast_base}/webcast/room/info/"
+        try:
+            reply = await self._net.api("room_info", url, params)
             return parse_room_info(reply.body, room_id, logged_in=self._logged_in)
+        except UserNotFound as exc:
+            try:
+                alive = await self.check_alive([room_id])
+            except WafBlocked as unknown:
+                if "no asked room id" not in str(unknown):
+                    raise
+                raise exc from None  # check_alive does not know it either: confirmed
+            if alive.get(room_id):
+                raise AgeRestricted(room_id=room_id, logged_in=self._logged_in) from None
+            raise LiveOffline(target=f"room {room_id}") from None
 
-    async def confirm_live(self, room_id: str) -> RoomInfo:
-        """``room_info``, raising LiveOffline unless the room is live (2) or paused (3).
+    async def live_info(self, room_id: str, unique_id: str | None = None) -> RoomInfo:
+        """``room_info``; when it answers 4003110 and the user is known, the same room as the
+        live page (or signed api-live) shows it, stream URLs included (upstream 7.7).
+
+        The 4003110 stands when no page shows this room with streams: an 18+ LIVE without a
+        logged-in cookie is withheld there too.
+        """
+        try:
+            return await self.room_info(room_id)
+        except AgeRestricted as restricted:
+            if unique_id is None or restricted.private:
+                raise
+            live = await self._page_live(unique_id, room_id)
+            if live is None:
+                raise
+            log.info("tiktok.room_info_fallback", room_id=room_id, source=live.source)
+            return live
+
+    async def _page_live(self, unique_id: str, room_id: str) -> RoomInfo | None:
+        pages: list[Callable[[str], Awaitable[PageState]]] = [self.live_page]
+        if self._signer is not None:
+            pages.append(self.user_room)
+        for page in pages:
+            try:
+                live = (await page(unique_id)).live
+            except TikTokError as exc:
+                log.info("tiktok.fallback_failed", step=page.__name__, error_code=exc.code)
+                continue
+            if live is not None and live.room_id == room_id and (live.streams or live.has_ended):
+                return live
+        return None
+
+    async def confirm_live(self, room_id: str, unique_id: str | None = None) -> RoomInfo:
+        """``live_info``, raising LiveOffline unless the room is live (2) or paused (3).
 
         This is the confirmation every positive ``check_alive`` needs before recording.
         A paused room is returned: it is not over, and the caller decides whether to wait.
         """
-        info = await self.room_info(room_id)
+        info = await self.live_info(room_id, unique_id)
         if info.is_live or info.is_paused:
             return info
         raise LiveOffline(target=f"room {room_id}", status=info.status)
-
-    # --- resolution steps ----------------------------------------------------------------
-
-    async def _resolve_user(self, unique_id: str) -> RoomRef:
-        try:
-            return await self.user_room(unique_id)
-        except (WafBlocked, UnexpectedResponse) as exc:
-            # Unsigned api-live calls are often refused; the HTML page is a second chance.
-            log.info("tiktok.resolve_fallback", unique_id=unique_id, reason=exc.outcome)
-        try:
-            return await self.live_page_room(unique_id)
-        except CountryBlocked as blocked:
-            # Only LIVE pages are redirected; the profile may still name the room, and
-            # webcast (room/info, check_alive) works from blocked countries.
-            try:
-                ref = await self._profile_room(unique_id)
-            except TikTokError:
-                raise blocked from None
-            if ref.room_id is None:
-                raise
-            return ref
-
-    async def _profile_room(self, unique_id: str) -> RoomRef:
-        with self._observe("profile_page") as call:
-            reply = await self._get(call, f"{self.web_base}/@{unique_id}", page=True)
-            if reply.status in _REDIRECTS:
-                raise CountryBlocked(target=f"@{unique_id}")
-            _expect_ok(reply, "profile_page")
-            return parse_profile_page(reply.text(), unique_id)
-
-    async def _follow_short_link(self, url: str) -> Target:
-        """Follow vm/vt.tiktok.com redirects by hand, one TikTok host at a time, until a
-        location names a user or room; never fetch the final www page itself."""
-        for _ in range(MAX_SHORT_LINK_HOPS):
-            with self._observe("short_link") as call:
-                reply = await self._get(call, url, page=True)
-                if reply.status in _REDIRECTS:
-                    location = urljoin(url, reply.headers.get("location", ""))
-                    try:
-                        target = parse_url(location)
-                    except ValueError:
-                        detail = "redirect to a page that names no user"
-                        raise UnexpectedResponse(endpoint="short_link", detail=detail) from None
-                    if target.kind != "short_link":
-                        return target
-                    url = target.value
-                    continue
-                _expect_ok(reply, "short_link")
-                # Some short links answer 200 with the canonical URL in the page.
-                match = _PAGE_USER_RE.search(reply.text())
-                if match is None:
-                    raise UnexpectedResponse(endpoint="short_link", detail="page names no user")
-                return Target("user", match.group(1))
-        detail = f"more than {MAX_SHORT_LINK_HOPS} redirects"
-        raise UnexpectedResponse(endpoint="short_link", detail=detail)
-
-    # --- plumbing ------------------------------------------------------------------------
-
-    @contextmanager
-    def _observe(self, endpoint: Endpoint, **fields: object) -> Iterator[_Call]:
-        """Count and log one request's outcome; non-TikTok exceptions become
-        UnexpectedResponse so callers only ever see TikTokError."""
-        call = _Call(endpoint)
-        started = time.monotonic()
-        outcome = "cancelled"  # stays so only if a BaseException (cancellation) goes through
-        try:
-            yield call
-            outcome = OUTCOME_OK
-        except TikTokError as exc:
-            outcome = exc.outcome
-            raise
-        except Exception as exc:
-            detail = f"cannot process the answer ({type(exc).__name__})"
-            wrapped = UnexpectedResponse(endpoint=endpoint, detail=detail)
-            outcome = wrapped.outcome
-            log.warning("tiktok.parse_failed", endpoint=endpoint, exc_info=True)
-            raise wrapped from exc
-        finally:
-            count_request(endpoint, outcome)
-            log.debug(
-                "tiktok.request",
-                endpoint=endpoint,
-                outcome=outcome,
-                http_status=call.http_status,
-                elapsed_ms=round((time.monotonic() - started) * 1000, 1),
-                **fields,
-            )
-
-    async def _get(
-        self,
-        call: _Call,
-        url: str,
-        params: dict[str, str] | None = None,
-        *,
-        page: bool = False,
-    ) -> _Reply:
-        headers = {"Accept": _HTML_ACCEPT} if page else None
-        try:
-            async with self._http.stream("GET", url, params=params, headers=headers) as response:
-                call.http_status = response.status_code
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        detail = f"body larger than {MAX_BODY_BYTES} bytes"
-                        raise UnexpectedResponse(endpoint=call.endpoint, detail=detail)
-                    chunks.append(chunk)
-                return _Reply(response.status_code, response.headers, b"".join(chunks))
-        except httpx.TransportError as exc:
-            # redact_text: a proxy error could quote the proxy URL with its password.
-            reason = redact_text(str(exc))[:200] or type(exc).__name__
-            raise NetworkTimeout(endpoint=call.endpoint, reason=reason) from None
-        except httpx.HTTPError as exc:
-            raise UnexpectedResponse(endpoint=call.endpoint, detail=type(exc).__name__) from None
-
-
-def _expect_ok(reply: _Reply, endpoint: Endpoint) -> None:
-    """HTTP-level verdict: TikTok answers 200 even for its own errors, so 403 and 429 are the
-    edge refusing us (WafBlocked) and anything else but 200 is unexpected."""
-    if reply.status == 200:
-        return
-    if reply.status in (403, 429):
-        retry_after = reply.headers.get("retry-after", "")
-        delay = float(retry_after) if retry_after.isdigit() else None
-        raise WafBlocked(endpoint=endpoint, reason=f"HTTP {reply.status}", retry_after=delay)
-    raise UnexpectedResponse(endpoint=endpoint, detail=f"HTTP {reply.status}")
 
 
 def _check_room_id(room_id: str) -> None:

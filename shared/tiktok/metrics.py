@@ -9,7 +9,7 @@ from prometheus_client import Counter
 from shared.metrics import PREFIX
 
 Endpoint = Literal[
-    "check_alive", "room_info", "user_room", "live_page", "profile_page", "short_link"
+    "check_alive", "room_info", "user_room", "live_page", "profile_page", "short_link", "signer"
 ]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     "check_alive",
@@ -18,6 +18,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     "live_page",
     "profile_page",
     "short_link",
+    "signer",
 )
 OUTCOME_OK: Final = "ok"
 

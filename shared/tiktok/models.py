@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 # Room status codes of webcast/room/info (TIKTOK.md §2.2).
 STATUS_LIVE = 2
 STATUS_PAUSED = 3
 STATUS_ENDED = 4
+
+# Where a stream URL was listed: stream_data's main or backup CDN, or the older flv_pull_url.
+StreamSource = Literal["main", "backup", "legacy", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +27,27 @@ class RoomRef:
 @dataclass(frozen=True, slots=True)
 class StreamVariant:
     """One FLV rendition. ``quality`` is an sdk_key (origin, uhd_60, hd, ..., ao); variants
-    from the legacy ``flv_pull_url`` map are named after the equivalent rung (uhd, hd, sd, ld)."""
+    from the legacy ``flv_pull_url`` map are named after the equivalent rung (uhd, hd, sd, ld).
+    ``backup_url`` is the same rendition on another CDN (``stream_data``'s ``backup``)."""
 
     quality: str
     flv_url: str
     resolution: str | None = None
     vcodec: str | None = None
+    backup_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCandidate:
+    """One URL the recorder may pull, in the order it tries them (see quality.candidates).
+
+    ``source`` says where it was listed: ``main``, ``backup`` (another CDN) or ``legacy``
+    (the older ``flv_pull_url`` map).
+    """
+
+    quality: str
+    url: str
+    source: StreamSource = "main"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +67,7 @@ class RoomInfo:
     legacy_flv: dict[str, StreamVariant] = field(default_factory=dict)
     age_restricted: bool = False
     start_time: int | None = None  # unix seconds the live started (data.start_time)
+    source: str = "room_info"  # or "live_page" / "user_room" when room/info was refused
 
     @property
     def is_live(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shared.tiktok.errors import (
@@ -25,7 +26,12 @@ STATUS_USER_NOT_FOUND = 19881007
 
 PRIVATE_PROMPT = "Follow the creator"
 _WAF_MARKERS = ("Please wait", "_wafchallengeid", "SlardarWAF")
-_SIGI_RE = re.compile(r"<script[^>]*\bid=\"SIGI_STATE\"[^>]*>(.*?)</script>", re.S)
+# The live page's state script has been ``SIGI_STATE`` and ``sigi-persisted-data``.
+_SIGI_RE = re.compile(
+    r"<script[^>]*\bid=\"(?:SIGI_STATE|sigi-persisted-data)\"[^>]*>(.*?)</script>", re.S
+)
+_META_RE = re.compile(r"<meta\b[^>]*>", re.I)
+_ROOM_PARAM_RE = re.compile(r"[?&](?:amp;)?room_id=(\d{15,20})")
 _UNIVERSAL_RE = re.compile(
     r"<script[^>]*\bid=\"__UNIVERSAL_DATA_FOR_REHYDRATION__\"[^>]*>(.*?)</script>", re.S
 )
@@ -158,27 +164,41 @@ def _json_string(value: Any) -> dict[str, Any]:
         return {}
 
 
-def _variant(quality: str, url: Any, params: Any) -> StreamVariant | None:
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+def _http_url(url: Any) -> str | None:
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
+
+def _variant(quality: str, url: Any, params: Any, backup: Any = None) -> StreamVariant | None:
+    main = _http_url(url)
+    if main is None:
         return None
     sdk = _json_string(params)
     return StreamVariant(
         quality=quality,
-        flv_url=url,
+        flv_url=main,
         resolution=_text(sdk.get("resolution")),
         vcodec=_text(sdk.get("VCodec")),
+        backup_url=_http_url(backup),
     )
 
 
 def parse_stream_data(stream_url: dict[str, Any]) -> dict[str, StreamVariant]:
-    """The FLV variants of ``live_core_sdk_data.pull_data.stream_data`` (a JSON string whose
-    URLs have ``\\u0026`` for '&', which json.loads turns back), keyed by sdk_key."""
-    pull = _obj(_obj(stream_url.get("live_core_sdk_data")).get("pull_data"))
+    """The FLV variants of room/info's ``stream_url.live_core_sdk_data.pull_data``."""
+    return parse_pull_data(_obj(_obj(stream_url.get("live_core_sdk_data")).get("pull_data")))
+
+
+def parse_pull_data(pull: dict[str, Any]) -> dict[str, StreamVariant]:
+    """The FLV variants of a ``pull_data`` object, keyed by sdk_key: its ``stream_data`` is a
+    JSON string (URLs with ``\\u0026`` for '&', which json.loads turns back) whose entries
+    have a ``main`` rendition and sometimes a ``backup`` on another CDN."""
     data = _obj(_json_string(pull.get("stream_data")).get("data"))
     streams: dict[str, StreamVariant] = {}
     for key, entry in data.items():
         main = _obj(_obj(entry).get("main"))
-        variant = _variant(key, main.get("flv"), main.get("sdk_params"))
+        backup = _obj(_obj(entry).get("backup"))
+        variant = _variant(key, main.get("flv"), main.get("sdk_params"), backup.get("flv"))
+        if variant is None and backup:  # the main URL missing, the backup listed
+            variant = _variant(key, backup.get("flv"), backup.get("sdk_params"))
         if variant is not None:
             streams[key] = variant
     return streams
@@ -199,11 +219,42 @@ def parse_legacy_flv(stream_url: dict[str, Any]) -> dict[str, StreamVariant]:
 # --- www: api-live/user/room, live page, profile page -------------------------------------
 
 
-def parse_user_room(body: bytes, unique_id: str) -> RoomRef:
-    """``data.user.roomId`` of api-live/user/room (a stale id is kept; "" becomes None).
+@dataclass(frozen=True, slots=True)
+class PageState:
+    """What a www answer says about a user: the room reference, and the live room itself
+    (status, title, streams) when the answer carries it: the fallback for a room/info that
+    answers 4003110 to a flagged IP (upstream 7.7)."""
 
-    19881007 is UserNotFound. Empty or HTML bodies raise WafBlocked; other codes or shapes
-    raise UnexpectedResponse (the client then tries the live page).
+    ref: RoomRef
+    live: RoomInfo | None = None
+
+
+def _page_room(
+    unique_id: str, room_id: str | None, live_room: dict[str, Any], source: str, **extra: Any
+) -> RoomInfo | None:
+    """The RoomInfo a page's ``liveRoom`` object describes, if it names a room and a status."""
+    status = _int(live_room.get("status")) or _int(extra.pop("status", 0))
+    if room_id is None or status == 0:
+        return None
+    streams = parse_pull_data(_obj(_obj(live_room.get("streamData")).get("pull_data")))
+    return RoomInfo(
+        room_id=room_id,
+        status=status,
+        title=_text(live_room.get("title")) or "",
+        start_time=_int(live_room.get("startTime")) or None,
+        unique_id=unique_id,
+        nickname=extra.get("nickname"),
+        streams=streams,
+        source=source,
+    )
+
+
+def parse_user_room(body: bytes, unique_id: str) -> PageState:
+    """``data.user.roomId`` of api-live/user/room (a stale id is kept; "" becomes None), and
+    ``data.liveRoom`` with its ``streamData``.
+
+    19881007 is UserNotFound (TikTok has sent it for live users too: confirm it elsewhere).
+    Empty or HTML bodies raise WafBlocked; other codes or shapes raise UnexpectedResponse.
     """
     doc = decode_json(body, "user_room")
     status = _int(doc.get("statusCode"), -1)
@@ -215,8 +266,18 @@ def parse_user_room(body: bytes, unique_id: str) -> RoomRef:
     user = data.get("user")
     if not isinstance(user, dict):
         raise UnexpectedResponse(endpoint="user_room", detail="no data.user")
-    room_id = _text(user.get("roomId")) or _text(_obj(data.get("liveRoom")).get("roomId"))
-    return RoomRef(room_id=room_id, unique_id=_text(user.get("uniqueId")) or unique_id)
+    live_room = _obj(data.get("liveRoom"))
+    room_id = _text(user.get("roomId")) or _text(live_room.get("roomId"))
+    name = _text(user.get("uniqueId")) or unique_id
+    live = _page_room(
+        name,
+        room_id,
+        live_room,
+        "user_room",
+        status=user.get("status"),
+        nickname=_text(user.get("nickname")),
+    )
+    return PageState(RoomRef(room_id=room_id, unique_id=name), live)
 
 
 def _script_json(page: str, pattern: re.Pattern[str], endpoint: str) -> dict[str, Any] | None:
@@ -229,12 +290,26 @@ def _script_json(page: str, pattern: re.Pattern[str], endpoint: str) -> dict[str
         raise UnexpectedResponse(endpoint=endpoint, detail="embedded state is not JSON") from None
 
 
-def parse_live_page(page: str, unique_id: str) -> RoomRef:
-    """The room of ``/@user/live`` from its ``SIGI_STATE`` script.
+def android_room_id(page: str) -> str | None:
+    """The room id of ``<meta property="al:android:url" content="...live?room_id=N">``: where
+    a live page keeps it when its state says roomId "" (streamlink #6380)."""
+    for match in _META_RE.finditer(page):
+        tag = match.group(0)
+        if "al:android:url" not in tag:
+            continue
+        found = _ROOM_PARAM_RE.search(tag)
+        if found is not None:
+            return found.group(1)
+    return None
 
-    No SIGI_STATE at all means a WAF or captcha page (WafBlocked). No ``LiveRoom`` means the
-    user does not exist or never streamed: UserNotFound unless ``UserModule`` lists the user,
-    which gives a RoomRef without room.
+
+def parse_live_page(page: str, unique_id: str) -> PageState:
+    """The room of ``/@user/live`` from its state script (``SIGI_STATE``, or
+    ``sigi-persisted-data``), else the ``al:android:url`` meta tag.
+
+    No state at all means a WAF or captcha page (WafBlocked). No ``LiveRoom`` means the user
+    does not exist or never streamed, or a soft block: UserNotFound unless ``UserModule``
+    lists the user, which gives a RoomRef without room.
     """
     state = _script_json(page, _SIGI_RE, "live_page")
     if state is None:
@@ -245,16 +320,32 @@ def parse_live_page(page: str, unique_id: str) -> RoomRef:
         users = _obj(_obj(state.get("UserModule")).get("users"))
         known = {name.lower() for name in users}
         if unique_id.lower() in known:
-            return RoomRef(room_id=None, unique_id=unique_id)
+            return PageState(RoomRef(room_id=None, unique_id=unique_id))
         raise UserNotFound(target=f"@{unique_id}", detail="no LiveRoom on the live page")
-    user = _obj(_obj(live_room.get("liveRoomUserInfo")).get("user"))
-    room_id = _text(user.get("roomId")) or _text(_obj(state.get("CurrentRoom")).get("roomId"))
-    return RoomRef(room_id=room_id, unique_id=_text(user.get("uniqueId")) or unique_id)
+    user_info = _obj(live_room.get("liveRoomUserInfo"))
+    user = _obj(user_info.get("user"))
+    room = _obj(user_info.get("liveRoom"))
+    room_id = (
+        _text(user.get("roomId"))
+        or _text(room.get("roomId"))
+        or _text(_obj(state.get("CurrentRoom")).get("roomId"))
+        or android_room_id(page)
+    )
+    name = _text(user.get("uniqueId")) or unique_id
+    live = _page_room(
+        name,
+        room_id,
+        room,
+        "live_page",
+        status=live_room.get("liveRoomStatus"),
+        nickname=_text(user.get("nickname")),
+    )
+    return PageState(RoomRef(room_id=room_id, unique_id=name), live)
 
 
-def parse_profile_page(page: str, unique_id: str) -> RoomRef:
+def parse_profile_page(page: str, unique_id: str) -> PageState:
     """The room id of ``/@user`` from ``__UNIVERSAL_DATA_FOR_REHYDRATION__``
-    (``__DEFAULT_SCOPE__["webapp.user-detail"].userInfo.user.roomId``)."""
+    (``__DEFAULT_SCOPE__["webapp.user-detail"].userInfo.user.roomId``): yt-dlp's first step."""
     state = _script_json(page, _UNIVERSAL_RE, "profile_page")
     if state is None:
         reason = "challenge page" if looks_like_waf(page) else "page without user data"
@@ -264,6 +355,5 @@ def parse_profile_page(page: str, unique_id: str) -> RoomRef:
     if not user:
         code = _int(detail.get("statusCode"), -1)
         raise UserNotFound(target=f"@{unique_id}", detail=f"profile statusCode {code}")
-    return RoomRef(
-        room_id=_text(user.get("roomId")), unique_id=_text(user.get("uniqueId")) or unique_id
-    )
+    name = _text(user.get("uniqueId")) or unique_id
+    return PageState(RoomRef(room_id=_text(user.get("roomId")), unique_id=name))

@@ -29,12 +29,14 @@ from shared.tiktok import (
     choose_stream,
     load_cookies,
     parse_target,
+    stream_candidates,
 )
 from shared.tiktok.parsing import (
     parse_check_alive,
     parse_live_page,
     parse_profile_page,
     parse_room_info,
+    parse_stream_data,
     parse_user_room,
 )
 
@@ -272,9 +274,9 @@ def user_room_body(room_id: str, status: int = 2) -> bytes:
 
 
 def test_user_room_keeps_stale_ids_and_maps_errors() -> None:
-    assert parse_user_room(user_room_body(ROOM), "alice") == RoomRef(ROOM, "Alice")
-    assert parse_user_room(user_room_body(ROOM, status=4), "alice").room_id == ROOM
-    assert parse_user_room(user_room_body(""), "alice") == RoomRef(None, "Alice")
+    assert parse_user_room(user_room_body(ROOM), "alice").ref == RoomRef(ROOM, "Alice")
+    assert parse_user_room(user_room_body(ROOM, status=4), "alice").ref.room_id == ROOM
+    assert parse_user_room(user_room_body(""), "alice").ref == RoomRef(None, "Alice")
     with pytest.raises(UserNotFound):
         parse_user_room(body({"statusCode": 19881007, "message": "user_not_found"}), "x")
     with pytest.raises(WafBlocked):
@@ -297,20 +299,76 @@ def test_live_page_sigi_state() -> None:
         },
         "CurrentRoom": {"roomId": ROOM},
     }
-    assert parse_live_page(page("SIGI_STATE", live), "alice") == RoomRef(ROOM, "alice")
+    assert parse_live_page(page("SIGI_STATE", live), "alice").ref == RoomRef(ROOM, "alice")
     never_live = {"UserModule": {"users": {"alice": {"uniqueId": "alice"}}}}
-    assert parse_live_page(page("SIGI_STATE", never_live), "alice") == RoomRef(None, "alice")
+    assert parse_live_page(page("SIGI_STATE", never_live), "alice").ref == RoomRef(None, "alice")
     with pytest.raises(UserNotFound):
         parse_live_page(page("SIGI_STATE", {"UserModule": {}}), "ghost")
     with pytest.raises(WafBlocked):
         parse_live_page(WAF_PAGE, "alice")
 
 
+def profile_html(room_id: str, name: str = "alice") -> str:
+    detail = {"statusCode": 0, "userInfo": {"user": {"uniqueId": name, "roomId": room_id}}}
+    state = {"__DEFAULT_SCOPE__": {"webapp.user-detail": detail}}
+    return page("__UNIVERSAL_DATA_FOR_REHYDRATION__", state)
+
+
+def test_live_page_room_id_from_the_android_meta_tag_and_the_other_script_id() -> None:
+    # streamlink #6380: roomId "" on a live room; the meta tag still names it.
+    pull = {"stream_data": stream_data_string()}
+    state = {
+        "LiveRoom": {
+            "liveRoomStatus": 2,
+            "liveRoomUserInfo": {
+                "user": {"uniqueId": "alice", "roomId": "", "status": 2},
+                "liveRoom": {
+                    "roomId": "",
+                    "status": 2,
+                    "title": "hi",
+                    "streamData": {"pull_data": pull},
+                },
+            },
+        },
+        "CurrentRoom": {"roomId": ""},
+    }
+    meta = (
+        '<meta content="snssdk1233://live?room_id=' + ROOM + '&amp;from=web" '
+        'property="al:android:url">'
+    )
+    html = meta + page("sigi-persisted-data", state)
+    found = parse_live_page(html, "alice")
+    assert found.ref == RoomRef(ROOM, "alice")
+    assert found.live is not None
+    assert (found.live.room_id, found.live.status, found.live.title) == (ROOM, 2, "hi")
+    assert found.live.source == "live_page"
+    assert set(found.live.streams) >= {"origin", "hd", "ld"}
+    assert found.live.streams["hd"].flv_url.startswith(CDN)
+
+
+def test_api_live_carries_the_live_room_streams() -> None:
+    doc = {
+        "statusCode": 0,
+        "data": {
+            "user": {"uniqueId": "alice", "roomId": ROOM, "status": 2},
+            "liveRoom": {
+                "roomId": ROOM,
+                "status": 2,
+                "streamData": {"pull_data": {"stream_data": stream_data_string()}},
+            },
+        },
+    }
+    found = parse_user_room(body(doc), "alice")
+    assert found.live is not None
+    assert found.live.source == "user_room"
+    assert found.live.streams["sd"].flv_url.startswith(CDN)
+
+
 def test_profile_page_universal_data() -> None:
     detail = {"statusCode": 0, "userInfo": {"user": {"uniqueId": "alice", "roomId": ROOM}}}
     state = {"__DEFAULT_SCOPE__": {"webapp.user-detail": detail}}
     html = page("__UNIVERSAL_DATA_FOR_REHYDRATION__", state)
-    assert parse_profile_page(html, "alice") == RoomRef(ROOM, "alice")
+    assert parse_profile_page(html, "alice").ref == RoomRef(ROOM, "alice")
     unknown = {"__DEFAULT_SCOPE__": {"webapp.user-detail": {"statusCode": 10221, "userInfo": {}}}}
     with pytest.raises(UserNotFound):
         parse_profile_page(page("__UNIVERSAL_DATA_FOR_REHYDRATION__", unknown), "ghost")
@@ -462,13 +520,12 @@ async def test_short_link_is_followed_by_hand_to_the_user() -> None:
         if request.url.host == "vm.tiktok.com":
             location = "https://www.tiktok.com/@alice/live?_r=1&u_code=x"
             return httpx.Response(301, headers={"Location": location})
-        assert request.url.params["aid"] == "1988"
-        return httpx.Response(200, content=user_room_body(ROOM))
+        return httpx.Response(200, text=profile_html(ROOM, "Alice"))
 
     async with mock_client(handler) as client:
         assert await client.resolve("https://vm.tiktok.com/ZMabc/") == RoomRef(ROOM, "Alice")
-    # the www page itself is never fetched: the user name is enough
-    assert seen == ["vm.tiktok.com/ZMabc/", "web.test/api-live/user/room/"]
+    # the live page the link points at is never fetched: the user name is enough
+    assert seen == ["vm.tiktok.com/ZMabc/", "web.test/@alice"]
 
 
 async def test_short_link_redirect_off_tiktok_is_refused() -> None:
@@ -504,7 +561,7 @@ async def test_live_page_redirect_is_a_country_block_and_transport_errors_are_wr
 
     async with mock_client(handler) as client:
         with pytest.raises(CountryBlocked):
-            await client.live_page_room("alice")
+            await client.live_page("alice")
         with pytest.raises(NetworkTimeout) as caught:
             await client.check_alive([ROOM])
     assert (caught.value.code, caught.value.retryable) == (ErrorCode.NETWORK_TIMEOUT, True)
@@ -520,7 +577,7 @@ async def test_invalid_inputs_are_value_errors() -> None:
         with pytest.raises(ValueError, match="username"):
             await client.user_room("../../admin")
         with pytest.raises(ValueError, match="username"):
-            await client.live_page_room("a/b")
+            await client.live_page("a/b")
 
 
 def test_bad_proxy_url_message_hides_the_password() -> None:
@@ -648,3 +705,52 @@ def test_oversize_and_malformed_files_never_echo_content(cookie_dir: Path) -> No
 
 def test_cookie_dir_must_exist(tmp_path: Path) -> None:
     _refused("c.json", tmp_path / "nope", "does not exist")
+
+
+# --- stream candidates ------------------------------------------------------------------------
+
+
+def test_stream_data_backup_urls_are_parsed() -> None:
+    data = {
+        "data": {
+            "hd": {
+                "main": {"flv": f"{CDN}_hd5.flv?a=1", "sdk_params": _sdk("h264", 1, "1280x720")},
+                "backup": {"flv": "https://pull-f5-va01.tiktokcdn.com/game/s_hd5.flv?a=1"},
+            },
+            "sd": {"main": {"flv": ""}, "backup": {"flv": "https://pull-f5/s_sd5.flv"}},
+        }
+    }
+    streams = parse_stream_data(
+        {"live_core_sdk_data": {"pull_data": {"stream_data": json.dumps(data)}}}
+    )
+    assert streams["hd"].backup_url == "https://pull-f5-va01.tiktokcdn.com/game/s_hd5.flv?a=1"
+    assert streams["hd"].resolution == "1280x720"
+    # a rung listed only on its backup CDN is still a rung
+    assert streams["sd"].flv_url == "https://pull-f5/s_sd5.flv"
+
+
+def test_candidates_walk_main_backup_then_lower_rungs_then_the_legacy_map() -> None:
+    info = RoomInfo(
+        room_id=ROOM,
+        status=2,
+        streams={
+            "origin": StreamVariant("origin", "https://a/o.flv", backup_url="https://b/o.flv"),
+            "hd": StreamVariant("hd", "https://a/hd.flv"),
+            "ao": StreamVariant("ao", "https://a/o.flv?only_audio=1"),
+        },
+        legacy_flv={
+            "HD1": StreamVariant("hd", "https://a/hd.flv"),  # the same URL: tried once
+            "SD1": StreamVariant("ld", "https://a/ld-legacy.flv"),
+        },
+    )
+    found = [(c.quality, c.url, c.source) for c in stream_candidates(info)]
+    assert found == [
+        ("origin", "https://a/o.flv", "main"),
+        ("origin", "https://b/o.flv", "backup"),
+        ("hd", "https://a/hd.flv", "main"),
+        ("ld", "https://a/ld-legacy.flv", "legacy"),
+        ("ao", "https://a/o.flv?only_audio=1", "main"),
+    ]
+    asked_hd = [c.quality for c in stream_candidates(info, ("hd",))]
+    assert asked_hd[:1] == ["hd"]
+    assert choose_stream(info, ("hd",)).flv_url == "https://a/hd.flv"
