@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from shared.events import RecordingOptions, UploadedFile, utc_now
 from shared.metrics import JOBS
+from shared.tiktok.models import StreamSource
 
 T = TypeVar("T")
 JobKind = Literal["recording", "watch"]
@@ -72,6 +73,10 @@ class RecordingPart(msgspec.Struct, kw_only=True, omit_defaults=True):
     updated_at: datetime = msgspec.field(default_factory=utc_now)
     bytes: int = 0
     bitrate_kbps: float = 0.0
+    # What is really recorded: a dead top rung steps down (or to a backup CDN).
+    quality: str | None = None  # the sdk_key of the stream media flows from
+    quality_wanted: str | None = None  # the first preference it was asked for
+    stream_source: StreamSource | None = None  # main, backup (another CDN) or legacy
     reconnects: int = 0
     stalls: int = 0
     segments: list[SegmentEntry] = msgspec.field(default_factory=list)

@@ -248,6 +248,15 @@ class JobProgress(BaseModel):
     bytes: int = 0
     segments: int = 0
     bitrate_kbps: float = 0.0
+    quality: str | None = Field(
+        None,
+        description="The rendition being recorded (sdk_key: origin, uhd_60, hd, sd, ld, ao); "
+        "lower than quality_wanted when a better one was dead",
+    )
+    quality_wanted: str | None = Field(None, description="The first quality asked for")
+    stream_source: Literal["main", "backup", "legacy", "unknown"] | None = Field(
+        None, description="Where the URL was listed: main, backup CDN, or the legacy map"
+    )
     reconnects: int = 0
     stalls: int = 0
     recorder_id: str | None = None

@@ -50,9 +50,10 @@ from shared.tiktok import (
     CookiesError,
     LiveOffline,
     RoomInfo,
+    StreamCandidate,
     TikTokClient,
     TikTokError,
-    choose_stream,
+    stream_candidates,
 )
 
 log = get_logger(__name__)
@@ -117,8 +118,12 @@ async def on_recording_work(event: Event, delivery: Delivery, deps: RecorderDeps
         # The job's own options cannot work here (cookie file, proxy): retrying won't help.
         await _finish(deps, event, None, "FAILURE", ErrorCode.VALIDATION_ERROR, str(exc))
         return
+    unique_id = event.unique_id if isinstance(event, RoomLive) else None
     try:
-        room_id = event.room_id or (await client.resolve(event.url or "")).room_id
+        room_id = event.room_id
+        if not room_id:
+            ref = await client.resolve(event.url or "")
+            room_id, unique_id = ref.room_id, ref.unique_id or unique_id
         if not room_id:
             raise LiveOffline(target=event.url or "")
     except TikTokError as exc:
@@ -142,7 +147,7 @@ async def on_recording_work(event: Event, delivery: Delivery, deps: RecorderDeps
         raise RetryLater(msg, delay=1.0 if mine else LEASE_RENEW)
     try:
         await jobs.set_room_owner(deps.jobs_kv, room_id, job_id)
-        await _record(deps, event, delivery, client, room_id, lease)
+        await _record(deps, event, delivery, client, room_id, unique_id, lease)
     finally:
         await lease.release()
 
@@ -153,6 +158,7 @@ async def _record(
     delivery: Delivery,
     client: TikTokClient,
     room_id: str,
+    unique_id: str | None,
     lease: leases.Lease,
 ) -> None:
     job_id = event.job_id
@@ -165,7 +171,7 @@ async def _record(
         await _finish(deps, event, None, "SUCCESS", None, None, room_id)
         return
     try:
-        info = await client.confirm_live(room_id)
+        info = await client.confirm_live(room_id, unique_id)
     except TikTokError as exc:
         if had_files and exc.code == ErrorCode.LIVE_OFFLINE:
             # The live ended while the job changed hands: what was recorded is the result.
@@ -260,12 +266,14 @@ async def _run_session(
     writes: set[asyncio.Task[object]] = set()
 
     async def lookup() -> StreamLookup:
-        fresh = await client.room_info(info.room_id)
+        # room/info, or the live page when room/info refuses a flagged IP (4003110).
+        fresh = await client.live_info(info.room_id, info.unique_id)
         if fresh.has_ended:
-            return StreamLookup(status="ended", url=None)
+            return StreamLookup(status="ended")
         if fresh.is_paused:
-            return StreamLookup(status="paused", url=None)
-        return StreamLookup(status="live", url=choose_stream(fresh, preference).flv_url)
+            return StreamLookup(status="paused")
+        candidates = tuple(stream_candidates(fresh, preference))
+        return StreamLookup(status="live", candidates=candidates)
 
     def open_path(index: int, started_at: datetime) -> Path:
         values = {
@@ -289,6 +297,9 @@ async def _run_session(
     async def on_progress(progress: Progress) -> None:
         await jobs.update_recording(kv, job_id, _progressed(progress, totals))
 
+    async def on_stream(stream: StreamCandidate) -> None:
+        await jobs.update_recording(kv, job_id, _streaming(stream, preference))
+
     duration = None
     if event.duration is not None:
         duration = max(1.0, event.duration - recorded_s)
@@ -302,6 +313,7 @@ async def _run_session(
         stop=job.stop,
         on_file=on_file,
         on_progress=on_progress,
+        on_stream=on_stream,
         progress_interval=PROGRESS_EVERY,
     )
     try:
@@ -358,6 +370,18 @@ def _progressed(progress: Progress, base: Totals) -> Change:
             return None
         doc.bitrate_kbps = round(progress.bitrate / 1000, 1)
         base.plus(progress).apply(doc)
+        return doc
+
+    return change
+
+
+def _streaming(stream: StreamCandidate, preference: list[str]) -> Change:
+    def change(doc: jobs.RecordingPart | None) -> jobs.RecordingPart | None:
+        if doc is None or doc.state in jobs.TERMINAL:
+            return None
+        doc.quality = stream.quality
+        doc.stream_source = stream.source
+        doc.quality_wanted = preference[0] if preference else None
         return doc
 
     return change

@@ -16,6 +16,10 @@ RECONNECTS = Counter(
 STALLS = Counter(
     f"{_P}_stalls_total", "Stream connections abandoned because no byte arrived within the timeout"
 )
+DEAD_STREAMS = Counter(
+    f"{_P}_dead_streams_total",
+    "Listed stream URLs skipped: an error status, or closed before any media",
+)
 SEGMENTS = Counter(f"{_P}_segments_total", "Segment files closed with media in them")
 REMUX_FAILURES = Counter(
     f"{_P}_remux_failures_total", "Segments whose MP4 remux or verification failed (FLV kept)"

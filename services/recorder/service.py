@@ -23,6 +23,7 @@ from shared.secrets import SecretBox, SecretError
 from shared.service import BaseService
 from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, LEASE_RENEW, RECORDERS
 from shared.tiktok import TikTokClient, load_cookies
+from shared.tiktok.factory import client_from_settings, signer_from_settings
 
 log = get_logger(__name__)
 
@@ -48,6 +49,7 @@ class RecorderService(BaseService):
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
         )
         self._clients: dict[tuple[str | None, str | None], TikTokClient] = {}
+        self._signer = signer_from_settings(settings)
         self._secrets = SecretBox(settings.secret_key) if settings.secret_key else None
         self.deps = RecorderDeps(
             recorder_id=settings.instance_id,
@@ -105,11 +107,8 @@ class RecorderService(BaseService):
                 if work.options.cookies
                 else None
             )
-            client = TikTokClient(
-                web_base=settings.tiktok_web_base,
-                webcast_base=settings.tiktok_webcast_base,
-                proxy=proxy,
-                cookies=cookies,
+            client = client_from_settings(
+                settings, proxy=proxy, cookies=cookies, signer=self._signer
             )
             self._clients[key] = client
         return self._clients[key]
@@ -134,6 +133,8 @@ class RecorderService(BaseService):
             await self._cancels.unsubscribe()
         for client in self._clients.values():
             await client.aclose()
+        if self._signer is not None:
+            await self._signer.aclose()
         await self._http.aclose()
 
     def status(self) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from services.recorder.segmenter import (
 )
 from shared.errors import ErrorCode
 from shared.logging import get_logger
+from shared.tiktok.models import StreamCandidate
 
 log = get_logger(__name__)
 
@@ -56,10 +57,18 @@ _HOOK_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class StreamLookup:
-    """What the room looks like now. ``url`` (an HTTP-FLV URL) is required when live."""
+    """What the room looks like now. When live, ``candidates`` (HTTP-FLV URLs, best first)
+    or a single ``url`` say where to pull from."""
 
     status: Literal["live", "paused", "ended"]
     url: str | None = None
+    candidates: tuple[StreamCandidate, ...] = ()
+
+    @property
+    def urls(self) -> tuple[StreamCandidate, ...]:
+        if self.candidates:
+            return self.candidates
+        return (StreamCandidate("unknown", self.url),) if self.url else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +116,7 @@ OpenPathFn = Callable[[int, datetime], Path]
 SegmentHook = Callable[[SegmentInfo], Awaitable[None]]
 FileHook = Callable[[RecordedSegment], Awaitable[None]]
 ProgressHook = Callable[[Progress], Awaitable[None]]
+StreamHook = Callable[[StreamCandidate], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -117,6 +127,13 @@ class _Conn:
     media: bool = False
     status: int | None = None
     detail: str = ""
+
+    @property
+    def dead(self) -> bool:
+        """The URL is not worth waiting for: it answered an error status, or closed (or
+        failed) before any media. A listed rung can be dead while others play (StreamCap
+        #120; upstream 7.7 counts a connection under ~4 KB as dead)."""
+        return self.kind == "http" or (self.kind in ("eof", "error") and not self.media)
 
 
 class _Watch:
@@ -204,6 +221,8 @@ class RecordingSession:
         on_file: awaited (in the background) when a segment is final (remuxed or kept raw).
         on_progress: awaited (in the background) every ``progress_interval`` seconds while
             data flows; skipped while the previous call is still running.
+        on_stream: awaited (in the background) when media starts flowing from a candidate
+            other than the last one that did: the quality really recorded.
         remux_limiter: bounds concurrent remuxes (default: one bound per event loop).
         max_segment_s: optionally split long lives into parts of about this length.
     """
@@ -226,6 +245,7 @@ class RecordingSession:
         on_segment_closed: SegmentHook | None = None,
         on_file: FileHook | None = None,
         on_progress: ProgressHook | None = None,
+        on_stream: StreamHook | None = None,
         progress_interval: float = 5.0,
         remux_limiter: asyncio.Semaphore | None = None,
         max_segment_s: float | None = None,
@@ -252,6 +272,9 @@ class RecordingSession:
         self._on_segment_closed = on_segment_closed
         self._on_file = on_file
         self._on_progress = on_progress
+        self._on_stream = on_stream
+        self._streaming: StreamCandidate | None = None
+        self._rounds = 0
         self._progress_interval = progress_interval
         self._limiter = remux_limiter
         self._segmenter = Segmenter(
@@ -372,7 +395,7 @@ class RecordingSession:
                 continue
             if found.status == "ended":
                 return "ended"
-            if found.status == "paused" or not found.url:
+            if found.status == "paused" or not found.urls:
                 if found.status == "paused":
                     alive_at = loop.time()
                     log.info("recorder.paused", retry_in=backoff)
@@ -381,8 +404,7 @@ class RecordingSession:
                 delay, backoff = backoff, self._next(backoff)
                 continue
 
-            conn = await self._connect(found.url)
-            self._segmenter.close(_close_reason(conn))
+            conn = await self._pull(found.urls)
             if conn.kind == "stop":
                 return "stopped"
             if conn.kind == "limit":
@@ -428,12 +450,43 @@ class RecordingSession:
                 raise _Stopped from None
             raise
 
+    async def _pull(self, candidates: tuple[StreamCandidate, ...]) -> _Conn:
+        """Connect to the candidates in turn until one is not dead; how that one ended.
+
+        A dead candidate is skipped for this connection only: the next lookup tries the
+        list from the top again (a rung can come back).
+        """
+        if self._rounds:
+            self.reconnects += 1
+            metrics.RECONNECTS.inc()
+        self._rounds += 1
+        conn = _Conn("error", detail="no stream URL")
+        for candidate in candidates:
+            conn = await self._connect(candidate.url)
+            self._segmenter.close(_close_reason(conn))
+            if not conn.dead:
+                if conn.media and candidate != self._streaming:
+                    self._streaming = candidate
+                    log.info("recorder.stream", quality=candidate.quality, source=candidate.source)
+                    if self._on_stream is not None:
+                        self._spawn(_call_hook("on_stream", self._on_stream(candidate)))
+                return conn
+            metrics.DEAD_STREAMS.inc()
+            log.warning(
+                "recorder.stream_dead",
+                quality=candidate.quality,
+                source=candidate.source,
+                kind=conn.kind,
+                status=conn.status,
+                detail=conn.detail,
+            )
+            if self._stop.is_set():
+                break
+        return conn
+
     async def _connect(self, url: str) -> _Conn:
         """Pull one HTTP-FLV response into the segmenter; report how it ended."""
         self._connections += 1
-        if self._connections > 1:
-            self.reconnects += 1
-            metrics.RECONNECTS.inc()
         segmenter = self._segmenter
         segmenter.new_segment()
         reader = FlvReader()

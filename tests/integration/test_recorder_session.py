@@ -14,12 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.recorder.ffmpeg import FfmpegMissingError, ffmpeg_binary, remux
 from services.recorder.segmenter import SegmentInfo
 from services.recorder.session import Progress, RecordingSession, SessionResult, StreamLookup
 from shared.errors import ErrorCode
 from shared.naming import render
+from shared.tiktok import StreamCandidate
 from tests.fake_tiktok import FakeTikTok, FaultMode, RoomStatus
 
 # 10x real time: 6 s of media arrive in 0.6 s. FLV timestamps are media time (x speed).
@@ -62,7 +64,10 @@ class Env:
             self.lookups.append("paused")
             return StreamLookup(status="paused")
         self.lookups.append("live")
-        return StreamLookup(status="live", url=self.fake.flv_url(room.stream_id))
+        # As room/info lists them today: the top rung's main URL is dead, its backup plays.
+        main = StreamCandidate("origin", self.fake.flv_url(room.stream_id))
+        backup = StreamCandidate("origin", self.fake.flv_url(room.stream_id, backup=True), "backup")
+        return StreamLookup(status="live", candidates=(main, backup))
 
     def open_path(self, index: int, started_at: datetime) -> Path:
         values = {"user": USER, "part": index, "title": "test live"}
@@ -406,7 +411,9 @@ async def test_expired_url_and_lookup_errors_are_retried(env: Env) -> None:
     assert calls == 3
     await assert_final(env, result, count=1)
     statuses = [r["status"] for r in await env.fake.requests("/game/")]
-    assert statuses[:2] == [403, 200]
+    assert statuses[:2] == [403, 404]  # expired, then the fresh but dead top rung
+    (backup, *_) = await env.fake.requests("/bk/game/")
+    assert backup["status"] == 200
 
 
 async def test_gives_up_when_nothing_can_be_recorded(env: Env) -> None:
@@ -463,3 +470,27 @@ def test_ffmpeg_binary_resolution(tmp_path: Path) -> None:
     with pytest.raises(FfmpegMissingError) as caught:
         ffmpeg_binary(str(tmp_path / "nope"))
     assert caught.value.code == ErrorCode.FFMPEG_MISSING
+
+
+@pytest.mark.parametrize("mode", ["404", "empty"])
+async def test_a_dead_rung_is_skipped_for_its_backup_within_one_connection(
+    env: Env, mode: str
+) -> None:
+    # StreamCap #120: the top rung's URL answers 404 (or closes before any media) while its
+    # backup plays. The session moves on at once, without another room/info lookup.
+    await env.fake.set_scenario(dead_rung_mode=mode)
+    await env.fake.go_live(USER)
+    streams: list[StreamCandidate] = []
+
+    async def on_stream(stream: StreamCandidate) -> None:
+        streams.append(stream)
+
+    dead_before = REGISTRY.get_sample_value("tlr_recorder_dead_streams_total") or 0.0
+    session = env.session(duration=2.0, on_stream=on_stream)
+    result = await asyncio.wait_for(session.run(), WAIT_S)
+    assert result.reason == "duration"
+    assert env.lookups == ["live"]
+    assert [(s.quality, s.source) for s in streams] == [("origin", "backup")]
+    assert (REGISTRY.get_sample_value("tlr_recorder_dead_streams_total") or 0.0) > dead_before
+    assert result.reconnects == 0
+    await assert_final(env, result, count=1)
