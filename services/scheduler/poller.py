@@ -44,6 +44,9 @@ PACE_FLOOR = 1.0  # requests/s: small deployments are never slowed below this
 BATCH_WAIT = 2.0
 ERROR_BACKOFF_MAX = 3600.0
 # Errors that say "this egress is being throttled": back the whole egress off.
+# A generator of its own: jitter never draws from (or disturbs) the global random state that
+# another library in the process may seed.
+_JITTER = random.Random()
 EGRESS_ERRORS = frozenset(
     {ErrorCode.WAF_BLOCKED, ErrorCode.NETWORK_TIMEOUT, ErrorCode.SERVICE_UNAVAILABLE}
 )
@@ -83,7 +86,7 @@ class _Pass:
 
 def interval(poll: int) -> float:
     """The next check: never later than poll_interval, jittered so watchers never align."""
-    return poll - random.uniform(0, min(0.1 * poll, 2.0))
+    return poll - _JITTER.uniform(0, min(0.1 * poll, 2.0))
 
 
 def job_id_for(w: Watcher, room_id: str) -> str:
@@ -132,6 +135,11 @@ async def _poll_egress(deps: PollDeps, egress: str, due: list[Watcher], state: _
     checkable: list[Watcher] = []
     for w in due:
         if w.unique_id is None:
+            checkable.append(w)
+            continue
+        if w.live_state == "live" and w.room_id:
+            # Its room is live: check_alive by room id says when it ends. www, where the WAF
+            # and the per-IP limits bite (upstream #354), is asked again only after that.
             checkable.append(w)
             continue
         # TikTok issues a new room id per live: a user's current room comes from a resolve.

@@ -30,6 +30,7 @@ from shared.secrets import SecretBox, SecretError
 from shared.service import BaseService
 from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, SCHEDULER
 from shared.tiktok import CookiesError, TikTokClient, load_cookies
+from shared.tiktok.factory import client_from_settings, signer_from_settings
 from shared.watchers import GetRequest, ListReply, ListRequest, Watcher
 
 log = get_logger(__name__)
@@ -52,6 +53,7 @@ class SchedulerService(BaseService):
         self.store = await WatcherStore(settings.scheduler_db).__aenter__()
         self._secrets = SecretBox(settings.secret_key) if settings.secret_key else None
         self._clients: dict[tuple[str | None, str | None], TikTokClient] = {}
+        self._signer = signer_from_settings(self.settings)
         self.deps = PollDeps(
             store=self.store,
             budget=Budget(settings.tiktok_requests_per_min),
@@ -71,6 +73,8 @@ class SchedulerService(BaseService):
     async def stop(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+        if self._signer is not None:
+            await self._signer.aclose()
         await self.store.__aexit__(None, None, None)
 
     def status(self) -> dict[str, Any]:
@@ -163,10 +167,7 @@ class SchedulerService(BaseService):
             if w.options.cookies:
                 with contextlib.suppress(CookiesError, OSError):
                     cookies = load_cookies(w.options.cookies, self.settings.cookies_dir)
-            self._clients[key] = TikTokClient(
-                web_base=self.settings.tiktok_web_base,
-                webcast_base=self.settings.tiktok_webcast_base,
-                proxy=proxy,
-                cookies=cookies,
+            self._clients[key] = client_from_settings(
+                self.settings, proxy=proxy, cookies=cookies, signer=self._signer
             )
         return self._clients[key]

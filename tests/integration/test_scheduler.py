@@ -195,10 +195,12 @@ async def test_waf_backs_off_and_polling_resumes(
         await eventually(blocked, timeout=15)
         await fake_tiktok.clear_requests()
         await asyncio.sleep(4)  # a window of the WAF period: count what the poller sends
-        # One resolve attempt = one api-live request (plus page fallbacks when it is blocked).
-        attempts = len(await fake_tiktok.requests("/api-live/user/room"))
-        # poll_interval 1 s would mean ~4 attempts in 4 s; the backoff (5 s, then 10 s) allows 1.
-        assert attempts <= 1
+        # One resolve attempt = the profile page, then the live page (both blocked).
+        pages = len(await fake_tiktok.requests("/@dee"))
+        # poll_interval 1 s would mean ~4 attempts (8 pages) in 4 s; the backoff (5 s, then
+        # 10 s) allows 1.
+        assert pages <= 2
+        assert await fake_tiktok.requests("/api-live/") == []  # no signer: never asked
         await fake_tiktok.set_scenario(waf=False)
 
         async def recovered() -> bool:
@@ -206,6 +208,42 @@ async def test_waf_backs_off_and_polling_resumes(
             return w is not None and w.last_outcome == "offline"
 
         await eventually(recovered, timeout=30)
+
+
+async def test_a_live_user_is_checked_by_room_id_and_resolved_again_only_after(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    # www is where the WAF and the ~20-accounts-per-IP limit bite (upstream #354).
+    await fake_tiktok.create_user("gus")
+    live = await fake_tiktok.go_live("gus")
+    async with SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path)):
+        await watch(bus, "@gus", poll=1, unique_id="gus")
+
+        async def detected() -> bool:
+            w = await watcher(bus, "@gus")
+            return w is not None and w.current_job_id is not None
+
+        await eventually(detected, timeout=15)
+        pages = len(await fake_tiktok.requests("/@gus"))
+        checks = len(await fake_tiktok.requests("/webcast/room/check_alive"))
+        assert pages >= 1
+
+        async def checked_three_more_times() -> bool:
+            asked = await fake_tiktok.requests("/webcast/room/check_alive")
+            return len(asked) >= checks + 3 and all(
+                live.room_id in r["query"]["room_ids"] for r in asked[checks:]
+            )
+
+        await eventually(checked_three_more_times, timeout=20)
+        assert len(await fake_tiktok.requests("/@gus")) == pages  # no www while it is live
+        await fake_tiktok.end("gus")
+
+        async def resolved_again() -> bool:
+            w = await watcher(bus, "@gus")
+            offline = w is not None and w.live_state == "offline"
+            return offline and len(await fake_tiktok.requests("/@gus")) > pages
+
+        await eventually(resolved_again, timeout=20)
 
 
 async def test_restart_reloads_watchers_and_never_records_a_live_twice(
@@ -279,7 +317,7 @@ async def test_only_one_scheduler_polls_and_a_standby_takes_over(
 
 
 async def _polled(fake: FakeTikTok) -> bool:
-    return len(await fake.requests("/api-live/user/room")) > 0
+    return len(await fake.requests("/@fay")) > 0  # a resolve reads the profile page
 
 
 async def test_stop_is_prompt_while_the_poller_waits_out_an_egress_backoff(

@@ -175,15 +175,16 @@ async def test_sigkilled_scheduler_process_is_replaced(
         )
 
         async def polled(n: int) -> bool:
-            return len(await fake_tiktok.requests("/api-live/user/room")) >= n
+            # A resolve reads the profile page: the WAF challenge, then the page.
+            return len(await fake_tiktok.requests("/@hal")) >= 2 * n
 
         await eventually(lambda: polled(3), timeout=20)
         owner = await lease_owner()
         assert owner in procs
-        # Each poll (1 s) is one resolve: two pollers would double the rate.
+        # Each poll (1 s) is one resolve (two page requests): two pollers would double it.
         await fake_tiktok.clear_requests()
         await asyncio.sleep(5)  # a window of polling, to count requests in it
-        assert len(await fake_tiktok.requests("/api-live/user/room")) <= 6
+        assert len(await fake_tiktok.requests("/@hal")) <= 12
 
         loop = asyncio.get_running_loop()
         procs[owner].send_signal(signal.SIGKILL)
