@@ -37,6 +37,13 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo(Path(args.dir), keep=args.keep))
 
 
+def _check(args: argparse.Namespace) -> int:
+    from shared.check import main_check
+
+    configure_logging("tlr", "WARNING", "console" if sys.stderr.isatty() else "json")
+    return asyncio.run(main_check(args))
+
+
 def _asyncapi(args: argparse.Namespace) -> int:
     from shared.asyncapi import main_asyncapi
 
@@ -74,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--dir", default="var/demo", help="working folder, wiped at each run")
     demo.add_argument("--keep", action="store_true", help="keep the stack running afterwards")
     demo.set_defaults(func=_demo)
+    check = sub.add_parser(
+        "check",
+        help="resolve @user/URL/room id once from this host and show every TikTok step",
+    )
+    check.add_argument("target", help="@user, a TikTok URL, or a room id")
+    check.add_argument("--proxy", help="go through this proxy (http, https, socks5)")
+    check.add_argument("--cookies", help="a cookies file (Netscape or JSON) to send")
+    check.add_argument("--no-probe", action="store_true", help="do not pull the stream URLs")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=_check)
     spec = sub.add_parser(
         "asyncapi", help="write the AsyncAPI event catalogue (docs/asyncapi.json)"
     )

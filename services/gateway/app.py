@@ -13,7 +13,16 @@ from services.gateway.deps import require_api_key
 from services.gateway.errors import EDGE_RESPONSES, ERROR_RESPONSES, install_error_handlers
 from services.gateway.middleware import ErrorMiddleware, RequestContextMiddleware
 from services.gateway.nats_link import NatsLink
-from services.gateway.routes import asyncapi, files, health, jobs, recordings, services, watchers
+from services.gateway.routes import (
+    asyncapi,
+    diagnostics,
+    files,
+    health,
+    jobs,
+    recordings,
+    services,
+    watchers,
+)
 from shared import __version__
 from shared.config import GatewaySettings
 from shared.secrets import SecretBox
@@ -69,5 +78,6 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     protected.include_router(jobs.router)
     protected.include_router(files.router)
     protected.include_router(services.router)
+    protected.include_router(diagnostics.router)
     app.include_router(protected)
     return app
