@@ -14,10 +14,12 @@ or request the `fake_tiktok` fixture from `tests.fake_tiktok.plugin`. Standalone
 from tests.fake_tiktok.control import ControlError
 from tests.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary, Profile, parse_profile
 from tests.fake_tiktok.server import FakeTikTok, LiveHandle, start_fake_tiktok
-from tests.fake_tiktok.state import FaultMode, RoomStatus
+from tests.fake_tiktok.state import HARSH, KIND, FaultMode, RoomStatus
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "HARSH",
+    "KIND",
     "ControlError",
     "FakeTikTok",
     "FaultMode",

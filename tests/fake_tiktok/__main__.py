@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.fake_tiktok.media import DEFAULT_PROFILE, default_media_dir
 from tests.fake_tiktok.server import start_fake_tiktok
+from tests.fake_tiktok.state import KIND
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -25,6 +26,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--user", action="append", default=[], help="create an offline user")
     parser.add_argument("--live", action="append", default=[], help="create a user who is live")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile for --live users")
+    parser.add_argument(
+        "--kind",
+        action="store_true",
+        help="start with TikTok's defences off (default: TikTok as it is in late 2026)",
+    )
     return parser.parse_args(argv)
 
 
@@ -40,6 +46,8 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         public_base_url=args.public_base_url,
     ) as fake:
+        if args.kind:
+            await fake.set_scenario(**KIND)
         for name in args.user:
             await fake.create_user(name)
         for name in args.live:

@@ -9,7 +9,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from tests.fake_tiktok import payloads
+from tests.fake_tiktok import hostile, pages, payloads
+from tests.fake_tiktok.cdn import BACKUP_CDN_PREFIX, CDN_PREFIX, UrlMaker, stream_sign, top_quality
 from tests.fake_tiktok.context import CTX, FakeContext, get_ctx
 from tests.fake_tiktok.control_routes import add_control_routes
 from tests.fake_tiktok.media import Profile
@@ -38,8 +39,7 @@ def _json(body: object, status: int = 200) -> web.Response:
     )
 
 
-def _html(text: str) -> web.Response:
-    return web.Response(text=text, content_type="text/html", charset="utf-8")
+_html = hostile.html_response
 
 
 def _empty_api_body() -> web.Response:
@@ -47,11 +47,13 @@ def _empty_api_body() -> web.Response:
     return web.Response(body=b"", content_type="application/json", charset="utf-8")
 
 
-def _url_maker(request: web.Request) -> payloads.UrlMaker:
+def _url_maker(request: web.Request) -> UrlMaker:
     ctx = get_ctx(request)
+    scenario = ctx.state.scenario
     # Default to the address the client used, so URLs work through Docker port mappings too.
     base = ctx.public_base_url or f"{request.scheme}://{request.host}"
-    return payloads.UrlMaker(base, int(time.time()) + ctx.state.scenario.url_ttl_s)
+    expire = int(time.time()) + scenario.url_ttl_s
+    return UrlMaker(base, expire, with_backup=scenario.backup_urls)
 
 
 def _has_session_cookie(request: web.Request) -> bool:
@@ -93,7 +95,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     )
     state.requests.append(record)
     request[_RECORD] = record
-    if not request.path.startswith("/game/"):  # the CDN is not behind the WAF
+    if not request.path.startswith((CDN_PREFIX, BACKUP_CDN_PREFIX)):  # no WAF on the CDN
         over_limit = state.over_rate_limit(request.remote)
         if over_limit and state.scenario.http_429:
             window = state.scenario.rate_limit.window_s if state.scenario.rate_limit else 1.0
@@ -130,7 +132,7 @@ async def check_alive(request: web.Request) -> web.Response:
 
 async def room_info(request: web.Request) -> web.Response:
     ctx = get_ctx(request)
-    if _blocked(request):
+    if _blocked(request) or ctx.state.scenario.room_info_restricted:
         return _json(payloads.restricted())
     if not _aid_ok(request):
         return _json(payloads.params_error())
@@ -141,7 +143,9 @@ async def room_info(request: web.Request) -> web.Response:
     if user.private:
         return _json(payloads.restricted(payloads.PRIVATE_PROMPT))
     if user.age_restricted and not _has_session_cookie(request):
-        return _json(payloads.restricted())
+        # TikTokLive #228: some age-gated rooms say "params error" rather than "restricted".
+        gated_10011 = ctx.state.scenario.room_info_10011_for_age_gated
+        return _json(payloads.params_error() if gated_10011 else payloads.restricted())
     profile = ctx.media.get(room.profile).profile
     cap = ctx.state.scenario.quality_cap_720
     return _json(payloads.room_info(_url_maker(request), room, user, profile, cap_720=cap))
@@ -157,12 +161,15 @@ def _streams_visible(request: web.Request, user: User) -> bool:
 
 async def api_live_user_room(request: web.Request) -> web.Response:
     ctx = get_ctx(request)
-    if _blocked(request) or ctx.state.scenario.empty_api_body:
+    scenario = ctx.state.scenario
+    if _blocked(request) or scenario.empty_api_body:
         return _empty_api_body()
+    if scenario.api_live_requires_signature and not hostile.api_live_signed(request, ctx.state):
+        return _empty_api_body()  # upstream #330/#332: unsigned calls get nothing
     if not _aid_ok(request):
         return _json(payloads.params_error())
-    user = ctx.state.users.get(request.query.get("uniqueId", "").removeprefix("@"))
-    if user is None:
+    user = ctx.state.find_user(request.query.get("uniqueId", ""))
+    if user is None or scenario.api_live_user_not_found:
         return _json(payloads.user_not_found())
     room = ctx.state.current_room(user)
     body = payloads.api_live_user_room(
@@ -183,45 +190,60 @@ def _login_redirect(request: web.Request) -> web.Response:
 
 async def live_page(request: web.Request) -> web.Response:
     ctx = get_ctx(request)
-    if _blocked(request):
-        return _html(payloads.waf_page())
-    if ctx.state.scenario.blocked_country:
-        return _login_redirect(request)
+    scenario = ctx.state.scenario
     unique_id = request.match_info["user"]
-    user = ctx.state.users.get(unique_id)
+    canonical = f"/@{unique_id.lower()}/live"
+    gate = hostile.www_gate(request, ctx.state, canonical, blocked=_blocked(request))
+    if gate is not None:
+        return gate
+    if scenario.blocked_country:
+        return _login_redirect(request)
+    user = ctx.state.find_user(unique_id)
     room = None if user is None else ctx.state.current_room(user)
+    if scenario.live_page_soft_block:
+        # A false "not found": the page of a soft-blocked client carries no live data at all.
+        blank = pages.live_page(unique_id, {"UserModule": {}}, script_id=scenario.sigi_script_id)
+        return _html(blank)
     sigi = payloads.sigi_state(
         _url_maker(request),
         user,
         room,
         _profile_of(ctx, room),
         with_streams=user is not None and _streams_visible(request, user),
-        cap_720=ctx.state.scenario.quality_cap_720,
+        cap_720=scenario.quality_cap_720,
+        room_id_empty=scenario.sigi_room_id_empty,
     )
-    return _html(payloads.live_page(unique_id, sigi))
+    live = room is not None and room.status in (RoomStatus.LIVE, RoomStatus.PAUSED)
+    app_room_id = room.room_id if room is not None and live else None
+    script_id = scenario.sigi_script_id
+    return _html(pages.live_page(unique_id, sigi, script_id=script_id, app_room_id=app_room_id))
 
 
 async def profile_page(request: web.Request) -> web.Response:
     ctx = get_ctx(request)
-    if _blocked(request):
-        return _html(payloads.waf_page())
     unique_id = request.match_info["user"]
-    user = ctx.state.users.get(unique_id)
+    canonical = f"/@{unique_id.lower()}"
+    gate = hostile.www_gate(request, ctx.state, canonical, blocked=_blocked(request))
+    if gate is not None:
+        return gate
+    user = ctx.state.find_user(unique_id)
     room = None if user is None else ctx.state.current_room(user)
-    return _html(payloads.profile_page(unique_id, payloads.user_detail(user, room)))
+    return _html(pages.profile_page(unique_id, payloads.user_detail(user, room)))
 
 
 async def live_landing(request: web.Request) -> web.Response:
     """GET /live: the CLI's country probe (302 means blocked)."""
-    if _blocked(request):
-        return _html(payloads.waf_page())
-    if get_ctx(request).state.scenario.blocked_country:
+    ctx = get_ctx(request)
+    gate = hostile.www_gate(request, ctx.state, "/live", blocked=_blocked(request))
+    if gate is not None:
+        return gate
+    if ctx.state.scenario.blocked_country:
         return _login_redirect(request)
-    return _html(payloads.simple_page("TikTok LIVE"))
+    return _html(pages.simple_page("TikTok LIVE"))
 
 
 async def login_page(_request: web.Request) -> web.Response:
-    return _html(payloads.simple_page("Log in | TikTok"))
+    return _html(pages.simple_page("Log in | TikTok"))
 
 
 async def live_detail(request: web.Request) -> web.Response:
@@ -243,7 +265,18 @@ def _sign_valid(request: web.Request, sid: str, suffix: str) -> bool:
     expire_raw = request.query.get("expire", "")
     if not expire_raw.isdigit() or int(expire_raw) < time.time():
         return False
-    return request.query.get("sign") == payloads.stream_sign(sid, suffix, int(expire_raw))
+    return request.query.get("sign") == stream_sign(sid, suffix, int(expire_raw))
+
+
+def _dead_rung(request: web.Request, ctx: FakeContext, suffix: str, *, audio_only: bool) -> bool:
+    """`dead_top_rung`: the best quality's main URL is dead; its backup and `ao` still play."""
+    scenario = ctx.state.scenario
+    return (
+        scenario.dead_top_rung
+        and request.path.startswith(CDN_PREFIX)
+        and not audio_only
+        and suffix == top_quality(scenario.quality_cap_720).suffix
+    )
 
 
 async def flv_stream(request: web.Request) -> web.StreamResponse:
@@ -257,10 +290,13 @@ async def flv_stream(request: web.Request) -> web.StreamResponse:
     room = ctx.state.streams.get(sid)
     if room is None or room.status != RoomStatus.LIVE:
         return web.Response(status=404, text="Not Found")
+    audio_only = request.query.get("only_audio") == "1"
+    if _dead_rung(request, ctx, suffix, audio_only=audio_only):
+        return hostile.dead_rung(ctx.state.scenario.dead_rung_mode)
     conn = StreamConn(
         sid=sid,
         suffix=suffix,
-        audio_only=request.query.get("only_audio") == "1",
+        audio_only=audio_only,
         transport=request.transport,
         drop=room.pending_drop,
     )
@@ -302,10 +338,17 @@ def make_app(ctx: FakeContext) -> web.Application:
     r.add_get("/api-live/user/room/", api_live_user_room)
     r.add_get("/api/live/detail/", live_detail)
     r.add_get("/live", live_landing)
+    r.add_get("/live/", live_landing)
     r.add_get("/login", login_page)
+    # Trailing-slash forms are routed so `canonical_redirects` can answer them with a 301.
     r.add_get("/@{user}/live", live_page)
+    r.add_get("/@{user}/live/", live_page)
     r.add_get("/@{user}", profile_page)
-    # CDN
-    r.add_get("/game/{name}", flv_stream)
+    r.add_get("/@{user}/", profile_page)
+    # CDN, main and backup
+    r.add_get(CDN_PREFIX + "{name}", flv_stream)
+    r.add_get(BACKUP_CDN_PREFIX + "{name}", flv_stream)
+    # the external signing service (not TikTok)
+    r.add_post("/__fake/sign", hostile.sign_service)
     add_control_routes(r)
     return app

@@ -58,7 +58,7 @@ def room_view(room: Room) -> dict[str, Any]:
 
 
 def get_user(state: FakeState, unique_id: str) -> User:
-    user = state.users.get(unique_id.removeprefix("@"))
+    user = state.find_user(unique_id)
     if user is None:
         raise ControlError(404, f"no such user: {unique_id}")
     return user
@@ -79,10 +79,12 @@ def create_user(
     age_restricted: bool = False,
     private: bool = False,
 ) -> User:
-    """Create an offline user who has never been live."""
+    """Create an offline user who has never been live (stored lower-case: TikTok's canonical
+    form, since usernames are case-insensitive there)."""
     unique_id = unique_id.removeprefix("@")
     if not _UNIQUE_ID_RE.match(unique_id):
         raise ControlError(400, f"invalid unique_id: {unique_id!r}")
+    unique_id = unique_id.lower()
     if unique_id in state.users:
         raise ControlError(409, f"user already exists: {unique_id}")
     user = User(
@@ -112,7 +114,7 @@ async def create_users_bulk(
     """
     if rooms not in ("none", "ended", "live"):
         raise ControlError(400, "rooms must be one of none, ended, live")
-    names = [u.removeprefix("@") for u in unique_ids]
+    names = [u.removeprefix("@").lower() for u in unique_ids]
     bad = [n for n in names if not _UNIQUE_ID_RE.match(n)]
     if bad:
         raise ControlError(400, f"invalid unique_id: {bad[0]!r}")
@@ -257,6 +259,11 @@ def set_scenario(state: FakeState, flags: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise ControlError(400, str(exc)) from exc
     return state.scenario.to_json()
+
+
+def stats(state: FakeState) -> dict[str, Any]:
+    """Defence counters (GET /__fake/stats): WAF challenges, solutions, denials, sign calls."""
+    return state.stats.to_json()
 
 
 def reset(state: FakeState) -> None:

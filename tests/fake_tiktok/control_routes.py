@@ -163,6 +163,10 @@ async def _put_scenario(request: web.Request, ctx: FakeContext) -> object:
     return control.set_scenario(ctx.state, await _body(request))
 
 
+async def _get_stats(_request: web.Request, ctx: FakeContext) -> object:
+    return control.stats(ctx.state)
+
+
 async def _get_requests(request: web.Request, ctx: FakeContext) -> object:
     prefix = request.query.get("path_prefix", "")
     try:
@@ -202,6 +206,7 @@ def add_control_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/__fake/streams/{sid}/switch", _control(_switch))
     r.add_get("/__fake/scenario", _control(_get_scenario))
     r.add_put("/__fake/scenario", _control(_put_scenario))
+    r.add_get("/__fake/stats", _control(_get_stats))
     r.add_get("/__fake/requests", _control(_get_requests))
     r.add_delete("/__fake/requests", _control(_clear_requests))
     r.add_post("/__fake/reset", _control(_reset))

@@ -1,82 +1,31 @@
-"""TikTok-shaped JSON and HTML bodies (§2 and §5.4 of TIKTOK.md), built from the fake state."""
+"""TikTok-shaped JSON bodies (§2 and §5.4 of TIKTOK.md), built from the fake state."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from tests.fake_tiktok.cdn import (
+    LEGACY_KEYS,
+    QUALITIES,
+    Quality,
+    UrlMaker,
+    listed_qualities,
+    top_quality,
+)
 from tests.fake_tiktok.media import Profile
 from tests.fake_tiktok.state import Room, RoomStatus, User
 
-FLV_SUFFIXES = ("", "_uhd5", "_hd5", "_sd5", "_ld5")
 PRIVATE_PROMPT = "Follow the creator to watch their LIVE"
-
-
-@dataclass(frozen=True)
-class Quality:
-    """One `sdk_key` of stream_data and the matching CDN suffix / legacy flv_pull_url key."""
-
-    sdk_key: str
-    suffix: str
-    name: str
-    level: int
-    legacy_key: str | None
-    resolution: str
-    vbitrate: int
-    above_720p: bool
-
-
-# Nominal values from real captures. Every suffix serves the room's single rendition, so only
-# `origin` describes the actual media; the others are there for shape and selection logic.
-QUALITIES = (
-    Quality("origin", "", "Original", 10, None, "", 0, True),
-    Quality("uhd", "_uhd5", "1080p", 6, "FULL_HD1", "1920x1080", 4_000_000, True),
-    Quality("hd", "_hd5", "720p", 3, "HD1", "1280x720", 1_600_000, False),
-    Quality("sd", "_sd5", "540p", 2, "SD2", "960x540", 1_000_000, False),
-    Quality("ld", "_ld5", "360p", 1, "SD1", "640x360", 600_000, False),
-)
-# The legacy map is partial in the wild: FULL_HD1 is usually missing.
-LEGACY_KEYS = ("HD1", "SD2", "SD1")
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def stream_sign(sid: str, suffix: str, expire: int) -> str:
-    """The `sign` query value this fake issues (and checks) for a stream URL."""
-    return hashlib.md5(f"{sid}{suffix}{expire}".encode(), usedforsecurity=False).hexdigest()
-
-
 def dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"))
-
-
-def to_script_json(obj: object) -> str:
-    """JSON safe to embed in a <script> element."""
-    return dumps(obj).replace("</", "<\\/")
-
-
-@dataclass(frozen=True)
-class UrlMaker:
-    """Absolute stream URLs pointing back at this server, shaped like the real CDN's."""
-
-    base_url: str
-    expire: int
-
-    def _query(self, sid: str, suffix: str) -> str:
-        return f"expire={self.expire}&sign={stream_sign(sid, suffix, self.expire)}"
-
-    def flv(self, sid: str, suffix: str = "") -> str:
-        return f"{self.base_url}/game/stream-{sid}{suffix}.flv?{self._query(sid, suffix)}"
-
-    def hls(self, sid: str, suffix: str = "") -> str:
-        # HLS is not served by the fake (404); the URL exists so response shapes are complete.
-        return f"{self.base_url}/game/stream-{sid}{suffix}/playlist.m3u8?{self._query(sid, suffix)}"
 
 
 # --- envelopes and errors ------------------------------------------------------------------
@@ -104,10 +53,6 @@ def user_not_found() -> dict[str, Any]:
 # --- stream_url ----------------------------------------------------------------------------
 
 
-def _qualities(cap_720: bool) -> list[Quality]:
-    return [q for q in QUALITIES if not (cap_720 and q.above_720p)]
-
-
 def _sdk_params(quality: Quality, profile: Profile) -> str:
     if quality.sdk_key == "origin":
         resolution, vbitrate = profile.resolution, profile.video_kbps * 1000
@@ -122,7 +67,8 @@ def quality_options(cap_720: bool) -> dict[str, Any]:
     return {
         "default_quality": {"sdk_key": "sd", "name": "540p", "level": 0},
         "qualities": [
-            {"sdk_key": q.sdk_key, "name": q.name, "level": q.level} for q in _qualities(cap_720)
+            {"sdk_key": q.sdk_key, "name": q.name, "level": q.level}
+            for q in listed_qualities(cap_720)
         ],
         "show_quality_button": True,
     }
@@ -131,12 +77,13 @@ def quality_options(cap_720: bool) -> dict[str, Any]:
 def stream_data_string(urls: UrlMaker, room: Room, profile: Profile, cap_720: bool) -> str:
     """The `stream_data` JSON *string*, with '&' escaped as \\u0026 like TikTok does."""
     sid = room.stream_id
+    sources = (False, True) if urls.with_backup else (False,)
     data: dict[str, Any] = {}
-    for q in _qualities(cap_720):
+    for q in listed_qualities(cap_720):
         data[q.sdk_key] = {
-            "main": {
-                "flv": urls.flv(sid, q.suffix),
-                "hls": urls.hls(sid, q.suffix),
+            "backup" if backup else "main": {
+                "flv": urls.flv(sid, q.suffix, backup=backup),
+                "hls": urls.hls(sid, q.suffix, backup=backup),
                 "cmaf": "",
                 "dash": "",
                 "lls": "",
@@ -145,14 +92,16 @@ def stream_data_string(urls: UrlMaker, room: Room, profile: Profile, cap_720: bo
                 "rtc": "",
                 "sdk_params": _sdk_params(q, profile),
             }
+            for backup in sources
         }
-    audio_params = {"VCodec": profile.codec, "vbitrate": 0, "resolution": ""}
+    audio_params = dumps({"VCodec": profile.codec, "vbitrate": 0, "resolution": ""})
     data["ao"] = {
-        "main": {
-            "flv": urls.flv(sid) + "&only_audio=1",
+        "backup" if backup else "main": {
+            "flv": urls.flv(sid, backup=backup) + "&only_audio=1",
             "hls": "",
-            "sdk_params": dumps(audio_params),
+            "sdk_params": audio_params,
         }
+        for backup in sources
     }
     common = {
         "session_id": _session_id(room),
@@ -172,7 +121,7 @@ def live_stream_url(urls: UrlMaker, room: Room, profile: Profile, cap_720: bool)
     """`data.stream_url` of a live room/info answer."""
     sid = room.stream_id
     legacy = {q.legacy_key: q for q in QUALITIES if q.legacy_key in LEGACY_KEYS}
-    top = QUALITIES[2] if cap_720 else QUALITIES[0]  # rtmp/hls carry the best allowed rendition
+    top = top_quality(cap_720)  # rtmp/hls carry the best allowed rendition
     return {
         "candidate_resolution": ["SD1", "SD2", "HD1"],
         "default_resolution": "SD2",
@@ -333,24 +282,33 @@ def sigi_state(
     *,
     with_streams: bool,
     cap_720: bool,
+    room_id_empty: bool = False,
 ) -> dict[str, Any]:
-    """SIGI_STATE of /@user/live. Unknown or never-live users have no LiveRoom key."""
+    """SIGI_STATE of /@user/live. Unknown or never-live users have no LiveRoom key.
+
+    `room_id_empty`: a live room's roomIds are "" (streamlink #6380); the page's
+    al:android:url meta still names the room.
+    """
     if user is None:
         return {"UserModule": {}}
     if room is None:
         return {"UserModule": {"users": {user.unique_id: _api_user(user, None)}}}
     live = room.status in (RoomStatus.LIVE, RoomStatus.PAUSED)
+    live_user = _api_user(user, room)
     live_room = _api_live_room(urls, room, profile, with_streams=with_streams, cap_720=cap_720)
+    current_id = room.room_id if live else ""
+    if live and room_id_empty:
+        live_user["roomId"] = live_room["roomId"] = current_id = ""
     return {
         "LiveRoom": {
             "isAgeGateRoom": user.age_restricted,
             "liveRoomStatus": int(room.status) if live else 0,
-            "liveRoomUserInfo": {"user": _api_user(user, room), "liveRoom": live_room},
+            "liveRoomUserInfo": {"user": live_user, "liveRoom": live_room},
         },
         "CurrentRoom": {
             "roomInfo": {},
             "anchorId": user.user_id,
-            "roomId": room.room_id if live else "",
+            "roomId": current_id,
             "liveType": "video_live",
         },
     }
@@ -381,7 +339,7 @@ def user_detail(user: User | None, room: Room | None) -> dict[str, Any]:
 
 def live_detail(urls: UrlMaker, room: Room, user: User, *, cap_720: bool) -> dict[str, Any]:
     """www /api/live/detail/ body (yt-dlp's HLS fallback)."""
-    top = QUALITIES[2] if cap_720 else QUALITIES[0]
+    top = top_quality(cap_720)
     live = room.status != RoomStatus.ENDED
     return {
         "statusCode": 0,
@@ -397,41 +355,3 @@ def live_detail(urls: UrlMaker, room: Room, user: User, *, cap_720: bool) -> dic
             "liveRoomStats": {"userCount": room.user_count if live else 0},
         },
     }
-
-
-# --- HTML ----------------------------------------------------------------------------------
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{title}</title></head><body>{body}</body></html>"
-    )
-
-
-def live_page(unique_id: str, sigi: dict[str, Any]) -> str:
-    script = f'<script id="SIGI_STATE" type="application/json">{to_script_json(sigi)}</script>'
-    return _page(f"@{unique_id} LIVE | TikTok", f'<div id="app"></div>{script}')
-
-
-def profile_page(unique_id: str, universal: dict[str, Any]) -> str:
-    script = (
-        '<script id="__UNIVERSAL_DATA_FOR_REHYDRATION__" type="application/json">'
-        f"{to_script_json(universal)}</script>"
-    )
-    return _page(f"@{unique_id} | TikTok", f'<div id="app"></div>{script}')
-
-
-def simple_page(title: str) -> str:
-    return _page(title, '<div id="app"></div>')
-
-
-def waf_page() -> str:
-    """SlardarWAF challenge page: 'Please wait...' with the challenge id and config paragraphs."""
-    config = base64.b64encode(b'{"v":{}}').decode().rstrip("=")
-    body = (
-        "<div>Please wait...</div>"
-        '<p id="wci" class="_wafchallengeid"></p>'
-        f'<p id="cs" class="{config}"></p>'
-    )
-    return _page("Please wait...", body)

@@ -11,8 +11,9 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from tests.fake_tiktok import control, payloads
+from tests.fake_tiktok import control
 from tests.fake_tiktok.app import make_app
+from tests.fake_tiktok.cdn import UrlMaker
 from tests.fake_tiktok.context import FakeContext
 from tests.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary
 from tests.fake_tiktok.state import FakeState, FaultMode, Room, User
@@ -121,6 +122,11 @@ class FakeTikTok:
         return self._ctx.public_base_url or f"http://{self.host}:{self.port}"
 
     @property
+    def signer_url(self) -> str:
+        """The fake signing service (POST {"url": ...}); what TIKTOK_SIGNER_URL points at."""
+        return f"{self.base_url}/__fake/sign"
+
+    @property
     def speed(self) -> float:
         return self._ctx.speed
 
@@ -139,10 +145,14 @@ class FakeTikTok:
         *,
         only_audio: bool = False,
         ttl_s: int | None = None,
+        backup: bool = False,
     ) -> str:
-        """A correctly signed CDN URL, as room/info hands out (ttl_s < 0 gives an expired one)."""
+        """A correctly signed CDN URL, as room/info hands out (ttl_s < 0 gives an expired one;
+        ``backup`` the second CDN's). With ``dead_top_rung`` on (the default) the main URL
+        of the top rung (suffix "") answers 404 and its backup plays."""
         ttl = self.state.scenario.url_ttl_s if ttl_s is None else ttl_s
-        url = payloads.UrlMaker(self.base_url, int(time.time()) + ttl).flv(stream_id, suffix)
+        maker = UrlMaker(self.base_url, int(time.time()) + ttl)
+        url = maker.flv(stream_id, suffix, backup=backup)
         return url + "&only_audio=1" if only_audio else url
 
     # --- inspection ----------------------------------------------------------------------
@@ -220,7 +230,12 @@ class FakeTikTok:
         await control.switch(self.state, self.media, stream_id, profile)
 
     async def set_scenario(self, **flags: Any) -> dict[str, Any]:
+        """Change scenario flags (`set_scenario(**HARSH)` for today's TikTok); returns them all."""
         return control.set_scenario(self.state, flags)
+
+    async def stats(self) -> dict[str, Any]:
+        """Defence counters, as GET /__fake/stats."""
+        return control.stats(self.state)
 
     async def requests(self, path_prefix: str = "") -> list[dict[str, Any]]:
         return [r.to_json() for r in self.state.requests if r.path.startswith(path_prefix)]

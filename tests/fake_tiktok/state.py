@@ -7,12 +7,19 @@ import random
 import string
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, Literal
 
+from shared.tiktok.waf import MAX_ANSWER
+from tests.fake_tiktok.defences import ApiSigner, DefenceStats, WafChallenges
+
 FaultMode = Literal["eof", "reset", "stall"]
 FAULT_MODES: tuple[FaultMode, ...] = ("eof", "reset", "stall")
+DeadRungMode = Literal["404", "empty"]
+DEAD_RUNG_MODES: tuple[DeadRungMode, ...] = ("404", "empty")
+SigiScriptId = Literal["SIGI_STATE", "sigi-persisted-data"]
+SIGI_SCRIPT_IDS: tuple[SigiScriptId, ...] = ("SIGI_STATE", "sigi-persisted-data")
 
 URL_TTL_DEFAULT_S = 14 * 24 * 3600  # TikTok signs CDN URLs for about two weeks
 REQUEST_LOG_LIMIT = 20_000  # bounded so long benchmarks do not grow memory without limit
@@ -43,7 +50,13 @@ class RateLimit:
 
 @dataclass
 class Scenario:
-    """Global behaviour switches (§5.3), toggled with PUT /__fake/scenario."""
+    """Global behaviour switches (§5.3, §6), toggled with PUT /__fake/scenario.
+
+    The defaults are TikTok as it is in late 2026 (`HARSH`, TIKTOK.md §6): the whole suite runs
+    against it. `KIND` turns those defences off, for a test about something else that talks
+    to the fake with a plain HTTP client. `waf` is an unsolvable block; `waf_challenge` a
+    solvable proof of work.
+    """
 
     blocked_country: bool = False
     waf: bool = False
@@ -57,22 +70,42 @@ class Scenario:
     """Lifetime of newly issued stream URLs; set it low to test 403-on-expiry handling."""
     ts_offset_ms: int = 0
     """Added to every FLV timestamp; set near 2**24 to exercise the extended-timestamp byte."""
+    waf_challenge: bool = True
+    """www HTML routes answer a SlardarWAF proof of work until a fresh solution is presented."""
+    waf_difficulty: int = MAX_ANSWER
+    """Challenge answers are below this; tests lower it so solving takes milliseconds."""
+    api_live_requires_signature: bool = True
+    """api-live answers an empty body unless `X-Bogus` is what POST /__fake/sign issued."""
+    signer_down: bool = False
+    """The fake signing service answers 503 (tikrec.com outages, upstream #469)."""
+    dead_top_rung: bool = True
+    """The main URL of the best listed quality does not play (how: `dead_rung_mode`)."""
+    dead_rung_mode: DeadRungMode = "404"
+    backup_urls: bool = True
+    """Every stream_data quality gets a working `backup` beside `main`."""
+    sigi_room_id_empty: bool = True
+    """The live page's SIGI roomIds are "" for live rooms; only the al:android:url meta has it."""
+    sigi_script_id: SigiScriptId = "sigi-persisted-data"
+    canonical_redirects: bool = True
+    """Mixed-case or trailing-slash www paths answer 301 to the canonical lower-case path."""
+    room_info_restricted: bool = False
+    """Every room/info answers 4003110, as to a rate-limited or flagged IP (fault mode)."""
+    live_page_soft_block: bool = False
+    """The live page has no LiveRoom even for live users: a false "not found" (fault mode)."""
+    api_live_user_not_found: bool = False
+    """api-live answers 19881007 for every user, live ones too (fault mode)."""
+    room_info_10011_for_age_gated: bool = False
+    """Age-gated rooms without a session answer 10011 instead of 4003110 (fault mode)."""
+    require_browser_headers: bool = True
+    """www HTML routes answer 403 "Access Denied" to requests that are no browser navigation."""
 
     def to_json(self) -> dict[str, Any]:
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
         rate = self.rate_limit
-        return {
-            "blocked_country": self.blocked_country,
-            "waf": self.waf,
-            "rate_limit": None
-            if rate is None
-            else {"max_req": rate.max_req, "window_s": rate.window_s},
-            "fake_alive": self.fake_alive,
-            "empty_api_body": self.empty_api_body,
-            "quality_cap_720": self.quality_cap_720,
-            "http_429": self.http_429,
-            "url_ttl_s": self.url_ttl_s,
-            "ts_offset_ms": self.ts_offset_ms,
-        }
+        body["rate_limit"] = (
+            None if rate is None else {"max_req": rate.max_req, "window_s": rate.window_s}
+        )
+        return body
 
     def update(self, flags: dict[str, Any]) -> None:
         """Apply a partial update; raise ValueError (before changing anything) on bad input."""
@@ -81,22 +114,69 @@ class Scenario:
         if unknown:
             msg = f"unknown scenario flags: {', '.join(unknown)}"
             raise ValueError(msg)
-        staged: dict[str, Any] = {}
-        for key, value in flags.items():
-            if key == "rate_limit":
-                staged[key] = _parse_rate_limit(value)
-            elif key in {"url_ttl_s", "ts_offset_ms"}:
-                if isinstance(value, bool) or not isinstance(value, int):
-                    msg = f"{key} must be an integer"
-                    raise ValueError(msg)
-                staged[key] = value
-            elif isinstance(value, bool):
-                staged[key] = value
-            else:
-                msg = f"{key} must be a boolean"
-                raise ValueError(msg)
+        staged = {key: _parse_flag(key, value) for key, value in flags.items()}
         for key, value in staged.items():
             setattr(self, key, value)
+
+
+# TikTok as it is in late 2026 (TIKTOK.md §6): the defaults. Fault modes (room_info_restricted,
+# the false not-founds, signer_down) are not part of it: they are incidents, not the steady
+# state, and each test turns on the one it is about.
+HARSH: dict[str, Any] = {
+    "waf_challenge": True,
+    "api_live_requires_signature": True,
+    "dead_top_rung": True,
+    "backup_urls": True,
+    "sigi_room_id_empty": True,
+    "sigi_script_id": "sigi-persisted-data",
+    "canonical_redirects": True,
+    "require_browser_headers": True,
+}
+
+# The defences off: for tests of the fake's shapes with a plain client, and for comparison.
+KIND: dict[str, Any] = {
+    "waf_challenge": False,
+    "api_live_requires_signature": False,
+    "dead_top_rung": False,
+    "backup_urls": False,
+    "sigi_room_id_empty": False,
+    "sigi_script_id": "SIGI_STATE",
+    "canonical_redirects": False,
+    "require_browser_headers": False,
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "dead_rung_mode": DEAD_RUNG_MODES,
+    "sigi_script_id": SIGI_SCRIPT_IDS,
+}
+_INT_RANGES: dict[str, tuple[int | None, int | None]] = {
+    "url_ttl_s": (None, None),
+    "ts_offset_ms": (None, None),
+    "waf_difficulty": (1, MAX_ANSWER),
+}
+
+
+def _parse_flag(key: str, value: object) -> Any:
+    if key == "rate_limit":
+        return _parse_rate_limit(value)
+    if key in _CHOICES:
+        if not isinstance(value, str) or value not in _CHOICES[key]:
+            msg = f"{key} must be one of {', '.join(_CHOICES[key])}"
+            raise ValueError(msg)
+        return value
+    if key in _INT_RANGES:
+        low, high = _INT_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            msg = f"{key} must be an integer"
+            raise ValueError(msg)
+        if (low is not None and value < low) or (high is not None and value > high):
+            msg = f"{key} must be in {low}..{high}"
+            raise ValueError(msg)
+        return value
+    if not isinstance(value, bool):
+        msg = f"{key} must be a boolean"
+        raise ValueError(msg)
+    return value
 
 
 def _parse_rate_limit(value: object) -> RateLimit | None:
@@ -238,6 +318,9 @@ class FakeState:
         self.requests: deque[RequestRecord] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._hits: dict[str, deque[float]] = {}
         self._issued: set[str] = set()
+        self.waf_challenges = WafChallenges()
+        self.signer = ApiSigner()  # kept across reset: one secret per server, like one signer
+        self.stats = DefenceStats()
 
     def clear(self) -> None:
         """Forget everything; open streams are aborted by the caller (it owns the transports)."""
@@ -248,6 +331,12 @@ class FakeState:
         self.requests.clear()
         self._hits.clear()
         self._issued.clear()
+        self.waf_challenges.clear()
+        self.stats = DefenceStats()
+
+    def find_user(self, unique_id: str) -> User | None:
+        """Usernames are case-insensitive on TikTok: users are stored under the lower-case form."""
+        return self.users.get(unique_id.removeprefix("@").lower())
 
     def current_room(self, user: User) -> Room | None:
         return None if user.room_id is None else self.rooms.get(user.room_id)

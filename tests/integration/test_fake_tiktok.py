@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_tiktok import FakeTikTok, parse_profile
+from tests.fake_tiktok import KIND, FakeTikTok, parse_profile
 from tests.fake_tiktok.amf0 import amf0_decode_all
 from tests.fake_tiktok.media import ffmpeg_binary
 from tests.fake_tiktok.plugin import fake_media_dir, fake_tiktok  # noqa: F401
@@ -22,6 +22,9 @@ from tests.fake_tiktok.server import LiveHandle
 # 20x real time: a test sees a 10 s media loop go by in half a second.
 FAKE_TIKTOK_OPTIONS = {"speed": 20.0}
 WAIT_S = 10.0
+# Under the default scenario (TikTok's defences on) the main URL of the top rung (`origin`, the
+# suffix-less URL) is dead; every lower rung plays, so streaming tests use one of those.
+PLAYING_SUFFIX = "_sd5"
 
 Tag = tuple[int, int, bytes]  # (tag type, timestamp ms, payload)
 
@@ -162,6 +165,17 @@ async def client(fake: FakeTikTok) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+@pytest.fixture
+async def kind(fake: FakeTikTok) -> None:
+    """TikTok's defences off (`KIND`): for tests of page and api-live shapes with a plain client."""
+    await fake.set_scenario(**KIND)
+
+
+def playing_url(fake: FakeTikTok, stream_id: str) -> str:
+    """A correctly signed CDN URL that plays under the default (harsh) scenario."""
+    return fake.flv_url(stream_id, PLAYING_SUFFIX)
+
+
 @asynccontextmanager
 async def client_with_cookies(
     fake: FakeTikTok, cookies: dict[str, str]
@@ -267,6 +281,7 @@ async def test_quality_cap_720_hides_higher_renditions(
     assert set(decoded["data"]) == {"hd", "sd", "ld", "ao"}
 
 
+@pytest.mark.usefixtures("kind")
 async def test_offline_bodies_keep_the_stale_room(
     fake: FakeTikTok,
     client: httpx.AsyncClient,
@@ -300,6 +315,7 @@ async def test_offline_bodies_keep_the_stale_room(
     assert again.stream_id != handle.stream_id
 
 
+@pytest.mark.usefixtures("kind")
 async def test_live_pages_and_api_live(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
     handle = await live_user(fake)
     api = (await api_live(client, "alice")).json()
@@ -325,6 +341,7 @@ async def test_live_pages_and_api_live(fake: FakeTikTok, client: httpx.AsyncClie
     assert detail["LiveRoomInfo"]["status"] == 2
 
 
+@pytest.mark.usefixtures("kind")
 async def test_not_found_and_param_errors(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
     await fake.create_user("carol")
     assert (await api_live(client, "nobody")).json() == {
@@ -352,6 +369,7 @@ async def test_not_found_and_param_errors(fake: FakeTikTok, client: httpx.AsyncC
     assert "LiveRoom" not in sigi
 
 
+@pytest.mark.usefixtures("kind")
 async def test_age_restricted_needs_a_session_cookie(
     fake: FakeTikTok,
     client: httpx.AsyncClient,
@@ -382,6 +400,7 @@ async def test_private_room_prompt(fake: FakeTikTok) -> None:
     assert body["data"]["prompts"] == "Follow the creator to watch their LIVE"
 
 
+@pytest.mark.usefixtures("kind")
 async def test_country_block_redirects_pages_only(
     fake: FakeTikTok,
     client: httpx.AsyncClient,
@@ -396,8 +415,10 @@ async def test_country_block_redirects_pages_only(
     assert (await room_info(client, handle.room_id))["status_code"] == 0
 
 
+@pytest.mark.usefixtures("kind")
 async def test_waf_page_and_empty_api_body(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
     handle = await live_user(fake)
+    assert (await api_live(client, "alice")).json()["statusCode"] == 0
     await fake.set_scenario(waf=True)
     page = await client.get("/@alice/live")
     assert page.status_code == 200
@@ -414,6 +435,7 @@ async def test_waf_page_and_empty_api_body(fake: FakeTikTok, client: httpx.Async
     assert (await room_info(client, handle.room_id))["status_code"] == 0
 
 
+@pytest.mark.usefixtures("kind")
 async def test_rate_limit_turns_into_waf(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
     await live_user(fake)
     await fake.set_scenario(rate_limit={"max_req": 3, "window_s": 60})
@@ -467,6 +489,7 @@ async def test_flv_stream_structure_and_timestamps(
 
 async def test_only_audio(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
     handle = await live_user(fake)
+    # The top rung's audio-only URL plays even while its main URL is dead (the default).
     async with read_flv(client, fake.flv_url(handle.stream_id, only_audio=True)) as reader:
         await reader.wait_until(lambda d: len(walk_tags(d)) > 50)
     tags = walk_tags(reader.data)
@@ -478,7 +501,7 @@ async def test_only_audio(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
 async def test_extended_timestamp_byte(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
     await fake.set_scenario(ts_offset_ms=2**24 - 1_000)
     handle = await live_user(fake)
-    async with read_flv(client, fake.flv_url(handle.stream_id)) as reader:
+    async with read_flv(client, playing_url(fake, handle.stream_id)) as reader:
         await reader.wait_until(lambda d: (t := walk_tags(d)) != [] and t[-1][1] > 2**24 + 1_000)
     tags = walk_tags(reader.data)
     assert tags[0][1] < 2**24
@@ -495,7 +518,7 @@ async def test_bad_sign_expired_and_not_live(
     assert (await client.get(good.split("&sign=")[0])).status_code == 403
     expired = fake.flv_url(handle.stream_id, "_hd5", ttl_s=-60)
     assert (await client.get(expired)).status_code == 403
-    unknown = fake.flv_url("1999999999999999999")
+    unknown = playing_url(fake, "1999999999999999999")
     assert (await client.get(unknown)).status_code == 404
 
     await fake.set_scenario(url_ttl_s=-60)
@@ -510,7 +533,7 @@ async def test_drop_after_bytes(
     mode: Any,
 ) -> None:
     handle = await live_user(fake)
-    url = fake.flv_url(handle.stream_id)
+    url = playing_url(fake, handle.stream_id)
     await fake.drop(handle.stream_id, after_bytes=100_000, mode=mode)  # next connection
     async with read_flv(client, url) as reader:
         await reader.wait_done()
@@ -530,7 +553,7 @@ async def test_drop_after_bytes(
 
 async def test_pause_stalls_then_resume(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
     handle = await live_user(fake)
-    url = fake.flv_url(handle.stream_id)
+    url = playing_url(fake, handle.stream_id)
     async with read_flv(client, url) as reader:
         await reader.wait_bytes(50_000)
         await fake.pause("alice")
@@ -549,7 +572,7 @@ async def test_pause_stalls_then_resume(fake: FakeTikTok, client: httpx.AsyncCli
 
 async def test_end_eof_finishes_the_body(fake: FakeTikTok, client: httpx.AsyncClient) -> None:
     handle = await live_user(fake)
-    url = fake.flv_url(handle.stream_id)
+    url = playing_url(fake, handle.stream_id)
     async with read_flv(client, url) as reader:
         await reader.wait_bytes(50_000)
         await fake.end("alice", mode="eof")
@@ -568,8 +591,8 @@ async def test_end_reset_and_stall(fake: FakeTikTok, client: httpx.AsyncClient) 
     first = await live_user(fake, "alice")
     second = await live_user(fake, "bob")
     async with (
-        read_flv(client, fake.flv_url(first.stream_id)) as reset_reader,
-        read_flv(client, fake.flv_url(second.stream_id)) as stall_reader,
+        read_flv(client, playing_url(fake, first.stream_id)) as reset_reader,
+        read_flv(client, playing_url(fake, second.stream_id)) as stall_reader,
     ):
         await reset_reader.wait_bytes(20_000)
         await stall_reader.wait_bytes(20_000)
@@ -585,7 +608,7 @@ async def test_switch_injects_new_sequence_header(
     client: httpx.AsyncClient,
 ) -> None:
     handle = await live_user(fake)
-    async with read_flv(client, fake.flv_url(handle.stream_id)) as reader:
+    async with read_flv(client, playing_url(fake, handle.stream_id)) as reader:
         await reader.wait_bytes(100_000)
         await fake.switch(handle.stream_id, "h264_720p")
         await reader.wait_until(

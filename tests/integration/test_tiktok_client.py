@@ -20,12 +20,15 @@ from shared.tiktok import (
     LiveOffline,
     NetworkTimeout,
     RoomRef,
+    Signer,
     TikTokClient,
+    UnexpectedResponse,
     UserNotFound,
     WafBlocked,
     choose_stream,
+    stream_candidates,
 )
-from shared.tiktok import client as client_module
+from shared.tiktok import http as http_module
 from tests.fake_tiktok.server import FakeTikTok
 
 # 20x real time: the first FLV kilobytes arrive at once.
@@ -74,17 +77,30 @@ async def test_resolve_user_and_live_url_to_the_current_room(
     expected = RoomRef(live.room_id, "alice")
     assert await client.resolve("@alice") == expected
     assert await client.resolve("alice") == expected
-    assert await client.resolve("https://www.tiktok.com/@alice/live") == expected
+    assert await client.resolve("https://www.tiktok.com/@Alice/live") == expected
     assert await client.resolve("https://m.tiktok.com/@alice") == expected
 
-    (first, *_) = await fake_tiktok.requests("/api-live/user/room/")
-    assert first["query"]["aid"] == "1988"
-    assert first["query"]["uniqueId"] == "alice"
-    headers = first["headers"]
-    assert "Chrome/" in headers["user-agent"]
-    assert headers["referer"] == "https://www.tiktok.com/"
-    assert headers["origin"] == "https://www.tiktok.com"
-    assert headers["accept-language"].startswith("en-US")
+    # The profile page first (yt-dlp's step), behind a proof of work solved each time;
+    # unsigned api-live answers an empty body, so without a signer it is never asked.
+    pages = await fake_tiktok.requests("/@")
+    assert pages
+    # /@Alice is answered 301 to the canonical /@alice, which is followed
+    assert {(r["path"], r["status"]) for r in pages if r["path"] == "/@Alice"} == {("/@Alice", 301)}
+    assert {r["path"] for r in pages} == {"/@alice", "/@Alice"}
+    assert await fake_tiktok.requests("/api-live/") == []
+    stats = await fake_tiktok.stats()
+    assert stats["waf_solutions_accepted"] == 4
+    assert stats["access_denied"] == 0
+    for record in pages:  # a browser's top-level navigation
+        headers = record["headers"]
+        assert "Chrome/" in headers["user-agent"]
+        assert headers["sec-fetch-mode"] == "navigate"
+        assert "origin" not in headers
+        assert headers["accept-language"].startswith("en-US")
+    assert await client.check_alive([live.room_id]) == {live.room_id: True}
+    (alive,) = await fake_tiktok.requests("/webcast/")
+    assert alive["headers"]["origin"] == "https://www.tiktok.com"  # an XHR of the web app
+    assert alive["headers"]["sec-fetch-mode"] == "cors"
 
 
 async def test_stale_and_missing_room_ids(fake_tiktok: FakeTikTok, client: TikTokClient) -> None:
@@ -106,12 +122,38 @@ async def test_unknown_user_and_room(fake_tiktok: FakeTikTok, client: TikTokClie
     with pytest.raises(UserNotFound) as caught:
         await client.resolve("@nobody")
     assert caught.value.code is ErrorCode.USER_NOT_FOUND
-    # api-live answered: no fallback to the live page was needed
-    assert await fake_tiktok.requests("/@") == []
+    # believed only because two sources said so: the profile, then the live page
+    asked = [r["path"] for r in await fake_tiktok.requests("/@")]
+    assert list(dict.fromkeys(asked)) == ["/@nobody", "/@nobody/live"]
     with pytest.raises(UserNotFound):
-        await client.live_page_room("nobody")  # SIGI_STATE without LiveRoom
+        await client.live_page("nobody")  # SIGI state without LiveRoom
     with pytest.raises(UserNotFound):
-        await client.room_info(UNKNOWN_ROOM)  # 10011
+        await client.room_info(UNKNOWN_ROOM)  # 10011, and check_alive does not know it
+
+
+async def test_one_false_not_found_does_not_end_anything(
+    fake_tiktok: FakeTikTok, make_client: ClientFactory
+) -> None:
+    await fake_tiktok.create_user("alice")
+    live = await fake_tiktok.go_live("alice")
+    # TikTok-Live-Connector #323: 19881007 for live users; a soft block drops LiveRoom.
+    await fake_tiktok.set_scenario(api_live_user_not_found=True, live_page_soft_block=True)
+    signer = Signer(fake_tiktok.signer_url)
+    async with make_client(signer=signer) as client:
+        with pytest.raises(UserNotFound):
+            await client.user_room("alice")
+        assert await client.resolve("@alice") == RoomRef(live.room_id, "alice")
+    await signer.aclose()
+
+
+async def test_10011_for_an_age_gated_live_is_not_a_missing_room(
+    fake_tiktok: FakeTikTok, client: TikTokClient
+) -> None:
+    await fake_tiktok.create_user("alice", age_restricted=True)
+    live = await fake_tiktok.go_live("alice")
+    await fake_tiktok.set_scenario(room_info_10011_for_age_gated=True)  # TikTokLive #228
+    with pytest.raises(AgeRestricted):
+        await client.room_info(live.room_id)
 
 
 # --- check_alive and confirmation ---------------------------------------------------------
@@ -164,23 +206,78 @@ async def test_live_room_info_gives_a_playable_flv_url(
     assert (info.unique_id, info.nickname) == ("alice", "Alice A")
     assert {"origin", "hd", "sd", "ld", "ao"} <= set(info.streams)
 
-    variant = choose_stream(info)
-    assert variant.quality == "origin"
-    assert variant.flv_url.startswith(f"{fake_tiktok.base_url}/game/stream-{live.stream_id}")
-    assert "\\u0026" not in variant.flv_url
-    received = bytearray()
-    async with (
-        asyncio.timeout(10),
-        httpx.AsyncClient() as http,
-        http.stream("GET", variant.flv_url) as response,
-    ):
-        assert response.status_code == 200
-        assert response.headers["content-type"] == "video/x-flv"
-        async for chunk in response.aiter_bytes():
-            received += chunk
-            if len(received) >= 4096:
-                break
+    candidates = stream_candidates(info)
+    assert [(c.quality, c.source) for c in candidates[:3]] == [
+        ("origin", "main"),
+        ("origin", "backup"),
+        ("uhd", "main"),
+    ]
+    base = f"{fake_tiktok.base_url}/game/stream-{live.stream_id}"
+    assert candidates[0].url.startswith(base)
+    assert candidates[1].url.startswith(f"{fake_tiktok.base_url}/bk/game/stream-{live.stream_id}")
+    assert all("\\u0026" not in c.url for c in candidates)
+    # The top rung's main URL is dead (StreamCap #120); its backup plays.
+    async with asyncio.timeout(10), httpx.AsyncClient() as http:
+        dead = await http.get(candidates[0].url)
+        assert dead.status_code == 404
+        received = bytearray()
+        async with http.stream("GET", candidates[1].url) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "video/x-flv"
+            async for chunk in response.aiter_bytes():
+                received += chunk
+                if len(received) >= 4096:
+                    break
     assert received[:3] == b"FLV"
+
+
+async def test_a_flagged_ip_gets_the_streams_from_the_live_page(
+    fake_tiktok: FakeTikTok, client: TikTokClient
+) -> None:
+    await fake_tiktok.create_user("alice")
+    live = await fake_tiktok.go_live("alice", title="t")
+    await fake_tiktok.set_scenario(room_info_restricted=True)  # 4003110 to every room/info
+    with pytest.raises(AgeRestricted):
+        await client.confirm_live(live.room_id)  # nobody known: nothing else to ask
+    info = await client.confirm_live(live.room_id, "alice")
+    assert (info.room_id, info.status, info.source) == (live.room_id, 2, "live_page")
+    assert info.streams
+    assert stream_candidates(info)[0].url.startswith(fake_tiktok.base_url)
+
+
+async def test_signed_api_live(fake_tiktok: FakeTikTok, make_client: ClientFactory) -> None:
+    await fake_tiktok.create_user("alice")
+    live = await fake_tiktok.go_live("alice")
+    signer = Signer(fake_tiktok.signer_url)
+    async with make_client(signer=signer) as client:
+        state = await client.user_room("alice")
+        assert state.ref == RoomRef(live.room_id, "alice")
+        assert state.live is not None
+        assert state.live.streams
+        await fake_tiktok.set_scenario(signer_down=True)
+        with pytest.raises(UnexpectedResponse, match="HTTP 503"):
+            await client.user_room("alice")
+        # a signer outage costs api-live, never the resolution (upstream #469)
+        assert await client.resolve("@alice") == RoomRef(live.room_id, "alice")
+    await signer.aclose()
+    async with make_client() as unsigned:
+        with pytest.raises(WafBlocked, match="empty body"):
+            await unsigned.user_room("alice")
+
+
+async def test_www_pages_through_an_impersonating_session(
+    fake_tiktok: FakeTikTok, make_client: ClientFactory
+) -> None:
+    await fake_tiktok.create_user("alice")
+    live = await fake_tiktok.go_live("alice")
+    async with make_client(impersonate="chrome") as client:
+        assert await client.resolve("@alice") == RoomRef(live.room_id, "alice")
+    pages = await fake_tiktok.requests("/@alice")
+    assert pages
+    # curl_cffi's own Chrome identity, not httpx's: its UA and client hints
+    assert all("Chrome/" in r["headers"]["user-agent"] for r in pages)
+    assert all("sec-ch-ua" in r["headers"] for r in pages)
+    assert (await fake_tiktok.stats())["access_denied"] == 0
 
 
 # --- restricted rooms and cookies ---------------------------------------------------------
@@ -223,25 +320,13 @@ async def test_waf_is_reported_not_crashed(fake_tiktok: FakeTikTok, client: TikT
     live = await fake_tiktok.go_live("alice")
     await fake_tiktok.set_scenario(waf=True)
     with pytest.raises(WafBlocked) as caught:
-        await client.resolve("@alice")  # empty api-live body, then the challenge page
+        await client.resolve("@alice")  # profile and live page: a block with no puzzle
     assert (caught.value.code, caught.value.retryable) == (ErrorCode.WAF_BLOCKED, True)
     with pytest.raises(WafBlocked):
         await client.check_alive([live.room_id])  # empty data list
     # Behind the WAF room/info answers 4003110, indistinguishable from an age gate.
     with pytest.raises(AgeRestricted):
         await client.room_info(live.room_id)
-
-
-async def test_empty_api_body_falls_back_to_the_live_page(
-    fake_tiktok: FakeTikTok, client: TikTokClient
-) -> None:
-    await fake_tiktok.create_user("alice")
-    live = await fake_tiktok.go_live("alice")
-    await fake_tiktok.set_scenario(empty_api_body=True)
-    with pytest.raises(WafBlocked):
-        await client.user_room("alice")
-    assert await client.resolve("@alice") == RoomRef(live.room_id, "alice")
-    assert [r["path"] for r in await fake_tiktok.requests("/@")] == ["/@alice/live"]
 
 
 async def test_country_block_still_allows_room_ids(
@@ -256,14 +341,11 @@ async def test_country_block_still_allows_room_ids(
     assert (await client.confirm_live(live.room_id)).is_live  # webcast keeps working
     assert await fake_tiktok.requests("/@") == []  # no page was asked for a room id
     with pytest.raises(CountryBlocked) as caught:
-        await client.live_page_room("alice")
+        await client.live_page("alice")  # only a redirect to /login is a block
     assert caught.value.code is ErrorCode.COUNTRY_BLOCKED
-
-    # api-live down too: the live page redirects, the profile page still names the room.
-    await fake_tiktok.set_scenario(empty_api_body=True)
+    # The profile page is not redirected: it still names the room (or says "no room").
     assert await client.resolve("@alice") == RoomRef(live.room_id, "alice")
-    with pytest.raises(CountryBlocked):
-        await client.resolve("@bob")  # never live: nothing to record from here
+    assert await client.resolve("@bob") == RoomRef(None, "bob")
 
 
 # --- network failures ---------------------------------------------------------------------
@@ -326,7 +408,7 @@ async def test_requests_are_logged_without_cookie_values(
     await fake_tiktok.create_user("alice", age_restricted=True)
     live = await fake_tiktok.go_live("alice")
     with structlog.testing.capture_logs() as logs:
-        monkeypatch.setattr(client_module, "log", structlog.get_logger("test"))
+        monkeypatch.setattr(http_module, "log", structlog.get_logger("test"))
         async with make_client(cookies={"sessionid": "very-secret-cookie"}) as client:
             await client.room_info(live.room_id)
     (entry,) = [e for e in logs if e["event"] == "tiktok.request"]
