@@ -462,14 +462,9 @@ class RecordingSession:
         self._rounds += 1
         conn = _Conn("error", detail="no stream URL")
         for candidate in candidates:
-            conn = await self._connect(candidate.url)
+            conn = await self._connect(candidate)
             self._segmenter.close(_close_reason(conn))
             if not conn.dead:
-                if conn.media and candidate != self._streaming:
-                    self._streaming = candidate
-                    log.info("recorder.stream", quality=candidate.quality, source=candidate.source)
-                    if self._on_stream is not None:
-                        self._spawn(_call_hook("on_stream", self._on_stream(candidate)))
                 return conn
             metrics.DEAD_STREAMS.inc()
             log.warning(
@@ -484,8 +479,18 @@ class RecordingSession:
                 break
         return conn
 
-    async def _connect(self, url: str) -> _Conn:
+    def _media_from(self, candidate: StreamCandidate) -> None:
+        """Media flows from ``candidate``: say so when it is not the one it last came from."""
+        if candidate == self._streaming:
+            return
+        self._streaming = candidate
+        log.info("recorder.stream", quality=candidate.quality, source=candidate.source)
+        if self._on_stream is not None:
+            self._spawn(_call_hook("on_stream", self._on_stream(candidate)))
+
+    async def _connect(self, candidate: StreamCandidate) -> _Conn:
         """Pull one HTTP-FLV response into the segmenter; report how it ended."""
+        url = candidate.url
         self._connections += 1
         segmenter = self._segmenter
         segmenter.new_segment()
@@ -521,6 +526,7 @@ class RecordingSession:
                                 write(tag)
                             if not media and segmenter.current is not None:
                                 media = True
+                                self._media_from(candidate)
                             if segmenter.limit_reached:
                                 return _Conn("limit", media=media)
                             if t >= next_progress:

@@ -108,13 +108,19 @@ async def test_duration_recording_goes_pending_started_success(stack: Stack) -> 
 async def test_live_end_finalizes_and_succeeds(stack: Stack) -> None:
     await stack.fake.create_user("bob")
     await stack.fake.go_live("bob")
-    task_id = await stack.record(url="https://www.tiktok.com/@bob/live")
+    # TikTok as it is: a mixed-case URL (301 to /@bob), the profile page behind a proof of
+    # work, api-live unsigned, the top rung's main URL dead and its backup playing.
+    task_id = await stack.record(url="https://www.tiktok.com/@Bob/live")
     await stack.wait(task_id, "STARTED")
 
     async def bytes_flowing() -> bool:
         return (await stack.job(task_id))["progress"]["segments"] > 0
 
     await eventually(bytes_flowing, timeout=15)
+    progress = (await stack.job(task_id))["progress"]
+    # the job says what it really records: the top rung, from its backup CDN
+    assert (progress["quality"], progress["stream_source"]) == ("origin", "backup")
+    assert progress["quality_wanted"] == "origin"
     await stack.fake.end("bob", mode="eof")
     loop = asyncio.get_running_loop()
     ended = loop.time()
