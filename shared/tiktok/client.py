@@ -121,11 +121,6 @@ class TikTokClient:
         """The underlying client (same proxy, no cookies), for streaming the FLV itself."""
         return self._net.http
 
-    @property
-    def signs(self) -> bool:
-        """Whether api-live is used (a signer is configured)."""
-        return self._signer is not None
-
     # --- resolving targets ---------------------------------------------------------------
 
     async def resolve(self, target: str) -> RoomRef:
@@ -135,16 +130,12 @@ class TikTokClient:
 
         The room id may be stale or None: ``confirm_live`` says whether it is live.
         """
-        return (await self.resolve_state(target)).ref
-
-    async def resolve_state(self, target: str) -> PageState:
-        """:meth:`resolve`, with the live room as the answering page showed it."""
         parsed = parse_target(target)
         if parsed.kind == "short_link":
             parsed = await self._follow_short_link(parsed.value)
         if parsed.kind == "room_id":
-            return PageState(RoomRef(room_id=parsed.value, unique_id=None))
-        return await self._resolve_user(parsed.value)
+            return RoomRef(room_id=parsed.value, unique_id=None)
+        return (await self._resolve_user(parsed.value)).ref
 
     async def profile_page(self, unique_id: str) -> PageState:
         """The profile page ``/@user`` (yt-dlp's first step)."""
