@@ -43,7 +43,7 @@ async def main(streams: int, window: float, profile: str) -> None:
         argv = [
             sys.executable,
             "-m",
-            "tests.fake_tiktok",
+            "tlr.fake_tiktok",
             "--port",
             str(port),
             "--profile",

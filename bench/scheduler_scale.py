@@ -194,7 +194,7 @@ async def run(cfg: RunConfig) -> Result:
     try:
         await nats.start()
         fake_proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_tiktok", "--port", str(free_port())],
+            [sys.executable, "-m", "tlr.fake_tiktok", "--port", str(free_port())],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -199,7 +199,7 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tlr-bench-tiktok-"))
     nats = NatsServer(tmp / "nats")
     fake_proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_tiktok", "--port", str(free_port())],
+        [sys.executable, "-m", "tlr.fake_tiktok", "--port", str(free_port())],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """``tlr demo``: the whole path on one machine with no internet, narrated.
 
-The fake TikTok (``tests/fake_tiktok``) and an S3 server (moto, a dev dependency) start as child
+The fake TikTok (``tlr.fake_tiktok``) and an S3 server (moto, a dev dependency) start as child
 processes, ``tlr up``'s stack starts on free ports, and then the demo acts as a user would over
 the REST API: it registers a watcher, makes the fake host go live for ~20 s, follows the job,
 lists the files, checks that every MP4 decodes, and shows what each service's ``/metrics`` saw.
@@ -28,7 +28,7 @@ from typing import IO, Any, TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.devstack import REPO_ROOT, DevStackSettings, up
+from shared.devstack import DevStackSettings, up
 from shared.events import utc_now
 from shared.nats_server import die_with_parent
 from shared.runtime import stop_on_signals
@@ -146,7 +146,6 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
-        cwd=REPO_ROOT,  # `tests.fake_tiktok` is imported from the checkout
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE if stdout_pipe else log,
         stderr=log,
@@ -156,10 +155,8 @@ def _spawn(
 
 
 async def _start_fake(ports: Ports, var_dir: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    if not (REPO_ROOT / "tests" / "fake_tiktok" / "__main__.py").exists():
-        msg = "the fake TikTok (tests/fake_tiktok) is not here: run the demo from a git checkout"
-        raise DemoFailed(msg)
-    argv = [sys.executable, "-m", "tests.fake_tiktok", "--port", str(ports.fake)]
+    # Installed with `tlr` itself, so the demo runs from any folder, not only a checkout.
+    argv = [sys.executable, "-m", "tlr.fake_tiktok", "--port", str(ports.fake)]
     argv += ["--media-dir", str(var_dir / "fake-media"), "--user", HOST]
     proc = _spawn(argv, log, stdout_pipe=True)
     assert proc.stdout is not None

@@ -11,7 +11,7 @@ import pytest
 from shared.bus import Bus
 from shared.nats_server import NatsServer
 
-pytest_plugins = ["tests.fake_tiktok.plugin", "tests.s3_server"]
+pytest_plugins = ["tests.fake_tiktok_plugin", "tests.s3_server"]
 
 
 @pytest.fixture

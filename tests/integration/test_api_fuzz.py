@@ -40,8 +40,8 @@ from shared.bus import Bus
 from shared.config import GatewaySettings, IndexerSettings, SchedulerSettings
 from shared.nats_server import NatsServer
 from shared.secrets import new_key
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import eventually
+from tlr.fake_tiktok import FakeTikTok
 
 KEY = "k-fuzz"
 BASE_URL = "http://gw"

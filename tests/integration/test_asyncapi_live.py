@@ -27,12 +27,12 @@ from shared.config import IndexerSettings, UploaderSettings
 from shared.events import EVENT_TYPES
 from shared.nats_server import NatsServer
 from shared.subjects import subject_for
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import eventually
 
 # The gateway, scheduler and recorder of the watcher flow, behind its REST client.
 from tests.integration.test_watcher_flow import Api, api  # noqa: F401
 from tests.s3_server import S3Server
+from tlr.fake_tiktok import FakeTikTok
 
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 # JetStream API and acks, KV, inboxes (replies, pull deliveries), micro discovery, and the

@@ -34,8 +34,8 @@ from shared.client.api import ApiError, Unreachable
 from shared.client.progress import PATIENCE, PlainView, follow, human_bytes
 from shared.config import GatewaySettings, IndexerSettings, RecorderSettings, SchedulerSettings
 from shared.nats_server import NatsServer
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import eventually, free_port
+from tlr.fake_tiktok import FakeTikTok
 
 KEY = "k-cli"
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_tiktok import KIND, FakeTikTok, parse_profile
-from tests.fake_tiktok.amf0 import amf0_decode_all
-from tests.fake_tiktok.media import ffmpeg_binary
-from tests.fake_tiktok.plugin import fake_media_dir, fake_tiktok  # noqa: F401
-from tests.fake_tiktok.server import LiveHandle
+from tests.fake_tiktok_plugin import fake_media_dir, fake_tiktok  # noqa: F401
+from tlr.fake_tiktok import KIND, FakeTikTok, parse_profile
+from tlr.fake_tiktok.amf0 import amf0_decode_all
+from tlr.fake_tiktok.media import ffmpeg_binary
+from tlr.fake_tiktok.server import LiveHandle
 
 # 20x real time: a test sees a 10 s media loop go by in half a second.
 FAKE_TIKTOK_OPTIONS = {"speed": 20.0}

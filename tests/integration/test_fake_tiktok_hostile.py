@@ -13,9 +13,6 @@ import httpx
 import pytest
 
 from shared.tiktok.waf import parse_challenge, solve, solve_in_thread
-from tests.fake_tiktok import HARSH, KIND, FakeTikTok
-from tests.fake_tiktok.defences import WafChallenges
-from tests.fake_tiktok.state import Scenario
 from tests.integration.test_fake_tiktok import (
     WAIT_S,
     live_user,
@@ -23,6 +20,9 @@ from tests.integration.test_fake_tiktok import (
     stream_data_of,
     walk_tags,
 )
+from tlr.fake_tiktok import HARSH, KIND, FakeTikTok
+from tlr.fake_tiktok.defences import WafChallenges
+from tlr.fake_tiktok.state import Scenario
 
 FAKE_TIKTOK_OPTIONS = {"speed": 20.0}
 FAST_WAF = 2_000  # challenge answers below this: solved in about a millisecond

@@ -23,9 +23,9 @@ from shared.config import GatewaySettings, IndexerSettings, RecorderSettings, Up
 from shared.events import UploadDone
 from shared.nats_server import NatsServer
 from shared.subjects import EVENTS_STREAM, subject_for
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import JobsApi, eventually
 from tests.s3_server import S3Server
+from tlr.fake_tiktok import FakeTikTok
 
 KEY = "k-files-flow"
 BUCKET = "recordings"

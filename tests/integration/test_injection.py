@@ -30,7 +30,7 @@ from shared.config import GatewaySettings, IndexerSettings, SchedulerSettings
 from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
-from tests.fake_tiktok import FakeTikTok
+from tlr.fake_tiktok import FakeTikTok
 
 KEY = "k-injection"
 ROOM = "7503448765740976902"

@@ -20,8 +20,8 @@ from shared.logging import get_logger
 from shared.micro import ping_all
 from shared.nats_server import NatsServer
 from shared.secrets import new_key
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import JobsApi, decode_errors, eventually
+from tlr.fake_tiktok import FakeTikTok
 
 KEY = "k-fleet"
 H = {"X-API-Key": KEY}

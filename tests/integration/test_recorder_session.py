@@ -22,7 +22,7 @@ from services.recorder.session import Progress, RecordingSession, SessionResult,
 from shared.errors import ErrorCode
 from shared.naming import render
 from shared.tiktok import StreamCandidate
-from tests.fake_tiktok import FakeTikTok, FaultMode, RoomStatus
+from tlr.fake_tiktok import FakeTikTok, FaultMode, RoomStatus
 
 # 10x real time: 6 s of media arrive in 0.6 s. FLV timestamps are media time (x speed).
 FAKE_TIKTOK_OPTIONS = {"speed": 10.0}

@@ -18,8 +18,8 @@ from shared.bus import Bus
 from shared.config import GatewaySettings, RecorderSettings
 from shared.nats_server import NatsServer
 from shared.secrets import new_key
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import JobsApi, decode_errors, eventually
+from tlr.fake_tiktok import FakeTikTok
 
 KEY = "k-flow"
 H = {"X-API-Key": KEY}

@@ -20,8 +20,8 @@ from shared.events import RoomLive, WatchDeleted, WatchRequested
 from shared.nats_server import NatsServer
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET, subject_for
 from shared.watchers import GET, GetRequest, Watcher
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import decode_errors, eventually
+from tlr.fake_tiktok import FakeTikTok
 
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 

@@ -26,10 +26,10 @@ from shared.config import GatewaySettings, RecorderSettings, UploaderSettings
 from shared.logging import configure_logging
 from shared.nats_server import NatsServer
 from shared.secrets import new_key
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import JobsApi, eventually
 from tests.http_proxy import AuthProxy
 from tests.s3_server import S3Server
+from tlr.fake_tiktok import FakeTikTok
 
 KEY = "k-secrets"
 PASSWORD = "pr0xy-Pa55-7f3c9e"

@@ -15,7 +15,7 @@ from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from shared.config import GatewaySettings
 from shared.nats_server import NatsServer
-from tests.fake_tiktok import FakeTikTok
+from tlr.fake_tiktok import FakeTikTok
 
 FAKE_TIKTOK_OPTIONS = {"speed": 10.0}
 KEY = "k-check"

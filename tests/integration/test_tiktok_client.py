@@ -29,7 +29,7 @@ from shared.tiktok import (
     stream_candidates,
 )
 from shared.tiktok import http as http_module
-from tests.fake_tiktok.server import FakeTikTok
+from tlr.fake_tiktok.server import FakeTikTok
 
 # 20x real time: the first FLV kilobytes arrive at once.
 FAKE_TIKTOK_OPTIONS = {"speed": 20.0}

@@ -25,8 +25,8 @@ from shared.micro import ping_all
 from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from shared.subjects import CLAIMS_BUCKET
-from tests.fake_tiktok import FakeTikTok
 from tests.helpers import JobsApi, decode_errors, eventually
+from tlr.fake_tiktok import FakeTikTok
 
 KEY = "k-watch"
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}

@@ -11,12 +11,12 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from tests.fake_tiktok import control
-from tests.fake_tiktok.app import make_app
-from tests.fake_tiktok.cdn import UrlMaker
-from tests.fake_tiktok.context import FakeContext
-from tests.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary
-from tests.fake_tiktok.state import FakeState, FaultMode, Room, User
+from tlr.fake_tiktok import control
+from tlr.fake_tiktok.app import make_app
+from tlr.fake_tiktok.cdn import UrlMaker
+from tlr.fake_tiktok.context import FakeContext
+from tlr.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary
+from tlr.fake_tiktok.state import FakeState, FaultMode, Room, User
 
 DEFAULT_TICK_S = 0.04
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tests.fake_tiktok.media import MediaLibrary
-from tests.fake_tiktok.state import FakeState
+from tlr.fake_tiktok.media import MediaLibrary
+from tlr.fake_tiktok.state import FakeState
 
 
 @dataclass

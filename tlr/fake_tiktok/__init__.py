@@ -7,14 +7,14 @@ Typical use in a test::
         room_id, stream_id = await fake.go_live("alice", profile="h264_720p")
         ...  # point TIKTOK_WEB_BASE and TIKTOK_WEBCAST_BASE at fake.base_url
 
-or request the `fake_tiktok` fixture from `tests.fake_tiktok.plugin`. Standalone:
-``python -m tests.fake_tiktok --port 8090``. The protocol shapes follow docs/TIKTOK.md §2 and §5.
+or request the `fake_tiktok` fixture from `tests.fake_tiktok_plugin`. Standalone:
+``python -m tlr.fake_tiktok --port 8090``. The protocol shapes follow docs/TIKTOK.md §2 and §5.
 """
 
-from tests.fake_tiktok.control import ControlError
-from tests.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary, Profile, parse_profile
-from tests.fake_tiktok.server import FakeTikTok, LiveHandle, start_fake_tiktok
-from tests.fake_tiktok.state import HARSH, KIND, FaultMode, RoomStatus
+from tlr.fake_tiktok.control import ControlError
+from tlr.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary, Profile, parse_profile
+from tlr.fake_tiktok.server import FakeTikTok, LiveHandle, start_fake_tiktok
+from tlr.fake_tiktok.state import HARSH, KIND, FaultMode, RoomStatus
 
 __all__ = [
     "DEFAULT_PROFILE",

@@ -7,7 +7,7 @@ import secrets
 from html import escape
 from typing import Any
 
-from tests.fake_tiktok.payloads import dumps
+from tlr.fake_tiktok.payloads import dumps
 
 SIGI_SCRIPT_ID = "SIGI_STATE"
 

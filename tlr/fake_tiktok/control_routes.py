@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fake_tiktok import control
-from tests.fake_tiktok.context import FakeContext, get_ctx
-from tests.fake_tiktok.media import DEFAULT_PROFILE
-from tests.fake_tiktok.state import parse_fault_mode
+from tlr.fake_tiktok import control
+from tlr.fake_tiktok.context import FakeContext, get_ctx
+from tlr.fake_tiktok.media import DEFAULT_PROFILE
+from tlr.fake_tiktok.state import parse_fault_mode
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Endpoint = Callable[[web.Request, FakeContext], Awaitable[object]]

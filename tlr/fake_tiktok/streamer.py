@@ -10,9 +10,9 @@ import time
 
 from aiohttp import web
 
-from tests.fake_tiktok.flv import LoopCursor
-from tests.fake_tiktok.media import MediaLibrary
-from tests.fake_tiktok.state import FaultMode, Room, RoomStatus, StreamConn
+from tlr.fake_tiktok.flv import LoopCursor
+from tlr.fake_tiktok.media import MediaLibrary
+from tlr.fake_tiktok.state import FaultMode, Room, RoomStatus, StreamConn
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 _FLUSH_TIMEOUT_S = 5.0

@@ -6,8 +6,8 @@ import re
 import time
 from typing import Any
 
-from tests.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary
-from tests.fake_tiktok.state import (
+from tlr.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary
+from tlr.fake_tiktok.state import (
     DropSpec,
     FakeState,
     FaultMode,

@@ -9,11 +9,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from tests.fake_tiktok import pages
-from tests.fake_tiktok.context import get_ctx
-from tests.fake_tiktok.defences import WAF_COOKIE
-from tests.fake_tiktok.flv import flv_header
-from tests.fake_tiktok.state import FakeState
+from tlr.fake_tiktok import pages
+from tlr.fake_tiktok.context import get_ctx
+from tlr.fake_tiktok.defences import WAF_COOKIE
+from tlr.fake_tiktok.flv import flv_header
+from tlr.fake_tiktok.state import FakeState
 
 BROWSER_UA_MARK = "Mozilla/5.0"
 

@@ -10,7 +10,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from tests.fake_tiktok.amf0 import amf0_decode_all, script_tag_data
+from tlr.fake_tiktok.amf0 import amf0_decode_all, script_tag_data
 
 TAG_AUDIO = 8
 TAG_VIDEO = 9

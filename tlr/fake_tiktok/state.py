@@ -12,7 +12,7 @@ from enum import IntEnum
 from typing import Any, Literal
 
 from shared.tiktok.waf import MAX_ANSWER
-from tests.fake_tiktok.defences import ApiSigner, DefenceStats, WafChallenges
+from tlr.fake_tiktok.defences import ApiSigner, DefenceStats, WafChallenges
 
 FaultMode = Literal["eof", "reset", "stall"]
 FAULT_MODES: tuple[FaultMode, ...] = ("eof", "reset", "stall")

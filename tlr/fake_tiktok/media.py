@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.recorder.ffmpeg import choose_ffmpeg
-from tests.fake_tiktok.flv import LoopSource, parse_flv
+from tlr.fake_tiktok.flv import LoopSource, parse_flv
 
 DEFAULT_PROFILE = "h264_360p"
 # Bump when the ffmpeg arguments change so stale cached files are not reused.

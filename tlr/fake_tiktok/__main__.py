@@ -1,4 +1,4 @@
-"""Run the fake TikTok standalone: ``python -m tests.fake_tiktok --port 8090 [--speed 1.0]``."""
+"""Run the fake TikTok standalone: ``python -m tlr.fake_tiktok --port 8090 [--speed 1.0]``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.fake_tiktok.media import DEFAULT_PROFILE, default_media_dir
-from tests.fake_tiktok.server import start_fake_tiktok
-from tests.fake_tiktok.state import KIND
+from tlr.fake_tiktok.media import DEFAULT_PROFILE, default_media_dir
+from tlr.fake_tiktok.server import start_fake_tiktok
+from tlr.fake_tiktok.state import KIND
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.fake_tiktok", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tlr.fake_tiktok", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--speed", type=float, default=1.0, help="media pacing factor")

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from tests.fake_tiktok.cdn import (
+from tlr.fake_tiktok.cdn import (
     LEGACY_KEYS,
     QUALITIES,
     Quality,
@@ -14,8 +14,8 @@ from tests.fake_tiktok.cdn import (
     listed_qualities,
     top_quality,
 )
-from tests.fake_tiktok.media import Profile
-from tests.fake_tiktok.state import Room, RoomStatus, User
+from tlr.fake_tiktok.media import Profile
+from tlr.fake_tiktok.state import Room, RoomStatus, User
 
 PRIVATE_PROMPT = "Follow the creator to watch their LIVE"
 

@@ -9,19 +9,19 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from tests.fake_tiktok import hostile, pages, payloads
-from tests.fake_tiktok.cdn import BACKUP_CDN_PREFIX, CDN_PREFIX, UrlMaker, stream_sign, top_quality
-from tests.fake_tiktok.context import CTX, FakeContext, get_ctx
-from tests.fake_tiktok.control_routes import add_control_routes
-from tests.fake_tiktok.media import Profile
-from tests.fake_tiktok.state import (
+from tlr.fake_tiktok import hostile, pages, payloads
+from tlr.fake_tiktok.cdn import BACKUP_CDN_PREFIX, CDN_PREFIX, UrlMaker, stream_sign, top_quality
+from tlr.fake_tiktok.context import CTX, FakeContext, get_ctx
+from tlr.fake_tiktok.control_routes import add_control_routes
+from tlr.fake_tiktok.media import Profile
+from tlr.fake_tiktok.state import (
     RequestRecord,
     Room,
     RoomStatus,
     StreamConn,
     User,
 )
-from tests.fake_tiktok.streamer import FlvStreamer
+from tlr.fake_tiktok.streamer import FlvStreamer
 
 WEB_AID = "1988"
 _STREAM_NAME_RE = re.compile(r"^stream-(?P<sid>\d+)(?P<sfx>_uhd5|_hd5|_sd5|_ld5)?\.flv$")

@@ -1,4 +1,4 @@
-"""pytest fixtures: `fake_media_dir` (rendered media, once per session) and `fake_tiktok`."""
+"""pytest fixtures over tlr.fake_tiktok: `fake_media_dir` (rendered once) and `fake_tiktok`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_tiktok.server import FakeTikTok, start_fake_tiktok
+from tlr.fake_tiktok.server import FakeTikTok, start_fake_tiktok
 
 MEDIA_DIR_ENV = "TLR_FAKE_TIKTOK_MEDIA_DIR"
 
