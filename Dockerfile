@@ -18,6 +18,10 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --locked --no-dev --no-install-project --python python
 COPY shared ./shared
 COPY services ./services
+# The services never import tlr/; it is here so the image's `tlr` command (tlr check, the
+# client) works, as its console script is part of the package. .dockerignore leaves out
+# tlr/fake_tiktok: a production image carries no fake TikTok.
+COPY tlr ./tlr
 # The project itself, as a regular (not editable) package: /src is not copied to the runtime.
 RUN uv sync --locked --no-dev --no-editable --python python
 

@@ -37,7 +37,7 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services tlr
 	$(BIN)/tlr nats-defs --check
 	$(BIN)/tlr asyncapi --check
 	$(BIN)/tlr postman --check

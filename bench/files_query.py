@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from bench._proc import cpu_seconds, free_port, rss_mib, wait_for  # noqa: E402
 from services.indexer.store import IndexStore  # noqa: E402
 from shared.files import IndexedFile  # noqa: E402
-from shared.nats_server import NatsServer  # noqa: E402
+from tlr.nats_server import NatsServer  # noqa: E402
 
 KEY = "bench-key"
 YEAR_START = datetime(2026, 1, 1, tzinfo=UTC)

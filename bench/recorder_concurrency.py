@@ -28,8 +28,8 @@ from bench._proc import cpu_seconds, free_port, rss_mib, wait_for  # noqa: E402
 from shared import jobs  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.events import RecordingRequested  # noqa: E402
-from shared.nats_server import NatsServer  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
+from tlr.nats_server import NatsServer  # noqa: E402
 
 
 async def main(streams: int, window: float, profile: str) -> None:

@@ -58,8 +58,8 @@ from shared import events  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.events import RoomLive, WatchRequested  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
-from shared.nats_server import NatsServer  # noqa: E402
 from shared.watchers import LIST, ListReply, ListRequest  # noqa: E402
+from tlr.nats_server import NatsServer  # noqa: E402
 
 BUCKET_CAPACITY = 2  # services/scheduler/budget.py: a bucket holds at most 2 tokens
 USER_ROOM = "/api-live/user/room/"

@@ -43,10 +43,10 @@ from services.scheduler.store import WatcherStore  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
-from shared.nats_server import NatsServer  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
 from shared.tiktok.factory import client_from_settings  # noqa: E402
 from shared.watchers import Watcher  # noqa: E402
+from tlr.nats_server import NatsServer  # noqa: E402
 
 POLL_S = 60
 
@@ -129,7 +129,7 @@ async def scenario(
             budget=Budget(1_000_000),
             jobs_kv=await bus.kv(JOBS_BUCKET),
             publish=publish,  # type: ignore[arg-type]
-            client_for=lambda _w: _ready(client),
+            client_for=lambda _w: client,
             egress_of=lambda _w: "direct",
         )
         for n in range(args.passes):
@@ -166,10 +166,6 @@ async def scenario(
                 )
     await client.aclose()
     return figures
-
-
-async def _ready(value: object) -> object:
-    return value
 
 
 def report(all_figures: list[Figures]) -> None:

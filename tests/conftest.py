@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.bus import Bus
-from shared.nats_server import NatsServer
+from tlr.nats_server import NatsServer
 
 pytest_plugins = ["tests.fake_tiktok_plugin", "tests.s3_server"]
 

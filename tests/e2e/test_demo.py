@@ -21,7 +21,7 @@ async def test_demo_records_a_playable_mp4_and_every_service_counts_it(tmp_path:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "tlr.cli",
         "demo",
         "--dir",
         str(tmp_path / "demo"),

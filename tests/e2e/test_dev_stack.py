@@ -14,9 +14,9 @@ import httpx
 import nats
 import pytest
 
-from shared.devstack import SERVICES
 from shared.micro import ping_all
 from tests.helpers import eventually, free_port
+from tlr.devstack import SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,7 @@ async def test_tlr_up_runs_the_whole_stack_and_leaves_nothing_behind(tmp_path: P
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "tlr.cli",
         "up",
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -38,10 +38,10 @@ from services.indexer.service import IndexerService
 from services.scheduler.service import SchedulerService
 from shared.bus import Bus
 from shared.config import GatewaySettings, IndexerSettings, SchedulerSettings
-from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from tests.helpers import eventually
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 KEY = "k-fuzz"
 BASE_URL = "http://gw"

@@ -12,9 +12,9 @@ import pytest
 
 from shared.bus import Bus
 from shared.events import Event, RecordedFile, RecordingFinished, RoomLive
-from shared.nats_server import NatsServer
 from shared.subjects import EVENTS_STREAM
 from tests.helpers import eventually
+from tlr.nats_server import NatsServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "subscriber.py"
 DURABLE = "example-it"

@@ -25,7 +25,6 @@ from shared import asyncapi
 from shared.bus import Bus
 from shared.config import IndexerSettings, UploaderSettings
 from shared.events import EVENT_TYPES
-from shared.nats_server import NatsServer
 from shared.subjects import subject_for
 from tests.helpers import eventually
 
@@ -33,6 +32,7 @@ from tests.helpers import eventually
 from tests.integration.test_watcher_flow import Api, api  # noqa: F401
 from tests.s3_server import S3Server
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 # JetStream API and acks, KV, inboxes (replies, pull deliveries), micro discovery, and the

@@ -29,13 +29,13 @@ from services.indexer.service import IndexerService
 from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
 from shared.bus import Bus
-from shared.client import postman
-from shared.client.api import ApiError, Unreachable
-from shared.client.progress import PATIENCE, PlainView, follow, human_bytes
 from shared.config import GatewaySettings, IndexerSettings, RecorderSettings, SchedulerSettings
-from shared.nats_server import NatsServer
 from tests.helpers import eventually, free_port
+from tlr.client import postman
+from tlr.client.api import ApiError, Unreachable
+from tlr.client.progress import PATIENCE, PlainView, follow, human_bytes
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 KEY = "k-cli"
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
@@ -83,7 +83,7 @@ async def start_tlr(
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.client",
+        "tlr.client",
         *argv,
         env=env,
         cwd=cwd,

@@ -21,11 +21,11 @@ from services.uploader.service import UploaderService
 from shared.bus import Bus
 from shared.config import GatewaySettings, IndexerSettings, RecorderSettings, UploaderSettings
 from shared.events import UploadDone
-from shared.nats_server import NatsServer
 from shared.subjects import EVENTS_STREAM, subject_for
 from tests.helpers import JobsApi, eventually
 from tests.s3_server import S3Server
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 KEY = "k-files-flow"
 BUCKET = "recordings"

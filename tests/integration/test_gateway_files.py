@@ -17,8 +17,8 @@ from services.indexer.service import IndexerService
 from shared.bus import Bus
 from shared.config import GatewaySettings, IndexerSettings
 from shared.events import RecordedFile, RecordingFinished, UploadDone, UploadedFile
-from shared.nats_server import NatsServer
 from tests.helpers import eventually
+from tlr.nats_server import NatsServer
 
 KEY = "k-files"
 H = {"X-API-Key": KEY}

@@ -12,9 +12,9 @@ from services.gateway.nats_link import NatsLink
 from shared import events as ev
 from shared.bus import Bus
 from shared.config import GatewaySettings
-from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
+from tlr.nats_server import NatsServer
 
 KEY = "k-jobs"
 H = {"X-API-Key": KEY}

@@ -9,9 +9,9 @@ import httpx
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from shared.config import GatewaySettings
-from shared.nats_server import NatsServer
 from shared.subjects import BUCKETS, EVENTS_STREAM
 from tests.helpers import eventually, free_port
+from tlr.nats_server import NatsServer
 
 KEY = "k-ready"
 

@@ -27,10 +27,10 @@ from shared import events as ev
 from shared import jobs
 from shared.bus import Bus
 from shared.config import GatewaySettings
-from shared.nats_server import NatsServer
 from shared.secrets import SecretBox, new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
 from shared.watchers import GetRequest, ListReply, ListRequest, Watcher
+from tlr.nats_server import NatsServer
 
 KEY = "k-watchers"
 H = {"X-API-Key": KEY}

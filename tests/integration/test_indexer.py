@@ -29,9 +29,9 @@ from shared.events import (
     UploadedFile,
     utc_now,
 )
-from shared.nats_server import NatsServer
 from shared.subjects import INDEXER, subject_for
 from tests.helpers import eventually
+from tlr.nats_server import NatsServer
 
 ROOM_A = "7000000000000000001"
 ROOM_B = "7000000000000000002"

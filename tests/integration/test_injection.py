@@ -27,10 +27,10 @@ from services.indexer.service import IndexerService
 from services.scheduler.service import SchedulerService
 from shared.bus import Bus
 from shared.config import GatewaySettings, IndexerSettings, SchedulerSettings
-from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 KEY = "k-injection"
 ROOM = "7503448765740976902"

@@ -25,9 +25,9 @@ from services.gateway.nats_link import NatsLink
 from services.gateway.ratelimit import RateLimiter
 from shared.bus import Bus
 from shared.config import GatewaySettings
-from shared.nats_server import NatsServer
 from shared.subjects import RATELIMIT, RATELIMIT_STREAM
 from tests.helpers import eventually, free_port
+from tlr.nats_server import NatsServer
 
 KEY_A = "key-a-0f3c9b7e2d"
 KEY_B = "key-b-5a1e8c4f90"

@@ -18,10 +18,10 @@ from shared.bus import Bus
 from shared.config import GatewaySettings
 from shared.logging import get_logger
 from shared.micro import ping_all
-from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from tests.helpers import JobsApi, decode_errors, eventually
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 KEY = "k-fleet"
 H = {"X-API-Key": KEY}

@@ -16,10 +16,10 @@ from services.gateway.nats_link import NatsLink
 from services.recorder.service import RecorderService
 from shared.bus import Bus
 from shared.config import GatewaySettings, RecorderSettings
-from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from tests.helpers import JobsApi, decode_errors, eventually
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 KEY = "k-flow"
 H = {"X-API-Key": KEY}

@@ -17,11 +17,11 @@ from shared import jobs
 from shared.bus import Bus
 from shared.config import RecorderSettings, SchedulerSettings
 from shared.events import RoomLive, WatchDeleted, WatchRequested
-from shared.nats_server import NatsServer
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET, subject_for
 from shared.watchers import GET, GetRequest, Watcher
 from tests.helpers import decode_errors, eventually
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 

@@ -24,12 +24,12 @@ from services.uploader.service import UploaderService
 from shared.bus import Bus
 from shared.config import GatewaySettings, RecorderSettings, UploaderSettings
 from shared.logging import configure_logging
-from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from tests.helpers import JobsApi, eventually
 from tests.http_proxy import AuthProxy
 from tests.s3_server import S3Server
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 KEY = "k-secrets"
 PASSWORD = "pr0xy-Pa55-7f3c9e"

@@ -18,10 +18,10 @@ from services.scheduler.service import SchedulerService
 from services.uploader.service import UploaderService
 from shared.bus import Bus
 from shared.micro import endpoint_subject, ping_all
-from shared.nats_server import NatsServer
 from shared.service import BaseService
 from shared.subjects import EVENTS_STREAM
 from tests.helpers import eventually, free_port
+from tlr.nats_server import NatsServer
 
 SERVICES: list[type[BaseService]] = [
     SchedulerService,

@@ -14,8 +14,8 @@ import httpx
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from shared.config import GatewaySettings
-from shared.nats_server import NatsServer
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 FAKE_TIKTOK_OPTIONS = {"speed": 10.0}
 KEY = "k-check"
@@ -32,7 +32,7 @@ async def tlr_check(fake: FakeTikTok, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "tlr.cli",
         "check",
         *args,
         cwd=ROOT,

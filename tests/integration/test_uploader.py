@@ -26,10 +26,10 @@ from shared.events import (
     UploadDone,
     decode,
 )
-from shared.nats_server import NatsServer
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET, UPLOADER, subject_for
 from tests.helpers import eventually
 from tests.s3_server import S3Server
+from tlr.nats_server import NatsServer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

@@ -22,11 +22,11 @@ from shared.config import GatewaySettings, RecorderSettings, SchedulerSettings
 from shared.events import WatchRequested
 from shared.lease import current_holder
 from shared.micro import ping_all
-from shared.nats_server import NatsServer
 from shared.secrets import new_key
 from shared.subjects import CLAIMS_BUCKET
 from tests.helpers import JobsApi, decode_errors, eventually
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 KEY = "k-watch"
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}

@@ -44,7 +44,7 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
-    from shared.devstack import DevStackSettings
+    from tlr.devstack import DevStackSettings
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     names = [n.upper() for n in GatewaySettings.model_fields]

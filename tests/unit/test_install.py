@@ -14,7 +14,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from shared import cli, runtime
+from shared import runtime
+from tlr import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

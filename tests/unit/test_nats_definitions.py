@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared import nats_definitions
-from shared.cli import main
 from shared.subjects import DURABLES, EVENTS_STREAM
+from tlr import nats_definitions
+from tlr.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.client import postman
+from tlr.client import postman
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / postman.DEFAULT_PATH
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}

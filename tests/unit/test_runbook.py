@@ -36,7 +36,6 @@ from services.recorder import handlers as recorder_handlers
 from services.scheduler.service import LEADER_LEASE
 from shared import config, files, jobs, watchers
 from shared.config import GatewaySettings
-from shared.devstack import DevStackSettings
 from shared.errors import ErrorCode
 from shared.events import EVENT_TYPES
 from shared.micro import endpoint_subject
@@ -54,6 +53,7 @@ from shared.subjects import (
     kv_stream_config,
     subject_for,
 )
+from tlr.devstack import DevStackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "runbook.md"

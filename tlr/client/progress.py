@@ -11,7 +11,7 @@ from typing import Any, Protocol, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
-from shared.client.api import ApiError, Unreachable
+from tlr.client.api import ApiError, Unreachable
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
 # A plain line at most this often while nothing but the figures changes (logs stay readable).

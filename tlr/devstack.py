@@ -26,9 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.config import GatewaySettings
 from shared.logging import get_logger
-from shared.nats_server import NatsServer, die_with_parent
 from shared.runtime import stop_on_signals
 from shared.secrets import new_key
+from tlr.nats_server import NatsServer, die_with_parent
 
 log = get_logger(__name__)
 

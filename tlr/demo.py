@@ -28,11 +28,11 @@ from typing import IO, Any, TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.devstack import DevStackSettings, up
 from shared.events import utc_now
-from shared.nats_server import die_with_parent
 from shared.runtime import stop_on_signals
 from shared.watchers import watcher_key
+from tlr.devstack import DevStackSettings, up
+from tlr.nats_server import die_with_parent
 
 T = TypeVar("T")
 

@@ -8,9 +8,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from shared import nats_definitions
-from shared.client.commands import add_client_commands
 from shared.logging import configure_logging
+from tlr import nats_definitions
+from tlr.client.commands import add_client_commands
 
 DISTRIBUTION = "tiktok-live-recorder-service"
 
@@ -24,21 +24,21 @@ def _version() -> str:
 
 
 def _up(_args: argparse.Namespace) -> int:
-    from shared.devstack import up
+    from tlr.devstack import up
 
     configure_logging("tlr", "INFO", "console" if sys.stderr.isatty() else "json")
     return asyncio.run(up())
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shared.demo import demo
+    from tlr.demo import demo
 
     configure_logging("tlr", "WARNING", "console" if sys.stderr.isatty() else "json")
     return asyncio.run(demo(Path(args.dir), keep=args.keep))
 
 
 def _check(args: argparse.Namespace) -> int:
-    from shared.check import main_check
+    from tlr.check import main_check
 
     configure_logging("tlr", "WARNING", "console" if sys.stderr.isatty() else "json")
     return asyncio.run(main_check(args))
@@ -51,7 +51,7 @@ def _asyncapi(args: argparse.Namespace) -> int:
 
 
 def _postman(args: argparse.Namespace) -> int:
-    from shared.client.postman import main_postman
+    from tlr.client.postman import main_postman
 
     return main_postman(args.check, Path(args.path))
 

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shared.client.api import ApiError, Client, Unreachable
-from shared.client.progress import (
+from shared.tiktok.quality import QUALITIES
+from tlr.client.api import ApiError, Client, Unreachable
+from tlr.client.progress import (
     TERMINAL,
     PlainView,
     RichView,
@@ -30,7 +31,6 @@ from shared.client.progress import (
     human_bytes,
     human_duration,
 )
-from shared.tiktok.quality import QUALITIES
 
 OK, API_ERROR, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_API = "http://127.0.0.1:8000"
@@ -522,7 +522,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The client commands alone (tests; ``python -m shared.client``)."""
+    """The client commands alone (tests; ``python -m tlr.client``)."""
     parser = argparse.ArgumentParser(prog="tlr", description="A client of the REST API.")
     add_client_commands(parser.add_subparsers(dest="command", required=True))
     try:
