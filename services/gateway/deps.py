@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, the NATS link, the API key check and the rate limit."""
+"""FastAPI dependencies: settings, the NATS link, the correlation id, the API key check and the
+rate limit."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from fastapi.security import APIKeyHeader
 from nats.js.kv import KeyValue
 
 from services.gateway.api_keys import ApiKey, ApiKeyRegistry
-from services.gateway.errors import ApiError
+from services.gateway.errors import CORRELATION_ID, ApiError
 from services.gateway.nats_link import NatsLink
 from services.gateway.ratelimit import RateLimiter, enforce
 from shared.bus import TRANSIENT
 from shared.config import GatewaySettings
 from shared.errors import ErrorCode
+from shared.events import new_id
 from shared.secrets import SecretBox
 from shared.subjects import JOBS_BUCKET
 
@@ -51,10 +53,16 @@ async def get_jobs_kv(request: Request) -> KeyValue:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "job store not available") from exc
 
 
+def get_correlation_id() -> str:
+    """The request's correlation id, which the events it causes carry too."""
+    return CORRELATION_ID.get() or new_id()
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 LinkDep = Annotated[NatsLink, Depends(get_link)]
 SecretsDep = Annotated[SecretBox | None, Depends(get_secrets)]
 JobsDep = Annotated[KeyValue, Depends(get_jobs_kv)]
+CorrelationDep = Annotated[str, Depends(get_correlation_id)]
 
 
 def get_api_keys(request: Request) -> ApiKeyRegistry:

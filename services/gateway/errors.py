@@ -1,4 +1,5 @@
-"""The standard error body and the handlers that give every error that shape."""
+"""The standard error body, and the handlers that map every error (a refused command, a NATS
+outage, a bad request) to an answer of that shape."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.gateway.commands import CommandError, Conflict, Invalid, NotFound
+from services.gateway.micro_client import ServiceUnavailable
+from services.gateway.nats_link import NotConnected
+from shared.bus import TRANSIENT
 from shared.errors import ErrorCode
 
 # Set by the correlation middleware for the duration of one request.
@@ -58,6 +63,25 @@ _STATUS_CODES = {
     429: ErrorCode.RATE_LIMITED,
     503: ErrorCode.SERVICE_UNAVAILABLE,
 }
+
+
+# How a command's refusal is answered.
+_REFUSALS: dict[type[CommandError], tuple[int, ErrorCode]] = {
+    Invalid: (422, ErrorCode.VALIDATION_ERROR),
+    NotFound: (404, ErrorCode.NOT_FOUND),
+    Conflict: (409, ErrorCode.CONFLICT),
+}
+# What keeps the gateway from reaching NATS or a service behind it: all a 503.
+OUTAGES: tuple[type[Exception], ...] = (*TRANSIENT, NotConnected, ServiceUnavailable)
+
+
+def outage_message(exc: Exception) -> str:
+    """Which dependency is out, never why: a reply's details are the service's own."""
+    if isinstance(exc, ServiceUnavailable):
+        return f"the {exc.service} is not reachable"
+    if isinstance(exc, NotConnected):
+        return "NATS is not connected"
+    return "NATS is not reachable"
 
 
 def error_response(
@@ -107,9 +131,21 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(422, ErrorCode.VALIDATION_ERROR, _describe_validation(exc))
 
+    async def on_refused(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, CommandError)
+        status, code = next(v for t, v in _REFUSALS.items() if isinstance(exc, t))
+        return error_response(status, code, str(exc))
+
+    async def on_outage(_request: Request, exc: Exception) -> JSONResponse:
+        return error_response(503, ErrorCode.SERVICE_UNAVAILABLE, outage_message(exc))
+
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    for refusal in _REFUSALS:
+        app.add_exception_handler(refusal, on_refused)
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, on_outage)
 
 
 def _error(description: str) -> dict[str, object]:
@@ -131,6 +167,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     429: _error("Rate limit reached; retry after Retry-After seconds"),
     503: _error("NATS, or a service behind it, is not reachable; retry later"),
 }
+
+
+def documented(status: int, description: str) -> dict[int | str, dict[str, object]]:
+    """One more answer a route may give, for its ``responses`` in /openapi.json."""
+    return {status: _error(description)}
+
+
+# Routes that take a target: room_id or url, exactly one.
+BAD_TARGET = documented(400, "Neither or both of room_id and url; or a malformed request")
+# Routes that ask the scheduler about a watcher.
+SCHEDULER_UNAVAILABLE = documented(503, "NATS or the scheduler is not reachable")
 # Routes that take a request body (POST): a non-empty one must be JSON.
 JSON_BODY_RESPONSES: dict[int | str, dict[str, object]] = {
     415: _error("Request body is not application/json"),

@@ -1,7 +1,11 @@
-"""Assemble the public job status from the parts each service wrote in KV ``jobs``."""
+"""Read a job's status: the parts each service wrote in KV ``jobs``, assembled for the API."""
 
 from __future__ import annotations
 
+from nats.js.kv import KeyValue
+
+from services.gateway.micro_client import ServiceUnavailable, get_watcher
+from services.gateway.nats_link import NatsLink
 from services.gateway.schemas import (
     FileOut,
     JobProgress,
@@ -12,8 +16,36 @@ from services.gateway.schemas import (
     UploadOut,
     WatcherOut,
 )
+from shared import jobs
 from shared.jobs import JobRequest, RecordingPart, UploadPart
 from shared.watchers import Watcher
+
+
+async def read_status(link: NatsLink, kv: KeyValue, job_id: str) -> JobStatus | None:
+    """The status of job ``job_id`` as it stands; None when there is no such job.
+
+    A watch job's status also asks the scheduler for its watcher, and still answers without
+    it when the scheduler cannot.
+    """
+    found = await jobs.get_request(kv, job_id)
+    if found is None:
+        return None
+    request = found[0]
+    if request.kind == "watch":
+        return assemble_watch(request, await _watcher_if_any(link, request.watcher_key))
+    recording = await jobs.get_recording(kv, job_id)
+    upload = await jobs.get_upload(kv, job_id) if request.options.upload_s3 else None
+    return assemble(request, recording[0] if recording else None, upload[0] if upload else None)
+
+
+async def _watcher_if_any(link: NatsLink, key: str | None) -> Watcher | None:
+    # The status of the job is in KV: it answers without the scheduler, only less complete.
+    if not key or link.bus is None:
+        return None
+    try:
+        return await get_watcher(link.bus.nc, key)
+    except ServiceUnavailable:
+        return None
 
 
 def assemble(

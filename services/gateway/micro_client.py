@@ -3,7 +3,7 @@
 Those services own their state; the gateway only reads it here (and changes it through
 JetStream commands). Anything that keeps an answer from arriving (no instance running, a
 timeout, a lost connection, an error reply other than "not found", a reply that does not
-decode) is :class:`ServiceUnavailable`, which the routes turn into 503.
+decode) is :class:`ServiceUnavailable`, which the API answers with 503.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ _encoder = msgspec.json.Encoder()
 
 
 class ServiceUnavailable(Exception):
-    """The service gave no usable answer."""
+    """The service gave no usable answer; ``service`` names it (scheduler, indexer)."""
+
+    def __init__(self, service: str, why: str) -> None:
+        super().__init__(f"{service}: {why}")
+        self.service = service
 
 
 class _NotFound(Exception):
@@ -38,7 +42,8 @@ class _NotFound(Exception):
 async def get_watcher(nc: Client, key: str, *, timeout: float = TIMEOUT) -> watchers.Watcher | None:
     """The watcher under ``key``, or None when the scheduler does not know it."""
     try:
-        return await _ask(nc, watchers.GET, watchers.GetRequest(key=key), watchers.Watcher, timeout)
+        request = watchers.GetRequest(key=key)
+        return await _ask(nc, watchers.SERVICE, watchers.GET, request, watchers.Watcher, timeout)
     except _NotFound:
         return None
 
@@ -48,50 +53,49 @@ async def list_watchers(
 ) -> watchers.ListReply:
     """One page of watchers (oldest first) and the total count."""
     request = watchers.ListRequest(page=page, page_size=page_size)
-    return await _ask_found(nc, watchers.LIST, request, watchers.ListReply, timeout)
+    return await _ask_found(
+        nc, watchers.SERVICE, watchers.LIST, request, watchers.ListReply, timeout
+    )
 
 
 async def query_files(
     nc: Client, query: files.FileQuery, *, timeout: float = TIMEOUT
 ) -> files.FilePage:
     """One page of indexed files, newest first, and the total count."""
-    return await _ask_found(nc, files.QUERY, query, files.FilePage, timeout)
+    return await _ask_found(nc, files.SERVICE, files.QUERY, query, files.FilePage, timeout)
 
 
 async def rebuild_index(nc: Client, *, timeout: float = REBUILD_TIMEOUT) -> files.RebuildReply:
     """Have the indexer scan RECORDINGS_DIR and reconcile its index; what it changed."""
-    return await _ask_found(nc, files.REBUILD, None, files.RebuildReply, timeout)
+    return await _ask_found(nc, files.SERVICE, files.REBUILD, None, files.RebuildReply, timeout)
 
 
 async def _ask_found(
-    nc: Client, subject: str, request: object, reply_type: type[T], timeout: float
+    nc: Client, service: str, subject: str, request: object, reply_type: type[T], timeout: float
 ) -> T:
     try:
-        return await _ask(nc, subject, request, reply_type, timeout)
+        return await _ask(nc, service, subject, request, reply_type, timeout)
     except _NotFound as exc:
-        msg = f"{subject} answered not found"
-        raise ServiceUnavailable(msg) from exc
+        raise ServiceUnavailable(service, f"{subject} answered not found") from exc
 
 
-async def _ask(nc: Client, subject: str, request: object, reply_type: type[T], timeout: float) -> T:
+async def _ask(
+    nc: Client, service: str, subject: str, request: object, reply_type: type[T], timeout: float
+) -> T:
     if not nc.is_connected:
-        msg = "NATS is not connected"
-        raise ServiceUnavailable(msg)
+        raise ServiceUnavailable(service, "NATS is not connected")
     payload = b"" if request is None else _encoder.encode(request)
     try:
         reply: Msg = await nc.request(subject, payload, timeout=timeout)
     except (*TRANSIENT, nats.errors.Error) as exc:
-        msg = f"no answer on {subject}"
-        raise ServiceUnavailable(msg) from exc
+        raise ServiceUnavailable(service, f"no answer on {subject}") from exc
     code = (reply.headers or {}).get(ERROR_CODE_HEADER)
     if code == NOT_FOUND:
         raise _NotFound
     if code:
         description = (reply.headers or {}).get(ERROR_HEADER, "")
-        msg = f"{subject} error {code}: {description}"
-        raise ServiceUnavailable(msg)
+        raise ServiceUnavailable(service, f"{subject} error {code}: {description}")
     try:
         return msgspec.json.decode(reply.data, type=reply_type)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        msg = f"reply on {subject} does not decode"
-        raise ServiceUnavailable(msg) from exc
+        raise ServiceUnavailable(service, f"reply on {subject} does not decode") from exc

@@ -17,6 +17,10 @@ log = get_logger(__name__)
 SERVICE = "gateway"
 
 
+class NotConnected(Exception):
+    """NATS has not been reached yet: nothing that needs it can be done."""
+
+
 class NatsLink:
     """Owns the gateway's :class:`Bus`; knows whether NATS and its resources are usable."""
 
@@ -50,6 +54,13 @@ class NatsLink:
         """For tests and tools: the bus once NATS is reached and provisioned."""
         await self._provisioned.wait()
         assert self.bus is not None
+        return self.bus
+
+    def require_bus(self) -> Bus:
+        """The bus, once NATS was first reached; :class:`NotConnected` before."""
+        if self.bus is None:
+            msg = "NATS is not connected"
+            raise NotConnected(msg)
         return self.bus
 
     async def ready(self) -> bool:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from nats.aio.client import Client
 
+from services.gateway import commands
 from services.gateway.deps import LinkDep
-from services.gateway.errors import JSON_BODY_RESPONSES, ApiError, ErrorBody
-from services.gateway.micro_client import ServiceUnavailable, query_files, rebuild_index
-from services.gateway.nats_link import NatsLink
+from services.gateway.errors import JSON_BODY_RESPONSES, ApiError, documented
+from services.gateway.micro_client import query_files
 from services.gateway.schemas import (
     FileItem,
     FileList,
@@ -29,13 +28,7 @@ from shared.tiktok.targets import parse_target
 router = APIRouter(tags=["files"])
 
 MAX_PAGE = 1_000_000
-UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorBody, "description": "NATS or the indexer is not reachable"}
-}
-
-
-def _indexer_unavailable() -> ApiError:
-    return ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "the indexer is not reachable")
+UNAVAILABLE = documented(503, "NATS or the indexer is not reachable")
 
 
 def _invalid(message: str) -> ApiError:
@@ -128,10 +121,7 @@ async def list_files(
         page=page,
         page_size=page_size,
     )
-    try:
-        result = await query_files(_nc(link), query)
-    except ServiceUnavailable as exc:
-        raise _indexer_unavailable() from exc
+    result = await query_files(link.require_bus().nc, query)
     return FileList(
         items=[_item(f) for f in result.items],
         page=result.page,
@@ -146,19 +136,10 @@ async def list_files(
     responses={**JSON_BODY_RESPONSES, **UNAVAILABLE},
 )
 async def rebuild(link: LinkDep) -> RebuildResult:
-    try:
-        reply = await rebuild_index(_nc(link))
-    except ServiceUnavailable as exc:
-        raise _indexer_unavailable() from exc
+    reply = await commands.rebuild_file_index(link)
     return RebuildResult(
         scanned=reply.scanned, added=reply.added, updated=reply.updated, removed=reply.removed
     )
-
-
-def _nc(link: NatsLink) -> Client:
-    if link.bus is None:
-        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS is not connected")
-    return link.bus.nc
 
 
 def _item(f: files.IndexedFile) -> FileItem:

@@ -1,0 +1,397 @@
+"""What the API can ask the system to do: record, watch, pause, resume, stop, cancel, reindex.
+
+Each command takes the handles it needs and returns a result or raises a :class:`CommandError`;
+it knows nothing of HTTP (``errors.py`` maps its errors, and NATS outages, to answers). A
+change travels as a JetStream command its owner consumes in order, or as ``desired`` in a
+``job.<id>`` document of KV ``jobs``, so it is accepted here and applied moments later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.js.kv import KeyValue
+
+from services.gateway.job_status import assemble, assemble_watch
+from services.gateway.micro_client import get_watcher, rebuild_index
+from services.gateway.nats_link import NatsLink
+from services.gateway.schemas import JobStatus, RecordingCreate, RecordingOptionsIn, WatcherCreate
+from shared import files, jobs
+from shared.bus import TRANSIENT, Bus
+from shared.events import (
+    Event,
+    RecordingOptions,
+    RecordingRequested,
+    WatchDeleted,
+    WatchPaused,
+    WatchRequested,
+    WatchResumed,
+    new_id,
+)
+from shared.secrets import SecretBox
+from shared.tiktok import CookiesError, load_cookies
+from shared.tiktok.targets import parse_target
+from shared.watchers import Watcher, watcher_key
+
+
+class CommandError(Exception):
+    """A command refused; its message says why, for a human."""
+
+
+class Invalid(CommandError):
+    """What was asked cannot be done as given: an option or a target that cannot work."""
+
+
+class NotFound(CommandError):
+    """What the command acts on does not exist."""
+
+
+class Conflict(CommandError):
+    """It exists, but its state forbids the command (finished, paused, being deleted)."""
+
+
+# --- options ------------------------------------------------------------------------------------
+
+
+async def recording_options(
+    opts: RecordingOptionsIn,
+    output_template: str | None,
+    secrets: SecretBox | None,
+    cookies_dir: Path,
+) -> RecordingOptions:
+    """The options as they travel in events and KV: the cookies file checked, the proxy
+    sealed (never readable)."""
+    if opts.cookies is not None:
+        await _check_cookies_file(opts.cookies, cookies_dir)
+    proxy = opts.proxy
+    if proxy is not None:
+        if secrets is None:
+            msg = "options.proxy: this deployment has no SECRET_KEY to protect proxy credentials"
+            raise Invalid(msg)
+        proxy = secrets.seal(proxy)
+    return RecordingOptions(
+        upload_s3=opts.upload_s3,
+        quality=opts.quality,
+        proxy=proxy,
+        cookies=opts.cookies,
+        output_template=output_template,
+    )
+
+
+async def _check_cookies_file(name: str, cookies_dir: Path) -> None:
+    """Refuse ``name`` unless it loads as cookies from ``cookies_dir`` (inside it after
+    symlinks, a regular readable file, size-limited, parsable). Skipped when this host has no
+    such folder: the recorders, which read the file, check it again."""
+    if not await asyncio.to_thread(cookies_dir.is_dir):
+        return
+    try:
+        await asyncio.to_thread(load_cookies, name, cookies_dir)
+    except (CookiesError, OSError) as exc:
+        # CookiesError messages name the file, never its content (the cookies are secrets).
+        reason = str(exc) if isinstance(exc, CookiesError) else "cannot be read"
+        msg = f"options.cookies: {reason}"
+        raise Invalid(msg) from None
+
+
+# --- recordings ---------------------------------------------------------------------------------
+
+
+async def submit_recording(
+    link: NatsLink,
+    kv: KeyValue,
+    ask: RecordingCreate,
+    *,
+    secrets: SecretBox | None,
+    cookies_dir: Path,
+    correlation_id: str,
+) -> str:
+    """Record a live now: ``job.<id>`` stored PENDING, then ``recording.requested`` for the
+    recorder fleet. Returns the job id."""
+    options = await recording_options(ask.options, ask.output_template, secrets, cookies_dir)
+    job_id = new_id()
+    doc = jobs.JobRequest(
+        job_id=job_id,
+        room_id=ask.room_id,
+        url=ask.url,
+        duration=ask.duration,
+        options=options,
+        correlation_id=correlation_id,
+    )
+    event = RecordingRequested(
+        event_id=f"rec:{job_id}",
+        correlation_id=correlation_id,
+        job_id=job_id,
+        room_id=ask.room_id,
+        url=ask.url,
+        duration=ask.duration,
+        options=options,
+    )
+    await _store_and_publish(link.require_bus(), kv, doc, event)
+    return job_id
+
+
+async def _store_and_publish(bus: Bus, kv: KeyValue, doc: jobs.JobRequest, event: Event) -> None:
+    """Store the job, then publish what starts it; a failed publish takes the job back out."""
+    await jobs.create_request(kv, doc)
+    try:
+        await bus.publish(event)
+    except TRANSIENT:
+        # Never leave a PENDING job that no service will ever see.
+        with contextlib.suppress(*TRANSIENT):
+            await kv.delete(jobs.request_key(doc.job_id))
+        raise
+
+
+# --- watchers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """What a watcher watches: its key, and the room id or ``@user`` name the target gives."""
+
+    key: str
+    room_id: str | None = None
+    unique_id: str | None = None
+
+
+def watch_target(room_id: str | None, url: str | None) -> WatchTarget:
+    """The target of a new watcher; :class:`Invalid` when ``url`` names nothing to watch."""
+    try:
+        key = watcher_key(room_id, url)
+        if url is None:
+            return WatchTarget(key=key, room_id=room_id)
+        target = parse_target(url)
+    except ValueError:
+        msg = "url: names no TikTok user, room or short link (expected /@user or /@user/live)"
+        raise Invalid(msg) from None
+    return WatchTarget(
+        key=key,
+        room_id=target.value if target.kind == "room_id" else None,
+        unique_id=target.value if target.kind == "user" else None,
+    )
+
+
+async def create_watcher(
+    link: NatsLink,
+    kv: KeyValue,
+    ask: WatcherCreate,
+    *,
+    secrets: SecretBox | None,
+    cookies_dir: Path,
+    correlation_id: str,
+) -> str:
+    """Watch a room or user: ``job.<id>`` of kind watch stored, then ``watch.requested`` for
+    the scheduler. Returns the watch job's id."""
+    target = watch_target(ask.room_id, ask.url)
+    template = ask.options.output_template
+    options = await recording_options(ask.options, template, secrets, cookies_dir)
+    # A key is free again once its watcher is being deleted: the delete is queued first.
+    existing = await _scheduler_watcher(link, target.key)
+    if existing is not None and not await _being_deleted(kv, existing):
+        msg = f"a watcher with key {target.key} exists"
+        raise Conflict(msg)
+    task_id = new_id()
+    doc = jobs.JobRequest(
+        job_id=task_id,
+        kind="watch",
+        watcher_key=target.key,
+        room_id=target.room_id,
+        url=ask.url,
+        options=options,
+        correlation_id=correlation_id,
+    )
+    event = WatchRequested(
+        event_id=f"watch:{task_id}",
+        correlation_id=correlation_id,
+        task_id=task_id,
+        key=target.key,
+        room_id=target.room_id,
+        url=ask.url,
+        unique_id=target.unique_id,
+        poll_interval=ask.poll_interval,
+        options=options,
+    )
+    await _store_and_publish(link.require_bus(), kv, doc, event)
+    return task_id
+
+
+async def delete_watcher(link: NatsLink, kv: KeyValue, key: str, *, correlation_id: str) -> None:
+    """Stop watching ``key``; the recording in progress stops and its files are finalized."""
+    watcher = await _changeable_watcher(link, kv, key)
+    await _end_watch(
+        link.require_bus(),
+        kv,
+        key=watcher.key,
+        task_id=watcher.task_id,
+        current_job_id=watcher.current_job_id,
+        correlation_id=correlation_id,
+    )
+
+
+async def pause_watcher(link: NatsLink, kv: KeyValue, key: str, *, correlation_id: str) -> None:
+    """Stop polling ``key`` until resumed; the recording in progress stops cleanly."""
+    watcher = await _changeable_watcher(link, kv, key)
+    if watcher.status == "paused":
+        msg = "watcher is paused already"
+        raise Conflict(msg)
+    if watcher.current_job_id:
+        await _cancel_unfinished(kv, watcher.current_job_id)
+    await link.require_bus().publish(WatchPaused(correlation_id=correlation_id, key=watcher.key))
+
+
+async def resume_watcher(link: NatsLink, kv: KeyValue, key: str, *, correlation_id: str) -> None:
+    """Poll a paused ``key`` again; the scheduler checks the room right away."""
+    watcher = await _changeable_watcher(link, kv, key)
+    if watcher.status != "paused":
+        msg = "watcher is not paused"
+        raise Conflict(msg)
+    await link.require_bus().publish(WatchResumed(correlation_id=correlation_id, key=watcher.key))
+
+
+async def _scheduler_watcher(link: NatsLink, key: str) -> Watcher | None:
+    """The scheduler's watcher under ``key`` (None: unknown); raises ServiceUnavailable."""
+    return await get_watcher(link.require_bus().nc, key)
+
+
+async def _changeable_watcher(link: NatsLink, kv: KeyValue, key: str) -> Watcher:
+    """The watcher under ``key``, unless it is unknown or being deleted already."""
+    watcher = await _scheduler_watcher(link, key)
+    if watcher is None:
+        msg = "no such watcher"
+        raise NotFound(msg)
+    if await _being_deleted(kv, watcher):
+        msg = "watcher is being deleted"
+        raise Conflict(msg)
+    return watcher
+
+
+async def _being_deleted(kv: KeyValue, watcher: Watcher) -> bool:
+    """A delete was asked already: the scheduler marks it, or the gateway cancelled its job."""
+    if watcher.status == "deleted":
+        return True
+    found = await jobs.get_request(kv, watcher.task_id)
+    return found is not None and found[0].desired == "cancel"
+
+
+async def _end_watch(
+    bus: Bus,
+    kv: KeyValue,
+    *,
+    key: str,
+    task_id: str,
+    current_job_id: str | None,
+    correlation_id: str,
+) -> None:
+    """End the watcher of watch job ``task_id``: cancel its recording in progress, tell the
+    scheduler (``watch.deleted``), then mark the watch job cancelled.
+
+    The order makes a failure safe to retry: the watch job only reads CANCELLED once
+    ``watch.deleted`` is stored.
+    """
+    if current_job_id:
+        await _cancel_unfinished(kv, current_job_id)
+    event = WatchDeleted(
+        event_id=f"watch-deleted:{task_id}", correlation_id=correlation_id, key=key
+    )
+    await bus.publish(event)
+    await _ask_cancel(kv, task_id)
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+async def cancel_job(
+    link: NatsLink, kv: KeyValue, task_id: str, *, correlation_id: str
+) -> JobStatus:
+    """Cancel a job; its status once asked. A recording stops and its files are finalized; a
+    watch job is cancelled by ending its watcher, as :func:`delete_watcher` does."""
+    found = await jobs.get_request(kv, task_id)
+    if found is None:
+        msg = "no such job"
+        raise NotFound(msg)
+    if found[0].kind == "watch":
+        return await _cancel_watch_job(link, kv, found[0], correlation_id)
+    recording = await jobs.get_recording(kv, task_id)
+    if recording is not None and recording[0].state in jobs.TERMINAL:
+        msg = f"job already {recording[0].state}"
+        raise Conflict(msg)
+    request = await _ask_cancel(kv, task_id)
+    assert request is not None  # read just above
+    recording = await jobs.get_recording(kv, task_id)
+    return assemble(request, recording[0] if recording else None)
+
+
+@dataclass(frozen=True)
+class EndWatch:
+    """The watcher to end to cancel a watch job, and the recording of it to stop."""
+
+    key: str
+    current_job_id: str | None = None
+
+
+def watch_to_end(request: jobs.JobRequest, watcher: Watcher | None) -> EndWatch | None:
+    """What cancelling watch job ``request`` ends, given the scheduler's watcher under its key
+    (None: unknown, or not asked). None: only the job is marked cancelled."""
+    key = request.watcher_key
+    mine = watcher is not None and watcher.task_id == request.job_id
+    # A newer watcher under the same key belongs to another job: leave it alone.
+    newer = watcher is not None and not mine and watcher.created_at > request.created_at
+    if request.desired == "cancel" or not key or newer:
+        return None
+    # Also when the scheduler has not registered it yet: the delete queues after it.
+    return EndWatch(key=key, current_job_id=watcher.current_job_id if watcher and mine else None)
+
+
+async def _cancel_watch_job(
+    link: NatsLink, kv: KeyValue, request: jobs.JobRequest, correlation_id: str
+) -> JobStatus:
+    watcher = None
+    if request.desired != "cancel" and request.watcher_key:
+        watcher = await _scheduler_watcher(link, request.watcher_key)
+    end = watch_to_end(request, watcher)
+    if end is None:
+        await _ask_cancel(kv, request.job_id)
+    else:
+        await _end_watch(
+            link.require_bus(),
+            kv,
+            key=end.key,
+            task_id=request.job_id,
+            current_job_id=end.current_job_id,
+            correlation_id=correlation_id,
+        )
+    found = await jobs.get_request(kv, request.job_id)
+    assert found is not None
+    return assemble_watch(found[0], watcher)
+
+
+def asked_to_cancel(doc: jobs.JobRequest | None) -> jobs.JobRequest | None:
+    """``doc`` with ``desired=cancel``; None (nothing to write) when unknown or asked already."""
+    if doc is None or doc.desired == "cancel":
+        return None
+    doc.desired = "cancel"
+    return doc
+
+
+async def _ask_cancel(kv: KeyValue, job_id: str) -> jobs.JobRequest | None:
+    """Set ``desired=cancel`` on ``job.<id>``: the recorder holding the job stops and finalizes
+    its files; one that has not taken it yet never starts it. None when the job is unknown."""
+    return await jobs.update_request(kv, job_id, asked_to_cancel)
+
+
+async def _cancel_unfinished(kv: KeyValue, job_id: str) -> None:
+    """Cancel a job unless it is unknown or already finished."""
+    recording = await jobs.get_recording(kv, job_id)
+    if recording is None or recording[0].state not in jobs.TERMINAL:
+        await _ask_cancel(kv, job_id)
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+async def rebuild_file_index(link: NatsLink) -> files.RebuildReply:
+    """Have the indexer rescan RECORDINGS_DIR: files it misses added, those gone dropped."""
+    return await rebuild_index(link.require_bus().nc)
