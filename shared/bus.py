@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from shared import events as ev
 from shared import metrics
-from shared.errors import PermanentError, RetryLater
+from shared.errors import NotMine, PermanentError, RetryLater
 from shared.logging import get_logger
 from shared.subjects import (
     BUCKETS,
@@ -362,6 +362,9 @@ class Consumer:
                 # Shutdown with the handler unfinished: hand the message to another process now.
                 await self._settle(msg, "nak", delay=0)
                 raise
+            except NotMine as exc:
+                log.warning("bus.handler_not_mine", durable=name, reason=str(exc))
+                metrics.MESSAGES.labels(name, "left").inc()
             except PermanentError as exc:
                 log.error("bus.handler_rejected", durable=name, error=str(exc))
                 await self._settle(msg, "term")

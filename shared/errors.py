@@ -2,7 +2,8 @@
 
     HandlerError
     ├── PermanentError   the message can never succeed: term() it (no redelivery)
-    └── RetryLater       a known transient condition: nak() with the given delay
+    ├── RetryLater       a known transient condition: nak() with the given delay
+    └── NotMine          another process took the work over: neither ack nor nak
 
 ``ErrorCode`` lists the error codes of the REST API and of ``recording.finished``.
 """
@@ -26,6 +27,12 @@ class RetryLater(HandlerError):
     def __init__(self, reason: str, delay: float) -> None:
         super().__init__(reason)
         self.delay = delay
+
+
+class NotMine(HandlerError):
+    """This process lost the work to a newer holder (its lease lapsed while it was frozen or
+    cut off). The message is left alone: an ack or a nak would settle the newer holder's
+    delivery of it."""
 
 
 class ErrorCode(StrEnum):

@@ -64,6 +64,7 @@ class RecordingPart(msgspec.Struct, kw_only=True, omit_defaults=True):
     job_id: str
     state: RecState = "STARTED"
     recorder_id: str = ""
+    fence: int = 0  # the token of the newest lease holder (see shared.job_store)
     room_id: str | None = None
     unique_id: str | None = None  # the host's @name, when TikTok gave it
     title: str | None = None
@@ -96,6 +97,7 @@ class UploadPart(msgspec.Struct, kw_only=True, omit_defaults=True):
     job_id: str
     state: UpState = "STARTED"
     uploader_id: str = ""
+    fence: int = 0  # the token of the newest upload lease holder
     attempt: int = 1
     files: list[UploadedFile] = msgspec.field(default_factory=list)
     bytes_total: int = 0

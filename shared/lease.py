@@ -1,15 +1,20 @@
-"""Leases in KV ``claims``: one recorder per live room, one polling scheduler; CAS-fenced.
+"""Leases in KV ``claims``: one recorder per live room, one uploader per job, one polling
+scheduler; CAS-fenced.
 
 A lease is created (fails if held), renewed with ``update(last=revision)`` every few seconds,
 and expires by the bucket's TTL when its holder dies. A renewal that fails means another
 process may hold it now: the holder must stop acting at once (stop writing, stop polling).
+Its ``token`` (the revision it was created at) only grows from one holder to the next: the
+job store refuses writes carrying an older token than the newest holder's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import msgspec
 import nats.js.errors
@@ -41,6 +46,7 @@ class Lease:
         self.name = name
         self.holder = holder
         self.revision = revision
+        self.token = revision  # the fencing token: fixed for this holding
 
     async def renew(self) -> bool:
         try:
@@ -64,6 +70,97 @@ async def acquire(kv: KeyValue, name: str, holder: Holder) -> Lease | None:
     except nats.js.errors.KeyWrongLastSequenceError:
         return None
     return Lease(kv, name, holder, revision)
+
+
+class HeldLease(Protocol):
+    """A lease one holds: renew it, release it, fence writes with its token."""
+
+    name: str
+    token: int
+
+    async def renew(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class Leases(Protocol):
+    """Where leases are taken: KV ``claims`` (``KvLeases``), or a fake in unit tests."""
+
+    async def acquire(self, name: str, holder: Holder) -> HeldLease | None: ...
+
+    async def holder(self, name: str) -> Holder | None: ...
+
+
+class KvLeases:
+    """``Leases`` over the ``claims`` bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def acquire(self, name: str, holder: Holder) -> Lease | None:
+        return await acquire(self.kv, name, holder)
+
+    async def holder(self, name: str) -> Holder | None:
+        return await current_holder(self.kv, name)
+
+
+class Keeper:
+    """Renews a held lease every LEASE_RENEW s while its holder works.
+
+    ``lost`` is set when a renewal is refused (someone else holds it now) or when none has
+    succeeded for LEASE_DOUBT s (NATS away, or this process was frozen): the holder must stop
+    acting. ``fresh()`` answers, without I/O, whether acting now is still safe: a process that
+    wakes from a long freeze finds it False before its first renewal is even tried.
+    """
+
+    def __init__(
+        self,
+        lease: HeldLease,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_renewed: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self.lease = lease
+        self.clock = clock
+        self.on_renewed = on_renewed
+        self.lost = asyncio.Event()
+        self.renewed_at = clock()
+        self._task: asyncio.Task[None] | None = None
+
+    def fresh(self) -> bool:
+        return not self.lost.is_set() and self.clock() - self.renewed_at < LEASE_DOUBT
+
+    async def __aenter__(self) -> Keeper:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while not self.lost.is_set():
+            await asyncio.sleep(LEASE_RENEW)
+            try:
+                renewed = await self.lease.renew()
+            except Exception as exc:  # NATS away or erring: is the lease still ours?
+                log.debug("lease.renew_failed", lease=self.lease.name, error=repr(exc))
+                if self.clock() - self.renewed_at >= LEASE_DOUBT:
+                    log.warning("lease.doubtful", lease=self.lease.name, seconds=LEASE_DOUBT)
+                    self.lost.set()
+                continue
+            if not renewed or self.clock() - self.renewed_at >= LEASE_DOUBT:
+                # Refused, or renewed only after a gap longer than the TTL allows: someone
+                # may have held it meanwhile and written with a newer token.
+                log.warning("lease.lost", lease=self.lease.name, renewed=renewed)
+                self.lost.set()
+                return
+            self.renewed_at = self.clock()
+            if self.on_renewed is not None:
+                with contextlib.suppress(*TRANSIENT):
+                    await self.on_renewed()
 
 
 async def current_holder(kv: KeyValue, name: str) -> Holder | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -181,10 +182,13 @@ async def remux(
 ) -> RemuxResult:
     """Stream-copy ``src_flv`` into ``dst_mp4`` (faststart), verify it, then delete the FLV.
 
-    The MP4 is written to ``<dst>.tmp`` and renamed into place, so ``dst_mp4`` is either
-    absent or complete. Verification demuxes the whole file (``-c copy -f null``): exit 0 and
-    no error output, and yields the duration. On any failure the temp file is removed, the raw
-    FLV is kept and returned. Cancellation kills and reaps ffmpeg, then propagates.
+    The MP4 is written to a temp file of this call's own and linked into place only if
+    ``dst_mp4`` does not exist, so ``dst_mp4`` is either absent or complete, and a file
+    someone else made there is never replaced nor deleted (a recorder that woke up after
+    losing its lease must not touch its successor's files). Verification demuxes the whole
+    file (``-c copy -f null``): exit 0 and no error output, and yields the duration. On any
+    failure what this call made is removed, the raw FLV is kept and returned. Cancellation
+    kills and reaps ffmpeg, then propagates.
 
     Args:
         timeout: seconds for each ffmpeg run; default scales with the file size.
@@ -192,16 +196,20 @@ async def remux(
     size = _size(src_flv)
     if timeout is None:
         timeout = max(_MIN_TIMEOUT_S, size / _TIMEOUT_BYTES_PER_S)
-    tmp = dst_mp4.with_name(dst_mp4.name + ".tmp")
+    tmp = dst_mp4.with_name(f"{dst_mp4.name}.{os.getpid()}-{next(_tmp_ids)}.tmp")
+    installed = [False]
     async with limiter or remux_limiter():
         try:
-            error, duration = await _remux_and_verify(src_flv, dst_mp4, tmp, ffmpeg, timeout)
+            error, duration = await _remux_and_verify(
+                src_flv, dst_mp4, tmp, ffmpeg, timeout, installed
+            )
         except BaseException:
             _unlink(tmp)
             raise
     if error is not None:
         _unlink(tmp)
-        _unlink(dst_mp4)
+        if installed[0]:
+            _unlink(dst_mp4)
         log.warning("recorder.remux_failed", src=str(src_flv), error=error)
         return RemuxResult(ok=False, path=src_flv, size=size, duration_s=None, error=error)
     _unlink(src_flv)
@@ -209,9 +217,10 @@ async def remux(
 
 
 async def _remux_and_verify(
-    src: Path, dst: Path, tmp: Path, ffmpeg: str, timeout: float
+    src: Path, dst: Path, tmp: Path, ffmpeg: str, timeout: float, installed: list[bool]
 ) -> tuple[str | None, float | None]:
-    """(error, duration): error is None when ``dst`` is in place and verified."""
+    """(error, duration): error is None when ``dst`` is in place and verified;
+    ``installed[0]`` says whether this call put ``dst`` there."""
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -223,15 +232,36 @@ async def _remux_and_verify(
     if run.returncode != 0:
         return _failure("remux", run), None
     try:
-        os.replace(tmp, dst)
+        _install(tmp, dst)
+    except FileExistsError:
+        return f"{dst.name} exists already: not replaced", None
     except OSError as exc:
         return f"cannot move the remuxed file into place: {exc}", None
+    installed[0] = True
     verify = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1"]
     verify += ["-nostats", "-i", str(dst), "-map", "0", "-c", "copy", "-f", "null", "-"]
     run = await run_ffmpeg(verify, timeout=timeout)
     if run.returncode != 0 or run.stderr.strip():
         return _failure("verify", run), None
     return None, parse_out_time(run.stdout)
+
+
+def _install(tmp: Path, dst: Path) -> None:
+    """Move ``tmp`` to ``dst`` unless ``dst`` exists (FileExistsError): never replace a file
+    this process did not make."""
+    try:
+        os.link(tmp, dst)  # fails if dst exists
+    except FileExistsError:
+        raise
+    except OSError:
+        # A filesystem without hard links: claim the name exclusively, then replace our own.
+        os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(tmp, dst)
+        return
+    _unlink(tmp)
+
+
+_tmp_ids = itertools.count()
 
 
 def parse_out_time(progress: bytes) -> float | None:

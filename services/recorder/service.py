@@ -12,23 +12,23 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.micro.service import Group
 
+from services.recorder.deps import RecorderDeps
 from services.recorder.ffmpeg import choose_ffmpeg
-from services.recorder.handlers import RecorderDeps, Work, on_recording_work
+from services.recorder.handlers import on_recording_work
+from services.recorder.media import FfmpegMedia
+from services.recorder.recording import PROGRESS_EVERY
 from shared.bus import Delivery
 from shared.config import RecorderSettings, Settings
-from shared.events import Event
+from shared.events import Event, RecordingRequested, RoomLive
+from shared.job_store import JobStore, KvDocuments
 from shared.jobs import JobRequest
+from shared.lease import KvLeases
 from shared.logging import get_logger
-from shared.secrets import SecretBox, SecretError
 from shared.service import BaseService
-from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, LEASE_RENEW, RECORDERS
-from shared.tiktok import TikTokClient, load_cookies
-from shared.tiktok.factory import client_from_settings, signer_from_settings
+from shared.subjects import CLAIMS_BUCKET, JOB_REQUEST_CHANGES, JOBS_BUCKET, LEASE_RENEW, RECORDERS
+from shared.tiktok.pool import ClientPool
 
 log = get_logger(__name__)
-
-# Every write of a job request document; a recorder filters for the jobs it records.
-JOB_REQUESTS = f"$KV.{JOBS_BUCKET}.job.*"
 
 
 class RecorderService(BaseService):
@@ -48,20 +48,25 @@ class RecorderService(BaseService):
             follow_redirects=False,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
         )
-        self._clients: dict[tuple[str | None, str | None], TikTokClient] = {}
-        self._signer = signer_from_settings(settings)
-        self._secrets = SecretBox(settings.secret_key) if settings.secret_key else None
+        self._pool = ClientPool(settings)
         self.deps = RecorderDeps(
             recorder_id=settings.instance_id,
             settings=settings,
-            jobs_kv=await self.bus.kv(JOBS_BUCKET),
-            claims_kv=await self.bus.kv(CLAIMS_BUCKET),
-            publish=self.bus.publish,
-            tiktok=self._tiktok_for,
-            http=self._http_for,
-            ffmpeg=await self._ffmpeg(settings.ffmpeg_bin),
+            store=JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET))),
+            leases=KvLeases(await self.bus.kv(CLAIMS_BUCKET)),
+            publisher=self.bus,
+            tiktok=self._pool,
+            media=FfmpegMedia(
+                root=settings.recordings_dir,
+                ffmpeg=await self._ffmpeg(settings.ffmpeg_bin),
+                http=self._http,
+                read_timeout=settings.read_timeout,
+                progress_interval=PROGRESS_EVERY,
+            ),
         )
-        self._cancels: Subscription = await self.bus.nc.subscribe(JOB_REQUESTS, cb=self._on_job)
+        self._cancels: Subscription = await self.bus.nc.subscribe(
+            JOB_REQUEST_CHANGES, cb=self._on_job
+        )
         self.consume(
             RECORDERS,
             self._handle,
@@ -83,7 +88,9 @@ class RecorderService(BaseService):
         return choice.path
 
     async def _handle(self, event: Event, delivery: Delivery) -> None:
-        await on_recording_work(event, delivery, self.deps)
+        match event:
+            case RecordingRequested() | RoomLive():
+                await on_recording_work(event, delivery, self.deps)
 
     async def _on_job(self, msg: Msg) -> None:
         """A job request changed: cancel it here if this process records it."""
@@ -96,45 +103,10 @@ class RecorderService(BaseService):
                 log.info("recorder.cancel_requested", job_id=job_id)
                 job.halt("cancelled")
 
-    async def _tiktok_for(self, work: Work) -> TikTokClient:
-        """One client per (proxy, cookies): TLS contexts and pools are shared, not per job."""
-        proxy = self._proxy(work)
-        key = (proxy, work.options.cookies)
-        if key not in self._clients:
-            settings = self.settings
-            cookies = (
-                load_cookies(work.options.cookies, settings.cookies_dir)
-                if work.options.cookies
-                else None
-            )
-            client = client_from_settings(
-                settings, proxy=proxy, cookies=cookies, signer=self._signer
-            )
-            self._clients[key] = client
-        return self._clients[key]
-
-    async def _http_for(self, work: Work) -> httpx.AsyncClient:
-        proxy = self._proxy(work)
-        if proxy is None:
-            return self._http
-        client = await self._tiktok_for(work)
-        return client.http
-
-    def _proxy(self, work: Work) -> str | None:
-        if work.options.proxy is None:
-            return None
-        if self._secrets is None:
-            msg = "options.proxy is sealed but this recorder has no SECRET_KEY"
-            raise SecretError(msg)
-        return self._secrets.unseal(work.options.proxy)
-
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self._cancels.unsubscribe()
-        for client in self._clients.values():
-            await client.aclose()
-        if self._signer is not None:
-            await self._signer.aclose()
+        await self._pool.aclose()
         await self._http.aclose()
 
     def status(self) -> dict[str, Any]:

@@ -1,0 +1,58 @@
+"""The recorder's dependencies, as small Protocols, and what it knows of a job it records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from services.recorder.media import Media
+from shared.config import RecorderSettings
+from shared.events import Event, RecordingOptions, RecordingRequested, RoomLive
+from shared.job_store import JobStore
+from shared.lease import Leases
+from shared.tiktok.client import TikTokClient
+
+Work = RecordingRequested | RoomLive
+StopReason = Literal["cancelled", "lease_lost", "shutdown"]
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Event) -> object: ...
+
+
+class TikTokPool(Protocol):
+    """The process's TikTok clients (``shared.tiktok.pool.ClientPool``)."""
+
+    def client(self, options: RecordingOptions) -> TikTokClient: ...
+
+
+@dataclass
+class Job:
+    """A recording in progress in this process: how to stop it and why it stopped."""
+
+    job_id: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: StopReason | None = None
+
+    def halt(self, reason: StopReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stop.set()
+
+
+@dataclass(frozen=True)
+class RecorderDeps:
+    """Everything a recorder's handlers use, built once in ``service.py``."""
+
+    recorder_id: str
+    settings: RecorderSettings
+    store: JobStore
+    leases: Leases
+    publisher: Publisher
+    tiktok: TikTokPool
+    media: Media
+    clock: Callable[[], float] = time.monotonic
+    active: dict[str, Job] = field(default_factory=dict)

@@ -1,0 +1,122 @@
+"""The recorder's adapter to media: a recording session over HTTP-FLV, and the takeover of a
+segment a dead (or frozen) recorder left raw. The handlers see it as ``Media``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from services.recorder.ffmpeg import remux
+from services.recorder.session import (
+    Progress,
+    RecordedSegment,
+    RecordingSession,
+    SessionResult,
+    StreamLookup,
+)
+from shared.jobs import SegmentEntry
+from shared.logging import get_logger
+from shared.tiktok import StreamCandidate
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """One recording session of a job, with the hooks that report what it does."""
+
+    lookup: Callable[[], Awaitable[StreamLookup]]
+    open_path: Callable[[int, datetime], Path]
+    stop: asyncio.Event
+    on_file: Callable[[RecordedSegment], Awaitable[None]]
+    on_progress: Callable[[Progress], Awaitable[None]]
+    on_stream: Callable[[StreamCandidate], Awaitable[None]]
+    duration: float | None = None
+    # The TikTok client's own HTTP client when the job goes through a proxy, else None.
+    http: httpx.AsyncClient | None = None
+
+
+class Media(Protocol):
+    """Records sessions and finalises what a dead holder left (``FfmpegMedia``)."""
+
+    async def record(self, plan: SessionPlan) -> SessionResult: ...
+
+    async def take_over(self, entry: SegmentEntry, token: int) -> SegmentEntry | None: ...
+
+
+class FfmpegMedia:
+    """Sessions pull FLV with httpx and remux with ``ffmpeg``; files live under ``root``."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        ffmpeg: str,
+        http: httpx.AsyncClient,
+        read_timeout: float,
+        progress_interval: float,
+    ) -> None:
+        self.root = root.resolve()
+        self.ffmpeg = ffmpeg
+        self.http = http
+        self.read_timeout = read_timeout
+        self.progress_interval = progress_interval
+
+    async def record(self, plan: SessionPlan) -> SessionResult:
+        session = RecordingSession(
+            lookup=plan.lookup,
+            http=plan.http or self.http,
+            open_path=plan.open_path,
+            ffmpeg=self.ffmpeg,
+            duration=plan.duration,
+            read_timeout=self.read_timeout,
+            stop=plan.stop,
+            on_file=plan.on_file,
+            on_progress=plan.on_progress,
+            on_stream=plan.on_stream,
+            progress_interval=self.progress_interval,
+        )
+        return await session.run()
+
+    async def take_over(self, entry: SegmentEntry, token: int) -> SegmentEntry | None:
+        """Finalise a segment its recorder left "recording": the final entry, or None when
+        no file is behind it.
+
+        The raw file is first moved aside under a name of this holder's (``token``): if the
+        old holder was only frozen and wakes up, its own remux of the old path finds nothing
+        and can neither overwrite nor delete the file made here.
+        """
+        raw = (self.root / entry.path).resolve()
+        if not raw.is_relative_to(self.root):
+            return None
+        done = raw.with_suffix(".mp4")
+        if not raw.exists():
+            # The old holder remuxed it before it lost the lease: list its MP4.
+            if done.is_file() and done.stat().st_size > 0:
+                size = done.stat().st_size
+                return SegmentEntry(
+                    path=self.relative(done), part=entry.part, size=size, state="final"
+                )
+            return None
+        if raw.stat().st_size == 0:
+            return None
+        aside = raw.with_name(f"{raw.stem}.takeover-{token}{raw.suffix}")
+        raw.rename(aside)
+        result = await remux(aside, aside.with_suffix(".mp4"), ffmpeg=self.ffmpeg)
+        log.info("recorder.orphan_finalised", path=self.relative(result.path), ok=result.ok)
+        return SegmentEntry(
+            path=self.relative(result.path),
+            part=entry.part,
+            size=result.size,
+            duration_s=result.duration_s,
+            state="final" if result.ok else "raw",
+        )
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root)) if path.is_absolute() else str(path)

@@ -1,0 +1,89 @@
+"""How a recording job ends: its terminal state written once, and recording.finished."""
+
+from __future__ import annotations
+
+from services.recorder import metrics
+from services.recorder.deps import RecorderDeps, Work
+from shared.bus import Delivery
+from shared.errors import ErrorCode, RetryLater
+from shared.events import RecordedFile, RecordingFinished, RoomLive, utc_now
+from shared.job_store import Outcome, Totals
+from shared.logging import get_logger
+from shared.tiktok import TikTokError
+
+log = get_logger(__name__)
+
+MAX_RETRIES = 5
+# TikTok answers 4003110 both for 18+ lives without a login and for throttled clients, so an
+# AGE_RESTRICTED answer is retried briefly before the job fails with it.
+AGE_RETRIES = 3
+
+
+async def finish(
+    deps: RecorderDeps,
+    event: Work,
+    outcome: Outcome,
+    totals: Totals | None = None,
+    token: int = 0,
+) -> None:
+    """Write the terminal state and publish recording.finished (its id is per job, so a
+    redelivery that finds the job finished publishes a duplicate JetStream drops)."""
+    doc, first = await deps.store.finish(event.job_id, outcome, totals, token)
+    if first:
+        metrics.count_finished(doc.state, doc.error_code)
+    await deps.publisher.publish(
+        RecordingFinished(
+            event_id=f"fin:{event.job_id}",
+            correlation_id=event.correlation_id,
+            job_id=event.job_id,
+            room_id=doc.room_id,
+            returncode=doc.returncode or 0,
+            files=[
+                RecordedFile(
+                    path=s.path,
+                    size=s.size,
+                    duration_s=s.duration_s,
+                    part=s.part,
+                    remuxed=s.state == "final",
+                )
+                for s in doc.segments
+            ],
+            error_code=doc.error_code,
+            error_message=doc.error_message,
+            started_at=doc.started_at,
+            ended_at=doc.ended_at or utc_now(),
+            watcher_key=event.watcher_key if isinstance(event, RoomLive) else None,
+            upload_s3=event.options.upload_s3,
+            url=event.url,
+            unique_id=doc.unique_id or (event.unique_id if isinstance(event, RoomLive) else None),
+            title=doc.title,
+        )
+    )
+    started, ended = doc.started_at, doc.ended_at
+    log.info(
+        "recorder.finished",
+        state=doc.state,
+        returncode=doc.returncode,
+        error_code=doc.error_code,
+        room_id=doc.room_id,
+        duration=round((ended - started).total_seconds(), 1) if started and ended else None,
+        bytes=doc.bytes,
+        files=len(doc.segments),
+    )
+
+
+async def fail_or_retry(
+    deps: RecorderDeps,
+    event: Work,
+    delivery: Delivery,
+    exc: TikTokError,
+    room_id: str | None = None,
+    token: int = 0,
+) -> None:
+    """Retryable TikTok trouble (WAF, timeouts) is retried a few times, then the job fails."""
+    ambiguous = exc.code == ErrorCode.AGE_RESTRICTED and delivery.num_delivered < AGE_RETRIES
+    if (exc.retryable and delivery.num_delivered < MAX_RETRIES) or ambiguous:
+        await deps.store.retrying(event.job_id, str(exc.code), str(exc))
+        raise RetryLater(str(exc), delay=min(60.0, 2.0**delivery.num_delivered))
+    outcome = Outcome("FAILURE", str(exc.code), str(exc), room_id)
+    await finish(deps, event, outcome, token=token)

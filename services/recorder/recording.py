@@ -1,0 +1,256 @@
+"""A recording by the holder of a room's lease: take over what a dead holder left, claim the
+job, run the session with every write fenced by the lease's token, then say how it ended.
+
+The lease is kept by a ``Keeper``; when it is lost or in doubt (NATS away, this process
+frozen past its TTL) the session stops, and no file is opened once the lease is not fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import datetime
+from pathlib import Path
+
+from services.recorder import metrics
+from services.recorder.deps import Job, RecorderDeps, Work
+from services.recorder.media import SessionPlan
+from services.recorder.outcome import fail_or_retry, finish
+from services.recorder.session import Progress, RecordedSegment, SessionResult, StreamLookup
+from shared.bus import Delivery
+from shared.errors import ErrorCode, RetryLater
+from shared.events import RecordingStarted
+from shared.job_store import Claim, Outcome, Refused, Totals
+from shared.jobs import RecordingPart, SegmentEntry
+from shared.lease import HeldLease, Keeper
+from shared.logging import get_logger
+from shared.naming import render
+from shared.tiktok import RoomInfo, StreamCandidate, TikTokError, stream_candidates
+from shared.tiktok.client import TikTokClient
+
+log = get_logger(__name__)
+
+# How often a recording writes its progress (bytes, bitrate) to its job document.
+PROGRESS_EVERY = 10.0
+# Cancels arrive at once through the service's KV watch; this re-read (every 5th lease
+# renewal, ~15 s) only covers a signal lost while NATS reconnected.
+CANCEL_RECHECK = 5
+
+
+class LeaseNotFresh(Exception):
+    """The lease may have lapsed: no new file is opened."""
+
+
+async def record(
+    deps: RecorderDeps,
+    event: Work,
+    delivery: Delivery,
+    client: TikTokClient,
+    room_id: str,
+    unique_id: str | None,
+    lease: HeldLease,
+) -> None:
+    """Record ``event``'s job while holding ``lease``. Raises Refused (StaleHolder or
+    JobFinished) when the store says the job is no longer this holder's to write."""
+    job_id, token = event.job_id, lease.token
+    job = Job(job_id)
+    beats = [0]
+
+    async def recheck_cancel() -> None:
+        beats[0] += 1
+        if beats[0] % CANCEL_RECHECK == 0:
+            request = await deps.store.request(job_id)
+            if request is not None and request.desired == "cancel":
+                job.halt("cancelled")
+
+    async with Keeper(lease, clock=deps.clock, on_renewed=recheck_cancel) as keeper:
+        await take_over(deps, job_id, token)
+        prior = await deps.store.recording(job_id)
+        had_files = bool(prior and prior.segments)
+        recorded_s = sum(s.duration_s or 0 for s in prior.segments) if prior else 0.0
+        if event.duration is not None and recorded_s >= event.duration - 0.5:
+            await finish(deps, event, Outcome("SUCCESS", room_id=room_id), token=token)
+            return
+        try:
+            info = await client.confirm_live(room_id, unique_id)
+        except TikTokError as exc:
+            if had_files and exc.code == ErrorCode.LIVE_OFFLINE:
+                # The live ended while the job changed hands: what was recorded is the result.
+                await finish(deps, event, Outcome("SUCCESS", room_id=room_id), token=token)
+                return
+            await fail_or_retry(deps, event, delivery, exc, room_id, token)
+            return
+
+        claim = Claim(deps.recorder_id, room_id, info.title, info.unique_id, delivery.num_delivered)
+        await deps.store.claim(job_id, token, claim)
+        await deps.publisher.publish(
+            RecordingStarted(
+                event_id=f"start:{job_id}:{delivery.num_delivered}",
+                correlation_id=event.correlation_id,
+                job_id=job_id,
+                room_id=room_id,
+                recorder_id=deps.recorder_id,
+                part=len(prior.segments) if prior else 0,
+            )
+        )
+        log.info("recorder.started", job_id=job_id, room_id=room_id, attempt=delivery.num_delivered)
+        deps.active[job_id] = job
+        metrics.ACTIVE.inc()
+        lost = asyncio.create_task(_halt_when_lost(keeper, job))
+        totals = Totals.of(prior)
+        try:
+            result = await _session(deps, event, info, job, keeper, token, prior, totals)
+        finally:
+            lost.cancel()
+            metrics.ACTIVE.dec()
+            deps.active.pop(job_id, None)
+        await _ended(deps, event, job, result, totals, token, had_files, room_id)
+
+
+async def _ended(
+    deps: RecorderDeps,
+    event: Work,
+    job: Job,
+    result: SessionResult,
+    before: Totals,
+    token: int,
+    had_files: bool,
+    room_id: str,
+) -> None:
+    totals = before.plus(result.bytes, result.reconnects, result.stalls)
+    if job.reason in ("shutdown", "lease_lost"):
+        # Not the end of the job: what was written is final; another recorder continues.
+        await deps.store.handed_over(event.job_id, token, totals)
+        msg = f"recording handed over ({job.reason})"
+        raise RetryLater(msg, delay=0)
+    if job.reason == "cancelled":
+        outcome = Outcome("CANCELLED", ErrorCode.CANCELLED, "cancelled", room_id)
+    elif result.error_code is None or (
+        result.error_code == ErrorCode.LIVE_OFFLINE and (had_files or result.files)
+    ):
+        outcome = Outcome("SUCCESS", room_id=room_id)
+    else:
+        outcome = Outcome("FAILURE", result.error_code, result.error or result.reason, room_id)
+    await finish(deps, event, outcome, totals, token)
+
+
+async def _halt_when_lost(keeper: Keeper, job: Job) -> None:
+    await keeper.lost.wait()
+    log.warning("recorder.lease_lost", job_id=job.job_id, lease=keeper.lease.name)
+    job.halt("lease_lost")
+
+
+async def take_over(deps: RecorderDeps, job_id: str, token: int) -> None:
+    """Finalise the segments a dead holder left "recording": remuxed, or dropped if gone."""
+    found = await deps.store.recording(job_id)
+    for entry in [s for s in found.segments if s.state == "recording"] if found else []:
+        final = await deps.media.take_over(entry, token)
+        if final is None:
+            await deps.store.segment_dropped(job_id, token, entry.path)
+        else:
+            await deps.store.segment_finalised(job_id, token, final, replaces=entry.path)
+
+
+async def _session(
+    deps: RecorderDeps,
+    event: Work,
+    info: RoomInfo,
+    job: Job,
+    keeper: Keeper,
+    token: int,
+    prior: RecordingPart | None,
+    totals: Totals,
+) -> SessionResult:
+    settings = deps.settings
+    client = deps.tiktok.client(event.options)
+    preference = ([event.options.quality] if event.options.quality else []) + (
+        settings.quality.split(",")
+    )
+    template = event.options.output_template or settings.output_template
+    root = settings.recordings_dir.resolve()
+    store, job_id = deps.store, event.job_id
+    part_base = max((s.part for s in prior.segments), default=-1) + 1 if prior else 0
+    writes: set[asyncio.Task[None]] = set()
+
+    async def fenced(write: Awaitable[None]) -> None:
+        """A write the store refuses means the job is not ours any more: stop recording."""
+        try:
+            await write
+        except Refused as exc:
+            log.warning("recorder.write_refused", job_id=job_id, error=str(exc))
+            job.halt("lease_lost")
+
+    async def lookup() -> StreamLookup:
+        # room/info, or the live page when room/info refuses a flagged IP (4003110).
+        fresh = await client.live_info(info.room_id, info.unique_id)
+        if fresh.has_ended:
+            return StreamLookup(status="ended")
+        if fresh.is_paused:
+            return StreamLookup(status="paused")
+        return StreamLookup(status="live", candidates=tuple(stream_candidates(fresh, preference)))
+
+    def open_path(index: int, started_at: datetime) -> Path:
+        if not keeper.fresh():
+            # Woken from a freeze, or NATS away too long: a newer holder may write here now.
+            job.halt("lease_lost")
+            msg = f"lease of job {job_id} is not fresh: no new file"
+            raise LeaseNotFresh(msg)
+        values = {
+            "room_id": info.room_id,
+            "user": info.unique_id or "",
+            "title": info.title,
+            "job_id": job_id,
+            "part": str(part_base + index),
+        }
+        path = render(template, values, root, when=started_at).with_suffix(".flv")
+        # Listed before a byte is written, so a recorder taking over after a crash finds it.
+        entry = SegmentEntry(path=_rel(path, root), part=part_base + index)
+        task = asyncio.create_task(fenced(store.segment_opened(job_id, token, entry)))
+        writes.add(task)
+        task.add_done_callback(writes.discard)
+        return path
+
+    async def on_file(segment: RecordedSegment) -> None:
+        await fenced(store.segment_finalised(job_id, token, _entry(segment, root)))
+
+    async def on_progress(progress: Progress) -> None:
+        now = totals.plus(progress.bytes, progress.reconnects, progress.stalls)
+        await fenced(store.progress(job_id, token, now, progress.bitrate))
+
+    async def on_stream(stream: StreamCandidate) -> None:
+        wanted = preference[0] if preference else None
+        write = store.streaming(
+            job_id, token, quality=stream.quality, source=stream.source, wanted=wanted
+        )
+        await fenced(write)
+
+    recorded_s = sum(s.duration_s or 0 for s in prior.segments) if prior else 0.0
+    plan = SessionPlan(
+        lookup=lookup,
+        open_path=open_path,
+        stop=job.stop,
+        on_file=on_file,
+        on_progress=on_progress,
+        on_stream=on_stream,
+        duration=None if event.duration is None else max(1.0, event.duration - recorded_s),
+        http=client.http if event.options.proxy else None,
+    )
+    try:
+        return await deps.media.record(plan)
+    finally:
+        if writes:
+            await asyncio.gather(*writes, return_exceptions=True)
+
+
+def _rel(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_absolute() else str(path)
+
+
+def _entry(segment: RecordedSegment, root: Path) -> SegmentEntry:
+    return SegmentEntry(
+        path=_rel(Path(segment.path), root),
+        part=segment.part,
+        size=segment.size,
+        duration_s=segment.duration_s,
+        state="final" if segment.remuxed else "raw",
+    )
