@@ -43,6 +43,11 @@ class Watcher(msgspec.Struct, kw_only=True, omit_defaults=True):
     current_job_id: str | None = None
     jobs: list[str] = msgspec.field(default_factory=list)  # recording jobs started, newest last
     failures: int = 0
+    # Why the last check failed, an ErrorCode and a message without secrets; a check that
+    # succeeds clears both. VALIDATION_ERROR: options the scheduler cannot use (a proxy it
+    # cannot unseal, cookies it cannot load), so it does not ask TikTok at all.
+    error_code: str | None = None
+    error_message: str | None = None
     next_check_at: datetime | None = None
     generation: int = 0  # bumped on resume: a live seen again after a pause is a new job
     # The request's correlation id: every live of this watcher carries it to every service.

@@ -4,6 +4,9 @@ confirm positives with room/info -> room.live once per live session.
 Every TikTok request first takes a permit from the :class:`Budget` of its egress, so the
 request rate never exceeds the budget, however many watchers are due: when the budget is
 tighter than the watchers need, checks simply happen later (the effective interval grows).
+
+A watcher whose options this process cannot use (a proxy it cannot unseal, cookies it cannot
+load) is not checked at all: it shows why in ``error_code``/``error_message`` instead.
 """
 
 from __future__ import annotations
@@ -54,11 +57,14 @@ EGRESS_ERRORS = frozenset(
 
 @dataclass
 class PollDeps:
+    """What a pass works with. ``client_for`` and ``egress_of`` raise ValueError (SecretError,
+    CookiesError) for a watcher whose options cannot be used, as ClientPool does."""
+
     store: WatcherStore
     budget: Budget
     jobs_kv: KeyValue
     publish: Callable[[Event], Awaitable[PubAck]]
-    client_for: Callable[[Watcher], Awaitable[TikTokClient]]
+    client_for: Callable[[Watcher], TikTokClient]
     egress_of: Callable[[Watcher], str]
     batch_size: int = 50
 
@@ -71,6 +77,7 @@ class _Pass:
     updates: dict[str, tuple[Watcher, float]] = field(default_factory=dict)
 
     def done(self, w: Watcher, outcome: str, next_check: float | None = None) -> None:
+        """A check ended; without ``next_check`` it succeeded (failures and error cleared)."""
         # Counted from this watcher's own check, not from the start of the pass: with the
         # pacing below, a bulk import spreads over the interval instead of staying one burst.
         checked = time.time()
@@ -79,9 +86,14 @@ class _Pass:
         if next_check is None:
             next_check = checked + interval(w.poll_interval)
             w.failures = 0
+            w.error_code = w.error_message = None
         w.next_check_at = datetime.fromtimestamp(next_check, UTC)
         self.updates[w.key] = (w, next_check)
         metrics.CHECKS.labels(outcome).inc()
+
+    def failed(self, w: Watcher, code: ErrorCode, message: str, next_check: float) -> None:
+        w.error_code, w.error_message = code, message
+        self.done(w, code.lower(), next_check)
 
 
 def interval(poll: int) -> float:
@@ -99,13 +111,21 @@ async def poll_once(deps: PollDeps, now: float | None = None) -> int:
     due = await deps.store.due(now, MAX_DUE)
     if not due:
         return 0
-    by_egress: dict[str, list[Watcher]] = defaultdict(list)
-    for w in due:
-        by_egress[deps.egress_of(w)].append(w)
     state = _Pass(now)
+    by_egress: dict[str, list[Watcher]] = defaultdict(list)
+    clients: dict[str, TikTokClient] = {}
+    for w in due:
+        try:
+            egress = deps.egress_of(w)
+            client = deps.client_for(w)
+        except ValueError as exc:  # SecretError, CookiesError, a proxy URL no client takes
+            _unusable(w, exc, state)
+            continue
+        by_egress[egress].append(w)
+        clients.setdefault(egress, client)
     # Every egress finishes (or stops) before an error propagates: no orphaned checks.
     outcomes = await asyncio.gather(
-        *(_poll_egress(deps, e, ws, state) for e, ws in by_egress.items()),
+        *(_poll_egress(deps, e, clients[e], ws, state) for e, ws in by_egress.items()),
         return_exceptions=True,
     )
     for outcome in outcomes:
@@ -124,14 +144,19 @@ async def pace(deps: PollDeps) -> None:
     """
     need: dict[str, float] = defaultdict(float)
     for w in await deps.store.active():
+        try:
+            egress = deps.egress_of(w)
+        except ValueError:
+            continue  # never polled (see poll_once): it needs no share of any egress
         per_check = 1.0 / deps.batch_size + (1.0 if w.unique_id else 0.0)  # resolve + share
-        need[deps.egress_of(w)] += per_check / max(1, w.poll_interval)
+        need[egress] += per_check / max(1, w.poll_interval)
     for egress, rate in need.items():
         deps.budget.pace(egress, max(PACE_FLOOR, rate * PACE_MARGIN))
 
 
-async def _poll_egress(deps: PollDeps, egress: str, due: list[Watcher], state: _Pass) -> None:
-    client = await deps.client_for(due[0])
+async def _poll_egress(
+    deps: PollDeps, egress: str, client: TikTokClient, due: list[Watcher], state: _Pass
+) -> None:
     checkable: list[Watcher] = []
     for w in due:
         if w.unique_id is None:
@@ -237,11 +262,22 @@ def _failed(deps: PollDeps, egress: str, w: Watcher, exc: TikTokError, state: _P
         pause = deps.budget.penalize(egress)
         log.warning("scheduler.egress_backoff", egress=egress, error_code=exc.code, pause_s=pause)
         # Checked again as soon as the egress may be used: nothing is skipped, only delayed.
-        state.done(w, str(exc.code).lower(), next_check=state.now + pause)
+        state.failed(w, exc.code, exc.message, next_check=state.now + pause)
         return True
     delay = min(ERROR_BACKOFF_MAX, w.poll_interval * 2.0 ** min(w.failures, 10))
-    state.done(w, str(exc.code).lower(), next_check=state.now + delay)
+    state.failed(w, exc.code, exc.message, next_check=state.now + delay)
     return False
+
+
+def _unusable(w: Watcher, exc: ValueError, state: _Pass) -> None:
+    """Options this process cannot use: no request at all, never one without them.
+
+    Polling without its proxy would show TikTok the IP the proxy hides. Tried again every
+    poll interval (it costs no request), so a fixed SECRET_KEY or cookies file takes at once.
+    """
+    log.warning("scheduler.watcher_unusable", key=w.key, error=str(exc))
+    w.live_state = "unknown"  # current_job_id stays: the same live is never recorded twice
+    state.failed(w, ErrorCode.VALIDATION_ERROR, str(exc), time.time() + interval(w.poll_interval))
 
 
 async def _went_live(deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _Pass) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 from nats.micro.request import Request, ServiceError
@@ -20,18 +19,16 @@ from services.scheduler import metrics
 from services.scheduler.budget import Budget, BudgetStopped
 from services.scheduler.handlers import on_command
 from services.scheduler.poller import PollDeps, pace, poll_once
+from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
 from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
-from shared.config import SchedulerSettings, Settings
 from shared.events import Event
 from shared.logging import get_logger
-from shared.secrets import SecretBox, SecretError
 from shared.service import BaseService
 from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, SCHEDULER
-from shared.tiktok import CookiesError, TikTokClient, load_cookies
-from shared.tiktok.factory import client_from_settings, signer_from_settings
-from shared.watchers import GetRequest, ListReply, ListRequest, Watcher
+from shared.tiktok.pool import ClientPool
+from shared.watchers import GetRequest, ListReply, ListRequest
 
 log = get_logger(__name__)
 
@@ -41,26 +38,23 @@ PACE_EVERY = 10.0  # seconds between recomputing each egress's rate from its wat
 BAD_REQUEST, NOT_FOUND = "400", "404"  # nats.micro error codes, read by the gateway
 
 
-class SchedulerService(BaseService):
+class SchedulerService(BaseService[SchedulerSettings]):
     name = "scheduler"
     description = "Owns watchers; polls TikTok in batches; publishes room.live"
     durables = (SCHEDULER,)
-    settings_type: ClassVar[type[Settings]] = SchedulerSettings
+    settings_type = SchedulerSettings
 
     async def start(self, group: Group) -> None:
         settings = self.settings
-        assert isinstance(settings, SchedulerSettings)
         self.store = await WatcherStore(settings.scheduler_db).__aenter__()
-        self._secrets = SecretBox(settings.secret_key) if settings.secret_key else None
-        self._clients: dict[tuple[str | None, str | None], TikTokClient] = {}
-        self._signer = signer_from_settings(self.settings)
+        self.clients = ClientPool(settings)
         self.deps = PollDeps(
             store=self.store,
             budget=Budget(settings.tiktok_requests_per_min),
             jobs_kv=await self.bus.kv(JOBS_BUCKET),
             publish=self.bus.publish,
-            client_for=self._client_for,
-            egress_of=self._egress_of,
+            client_for=lambda w: self.clients.client(w.options),
+            egress_of=lambda w: self.clients.egress(w.options),
             batch_size=settings.check_batch_size,
         )
         self.leader = False
@@ -71,10 +65,7 @@ class SchedulerService(BaseService):
         self._tasks.append(asyncio.create_task(self._lead()))
 
     async def stop(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        if self._signer is not None:
-            await self._signer.aclose()
+        await self.clients.aclose()
         await self.store.__aexit__(None, None, None)
 
     def status(self) -> dict[str, Any]:
@@ -141,33 +132,3 @@ class SchedulerService(BaseService):
             raise ServiceError(BAD_REQUEST, "bad request") from exc
         items, total = await self.store.page(max(1, ask.page), max(1, min(500, ask.page_size)))
         await req.respond(msgspec.json.encode(ListReply(items=items, total=total)))
-
-    # --- TikTok clients per egress -----------------------------------------------------------
-
-    def _proxy(self, w: Watcher) -> str | None:
-        if w.options.proxy is None or self._secrets is None:
-            return None
-        try:
-            return self._secrets.unseal(w.options.proxy)
-        except SecretError:
-            log.warning("scheduler.proxy_unreadable", key=w.key)
-            return None
-
-    def _egress_of(self, w: Watcher) -> str:
-        proxy = self._proxy(w)
-        if proxy is None:
-            return "direct"
-        return "proxy-" + hashlib.sha256(proxy.encode()).hexdigest()[:8]
-
-    async def _client_for(self, w: Watcher) -> TikTokClient:
-        proxy = self._proxy(w)
-        key = (proxy, w.options.cookies)
-        if key not in self._clients:
-            cookies = None
-            if w.options.cookies:
-                with contextlib.suppress(CookiesError, OSError):
-                    cookies = load_cookies(w.options.cookies, self.settings.cookies_dir)
-            self._clients[key] = client_from_settings(
-                self.settings, proxy=proxy, cookies=cookies, signer=self._signer
-            )
-        return self._clients[key]

@@ -16,12 +16,15 @@ from services.scheduler.store import WatcherStore
 from shared import jobs
 from shared.bus import Bus
 from shared.config import RecorderSettings, SchedulerSettings
-from shared.events import RoomLive, WatchDeleted, WatchRequested
+from shared.errors import ErrorCode
+from shared.events import RecordingOptions, RoomLive, WatchDeleted, WatchRequested
+from shared.nats_server import NatsServer
+from shared.secrets import SecretBox, new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET, subject_for
 from shared.watchers import GET, GetRequest, Watcher
 from tests.helpers import decode_errors, eventually
+from tests.http_proxy import AuthProxy
 from tlr.fake_tiktok import FakeTikTok
-from tlr.nats_server import NatsServer
 
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 
@@ -341,3 +344,54 @@ async def test_stop_is_prompt_while_the_poller_waits_out_an_egress_backoff(
         # Far below the 300 s backoff: stopping interrupts the wait instead of sitting it out.
         await asyncio.wait_for(service.__aexit__(None, None, None), 15)
     assert service.deps.budget.waiting == 0
+
+
+@pytest.mark.parametrize("scheduler_key", ["another key", "no key"])
+async def test_a_watcher_whose_proxy_cannot_be_unsealed_never_asks_tiktok(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path, scheduler_key: str
+) -> None:
+    # Polling it without its proxy would show TikTok the very IP the proxy is there to hide.
+    await fake_tiktok.create_user("pia")
+    await fake_tiktok.create_user("tom")
+    sealing_key = new_key()
+    async with AuthProxy("sched", "s3cret") as proxy:
+        options = RecordingOptions(proxy=SecretBox(sealing_key).seal(proxy.url()))
+        wrong = scheduler_settings(
+            nats_server,
+            fake_tiktok,
+            tmp_path,
+            secret_key=new_key() if scheduler_key == "another key" else None,
+        )
+        async with SchedulerService(bus, wrong):
+            await watch(bus, "@pia", poll=1, unique_id="pia", options=options)
+            await watch(bus, "@tom", poll=1, unique_id="tom")  # the same pass, no proxy
+
+            async def both_passed() -> bool:
+                ws = [await watcher(bus, key) for key in ("@pia", "@tom")]
+                return all(w is not None and w.last_run_at is not None for w in ws)
+
+            await eventually(both_passed, timeout=15)
+            assert await fake_tiktok.requests("/@pia") == []
+            assert proxy.requests == {}
+            assert await fake_tiktok.requests("/@tom") != []
+            pia = await watcher(bus, "@pia")
+            assert pia is not None
+            assert pia.last_outcome == "validation_error"
+            assert pia.error_code == ErrorCode.VALIDATION_ERROR
+            assert pia.error_message is not None
+            assert "SECRET_KEY" in pia.error_message
+            assert "s3cret" not in pia.error_message
+            assert pia.live_state == "unknown"
+
+        # Given the key that sealed it, the scheduler polls it, through its proxy only.
+        right = scheduler_settings(nats_server, fake_tiktok, tmp_path, secret_key=sealing_key)
+        async with SchedulerService(bus, right):
+
+            async def polled_through_proxy() -> bool:
+                w = await watcher(bus, "@pia")
+                return w is not None and w.last_outcome == "offline" and proxy.requests["/@pia"] > 0
+
+            await eventually(polled_through_proxy, timeout=15)
+            pia = await watcher(bus, "@pia")
+            assert pia is not None
+            assert (pia.error_code, pia.error_message) == (None, None)

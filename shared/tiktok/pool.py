@@ -1,0 +1,91 @@
+"""A process's TikTok clients, one per (proxy, cookies file), under one policy for both options."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from shared.config import Settings
+from shared.events import RecordingOptions
+from shared.secrets import SecretBox, SecretError
+from shared.tiktok.client import TikTokClient
+from shared.tiktok.cookies import load_cookies
+from shared.tiktok.factory import client_from_settings, signer_from_settings
+
+DIRECT: Final = "direct"
+
+
+class ClientPool:
+    """The TikTok clients of one process: every job or watcher with the same proxy and cookies
+    file shares one client, so TLS contexts and connection pools are made once, not per job.
+
+    Options the process cannot honour raise; nothing is ever done without them. A sealed proxy
+    that cannot be opened (no SECRET_KEY, another key, damaged) raises SecretError: going
+    direct instead would show TikTok the IP the proxy is there to hide. A cookies file that
+    cannot be loaded raises CookiesError. Both are ValueErrors, as is a proxy URL that opens
+    but no client accepts. No message quotes the proxy URL or a cookie value.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        # A malformed SECRET_KEY raises SecretError here: a misconfigured process fails at start.
+        self._secrets = SecretBox(settings.secret_key) if settings.secret_key else None
+        self._signer = signer_from_settings(settings)
+        self._clients: dict[tuple[str | None, str | None], TikTokClient] = {}
+        self._closed = False
+
+    def client(self, options: RecordingOptions) -> TikTokClient:
+        """The shared client for ``options.proxy`` and ``options.cookies`` (made on first use).
+
+        Raises SecretError (proxy), CookiesError (cookies), ValueError (unusable proxy URL).
+        """
+        if self._closed:
+            msg = "the TikTok client pool is closed"
+            raise RuntimeError(msg)
+        proxy = self._proxy(options)
+        key = (proxy, options.cookies)
+        client = self._clients.get(key)
+        if client is None:
+            cookies = (
+                load_cookies(options.cookies, self._settings.cookies_dir)
+                if options.cookies
+                else None
+            )
+            client = client_from_settings(
+                self._settings, proxy=proxy, cookies=cookies, signer=self._signer
+            )
+            self._clients[key] = client
+        return client
+
+    def egress(self, options: RecordingOptions) -> str:
+        """Where requests for ``options`` leave from: ``direct`` or ``proxy-<8 hex>``, a label
+        that names the proxy without showing it (metrics, logs, the scheduler's budget).
+
+        Raises SecretError like :meth:`client`.
+        """
+        proxy = self._proxy(options)
+        if proxy is None:
+            return DIRECT
+        return "proxy-" + hashlib.sha256(proxy.encode()).hexdigest()[:8]
+
+    async def aclose(self) -> None:
+        """Close every client and the signer; the pool makes no client afterwards."""
+        self._closed = True
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+        if self._signer is not None:
+            await self._signer.aclose()
+
+    def _proxy(self, options: RecordingOptions) -> str | None:
+        if options.proxy is None:
+            return None
+        if self._secrets is None:
+            msg = "options.proxy is sealed but this process has no SECRET_KEY"
+            raise SecretError(msg)
+        try:
+            return self._secrets.unseal(options.proxy)
+        except SecretError as exc:
+            # SecretBox's reason (another key or damaged, not sealed) never quotes the value.
+            msg = f"options.proxy cannot be used: {exc}"
+            raise SecretError(msg) from exc
