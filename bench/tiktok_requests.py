@@ -43,10 +43,10 @@ from services.scheduler.store import WatcherStore  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
-from shared.nats_server import NatsServer  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
 from shared.tiktok.factory import client_from_settings  # noqa: E402
 from shared.watchers import Watcher  # noqa: E402
+from tlr.nats_server import NatsServer  # noqa: E402
 
 POLL_S = 60
 

@@ -18,13 +18,13 @@ from shared.bus import Bus
 from shared.config import RecorderSettings, SchedulerSettings
 from shared.errors import ErrorCode
 from shared.events import RecordingOptions, RoomLive, WatchDeleted, WatchRequested
-from shared.nats_server import NatsServer
 from shared.secrets import SecretBox, new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET, subject_for
 from shared.watchers import GET, GetRequest, Watcher
 from tests.helpers import decode_errors, eventually
 from tests.http_proxy import AuthProxy
 from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
 
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 
