@@ -392,6 +392,9 @@ class JobStore:
         job_id: str,
         token: int,
         state: UpState,
+        *,
+        uploader_id: str,
+        attempt: int,
         files: list[UploadedFile] | None = None,
         error: tuple[str, str] | None = None,
     ) -> None:
@@ -400,6 +403,7 @@ class JobStore:
         def end(doc: UploadPart | None) -> UploadPart:
             doc = self._upload_fenced(doc, token) or UploadPart(job_id=job_id, fence=token)
             doc.state = state
+            doc.uploader_id, doc.attempt = uploader_id, attempt
             if files is not None:
                 doc.files = files
             if state == "SUCCESS":

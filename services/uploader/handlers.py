@@ -1,9 +1,11 @@
 """What the uploader does with one recording.finished: every file to S3, verified, exactly once.
 
-Plain async functions over a deps object: no NATS here except through ``deps``. The flow:
-upload asked? -> already SUCCESS (republish upload.done)? -> S3 configured? -> resolve paths ->
-per file: HEAD (skip what the store already holds) or upload, with retries -> remove the local
-copies if asked -> SUCCESS in ``job.<id>.up`` -> ``upload.done``.
+Plain async functions over a frozen deps object of small Protocols: no NATS here. The flow:
+upload asked? -> already SUCCESS (republish upload.done)? -> take the job's upload lease ->
+S3 configured? -> resolve paths -> per file: HEAD (skip what the store already holds) or
+upload, with retries -> remove the local copies if asked -> SUCCESS in ``job.<id>.up`` ->
+``upload.done``. Every write to the job carries the lease's token: an uploader that froze
+past its lease cannot overwrite what its successor wrote.
 
 A job never gets lost to an outage: transient failures leave it queued in JetStream (RETRY,
 nak with a growing delay). Only a job that cannot succeed fails (FAILURE, term): a file that
@@ -17,16 +19,14 @@ import asyncio
 import contextlib
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import aiohttp
 import botocore.exceptions
 import structlog
-from nats.js.api import PubAck
-from nats.js.kv import KeyValue
 
 from services.uploader import metrics
 from services.uploader.s3 import (
@@ -37,10 +37,9 @@ from services.uploader.s3 import (
     is_transient,
     object_key,
 )
-from shared import jobs
 from shared.bus import Delivery, retry_delay
 from shared.config import UploaderSettings
-from shared.errors import ErrorCode, PermanentError, RetryLater
+from shared.errors import ErrorCode, NotMine, PermanentError, RetryLater
 from shared.events import (
     DeleteReason,
     Event,
@@ -50,6 +49,9 @@ from shared.events import (
     UploadDone,
     UploadedFile,
 )
+from shared.job_store import JobFinished, JobStore, StaleHolder
+from shared.jobs import UpState
+from shared.lease import Holder, Keeper, Leases
 from shared.logging import get_logger, redact_text
 
 log = get_logger(__name__)
@@ -75,15 +77,32 @@ S3_FAILURES = (
 )
 
 
-@dataclass
+class Publisher(Protocol):
+    async def publish(self, event: Event) -> object: ...
+
+
+@dataclass(frozen=True)
 class UploaderDeps:
+    """Everything the uploader's handlers use, built once in ``service.py``."""
+
     uploader_id: str
     settings: UploaderSettings
-    jobs_kv: KeyValue
+    jobs: JobStore
+    leases: Leases
     store: ObjectStore | None  # None while S3_BUCKET is unset
-    publish: Callable[[Event], Awaitable[PubAck]]
+    publisher: Publisher
+    clock: Callable[[], float] = time.monotonic
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     active: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Held:
+    """The job's upload lease, held by this process while it uploads."""
+
+    token: int
+    keeper: Keeper
+    attempt: int  # JetStream's delivery count
 
 
 @dataclass(frozen=True)
@@ -109,9 +128,12 @@ class _Missing(Exception):
     """A file is neither on disk nor in the bucket."""
 
 
-async def on_recording_finished(event: Event, delivery: Delivery, deps: UploaderDeps) -> None:
-    """Upload the job's files; returning acks, RetryLater requeues, PermanentError fails it."""
-    if not isinstance(event, RecordingFinished) or not event.upload_s3:
+async def on_recording_finished(
+    event: RecordingFinished, delivery: Delivery, deps: UploaderDeps
+) -> None:
+    """Upload the job's files; returning acks, RetryLater requeues, PermanentError fails it,
+    NotMine leaves it to the newer uploader that took it over."""
+    if not event.upload_s3:
         return
     with structlog.contextvars.bound_contextvars(job_id=event.job_id):
         await _handle(event, delivery, deps)
@@ -119,32 +141,51 @@ async def on_recording_finished(event: Event, delivery: Delivery, deps: Uploader
 
 async def _handle(event: RecordingFinished, delivery: Delivery, deps: UploaderDeps) -> None:
     job_id = event.job_id
-    found = await jobs.get_upload(deps.jobs_kv, job_id)
-    if found is not None and found[0].state == "SUCCESS":
+    found = await deps.jobs.upload(job_id)
+    if found is not None and found.state == "SUCCESS":
         # A redelivery: the files are safe already. upload.done again, with the same
         # event_id, in case the first publish was lost (JetStream drops the duplicate).
-        log.info("uploader.already_done", files=len(found[0].files))
-        await _announce(deps, event, found[0].files)
+        log.info("uploader.already_done", files=len(found.files))
+        await _announce(deps, event, found.files)
         return
     if not event.files:
         log.info("uploader.nothing_to_upload")
         return
+    lease = await deps.leases.acquire(f"upload.{job_id}", Holder(deps.uploader_id, job_id))
+    if lease is None:
+        holder = await deps.leases.holder(f"upload.{job_id}")
+        msg = f"job {job_id} is being uploaded by {holder.owner if holder else '?'}"
+        raise RetryLater(msg, delay=BUSY_DELAY)
+    try:
+        async with Keeper(lease, clock=deps.clock) as keeper:
+            await _held(event, delivery, deps, Held(lease.token, keeper, delivery.num_delivered))
+    except StaleHolder as exc:
+        # Frozen past the lease: a newer uploader has the job (and its message). Hands off.
+        log.warning("uploader.stale_holder", error=str(exc))
+        raise NotMine(str(exc)) from exc
+    except JobFinished as exc:
+        log.info("uploader.finished_elsewhere", error=str(exc))
+    finally:
+        await lease.release()
+
+
+async def _held(
+    event: RecordingFinished, delivery: Delivery, deps: UploaderDeps, held: Held
+) -> None:
     if deps.store is None:
         msg = "S3_BUCKET is not set: the job waits, queued, until an uploader has one"
-        await _defer(deps, event, delivery, ErrorCode.S3_NOT_CONFIGURED, msg, OPERATOR_DELAY)
-    if job_id in deps.active:
-        msg = f"job {job_id} is being uploaded by this process"
-        raise RetryLater(msg, delay=BUSY_DELAY)
+        code = ErrorCode.S3_NOT_CONFIGURED
+        await _defer(deps, event, delivery, held, code, msg, OPERATOR_DELAY)
     try:
         planned = await asyncio.to_thread(plan, deps.settings, event.files)
     except ValueError as exc:
-        await _fail(deps, event, delivery, ErrorCode.VALIDATION_ERROR, str(exc), [])
-    deps.active.add(job_id)
+        await _fail(deps, event, held, ErrorCode.VALIDATION_ERROR, str(exc), [])
+    deps.active.add(event.job_id)
     metrics.ACTIVE.inc()
     try:
-        await _upload_job(event, delivery, deps, deps.store, planned)
+        await _upload_job(event, delivery, deps, held, deps.store, planned)
     finally:
-        deps.active.discard(job_id)
+        deps.active.discard(event.job_id)
         metrics.ACTIVE.dec()
 
 
@@ -184,6 +225,7 @@ async def _upload_job(
     event: RecordingFinished,
     delivery: Delivery,
     deps: UploaderDeps,
+    held: Held,
     store: ObjectStore,
     planned: list[Planned],
 ) -> None:
@@ -191,29 +233,34 @@ async def _upload_job(
     # A file already gone from disk counts with its recorded size (it may be in the bucket).
     total = sum(p.recorded.size if s is None else s for p, s in zip(planned, sizes, strict=True))
 
-    def started(doc: jobs.UploadPart) -> None:
-        doc.state = "STARTED"
-        doc.files = []
-        doc.bytes_total = total
-        doc.bytes_done = 0
-
-    await _write(deps, event, delivery, started)
+    await deps.jobs.upload_started(
+        event.job_id,
+        held.token,
+        uploader_id=deps.uploader_id,
+        attempt=delivery.num_delivered,
+        bytes_total=total,
+    )
     log.info("uploader.started", files=len(planned), bytes=total, attempt=delivery.num_delivered)
-    progress = _Progress(deps.jobs_kv, event.job_id)
+    progress = _Progress(deps.jobs, event.job_id, held.token)
     stored: list[Stored] = []
     missing: list[str] = []
     try:
         for p in planned:
+            if held.keeper.lost.is_set():
+                msg = f"the upload lease of job {event.job_id} was lost"
+                raise StaleHolder(msg)
             try:
                 stored.append(await _sync_file(deps, store, p, progress))
             except _Missing:
                 missing.append(p.recorded.path)
             progress.commit()
     except _Deferred as exc:
-        await _defer(deps, event, delivery, exc.code, str(exc), exc.delay)
+        await _defer(deps, event, delivery, held, exc.code, str(exc), exc.delay)
+    except (StaleHolder, JobFinished):
+        raise
     except Exception as exc:
         # A local fault or a bug: say so in the job; the consume loop retries with backoff.
-        await _set_state(deps, event, delivery, "RETRY", ErrorCode.INTERNAL, _describe(exc))
+        await _set_state(deps, event, held, "RETRY", ErrorCode.INTERNAL, _describe(exc))
         raise
 
     if missing:
@@ -223,18 +270,19 @@ async def _upload_job(
             f"{', '.join(missing)}. The job's upload failed as a whole; its other "
             f"{len(stored)} file(s) are in the bucket and kept locally."
         )
-        await _fail(
-            deps, event, delivery, ErrorCode.FILE_MISSING, msg, [_entry(store, s) for s in stored]
-        )
+        files = [_entry(store, s) for s in stored]
+        await _fail(deps, event, held, ErrorCode.FILE_MISSING, msg, files)
 
     uploaded = [await _release_local(deps, event, store, s) for s in stored]
 
-    def succeeded(doc: jobs.UploadPart) -> None:
-        doc.state = "SUCCESS"
-        doc.files = uploaded
-        doc.bytes_done = doc.bytes_total = sum(f.size for f in uploaded)
-
-    await _write(deps, event, delivery, succeeded)
+    await deps.jobs.upload_ended(
+        event.job_id,
+        held.token,
+        "SUCCESS",
+        uploader_id=deps.uploader_id,
+        attempt=held.attempt,
+        files=uploaded,
+    )
     metrics.JOBS.labels("success").inc()
     log.info("uploader.job_done", files=len(uploaded), bucket=store.bucket)
     await _announce(deps, event, uploaded)
@@ -334,7 +382,7 @@ async def _release_local(
         log.info("uploader.local_deleted", path=s.planned.relative)
     # Also when it was already gone (removed by an earlier delivery that then stopped):
     # the event id is deterministic, so JetStream drops a repeat.
-    await deps.publish(
+    await deps.publisher.publish(
         FileDeleted(
             event_id=f"del:{s.planned.recorded.path}",
             correlation_id=event.correlation_id,
@@ -362,9 +410,10 @@ def _entry(store: ObjectStore, s: Stored, *, local_deleted: bool = False) -> Upl
 class _Progress:
     """``bytes_done`` of ``job.<id>.up``, written after each part or file."""
 
-    def __init__(self, kv: KeyValue, job_id: str) -> None:
-        self.kv = kv
+    def __init__(self, jobs: JobStore, job_id: str, token: int) -> None:
+        self.jobs = jobs
         self.job_id = job_id
+        self.token = token
         self.committed = 0  # bytes of the files finished so far
         self.done = 0
 
@@ -377,61 +426,34 @@ class _Progress:
 
     async def add(self, n: int) -> None:
         self.done += n
-        done = self.done
-
-        def change(doc: jobs.UploadPart | None) -> jobs.UploadPart | None:
-            if doc is None or doc.state != "STARTED":
-                return None
-            doc.bytes_done = done
-            return doc
-
-        await jobs.update_upload(self.kv, self.job_id, change)
-
-
-async def _write(
-    deps: UploaderDeps,
-    event: RecordingFinished,
-    delivery: Delivery,
-    mutate: Callable[[jobs.UploadPart], None],
-) -> None:
-    """Change ``job.<id>.up`` under CAS; a SUCCESS written meanwhile is never overwritten."""
-
-    def change(doc: jobs.UploadPart | None) -> jobs.UploadPart | None:
-        if doc is not None and doc.state == "SUCCESS":
-            return None
-        new = doc or jobs.UploadPart(job_id=event.job_id)
-        new.uploader_id = deps.uploader_id
-        new.attempt = delivery.num_delivered
-        new.error_code = new.error_message = None
-        mutate(new)
-        return new
-
-    await jobs.update_upload(deps.jobs_kv, event.job_id, change)
+        await self.jobs.upload_progress(self.job_id, self.token, self.done)
 
 
 async def _set_state(
     deps: UploaderDeps,
     event: RecordingFinished,
-    delivery: Delivery,
-    state: jobs.UpState,
+    held: Held,
+    state: UpState,
     code: str,
     message: str,
     files: list[UploadedFile] | None = None,
 ) -> None:
-    def mutate(doc: jobs.UploadPart) -> None:
-        doc.state = state
-        doc.error_code = code
-        doc.error_message = message
-        if files is not None:
-            doc.files = files
-
-    await _write(deps, event, delivery, mutate)
+    await deps.jobs.upload_ended(
+        event.job_id,
+        held.token,
+        state,
+        uploader_id=deps.uploader_id,
+        attempt=held.attempt,
+        files=files,
+        error=(code, message),
+    )
 
 
 async def _defer(
     deps: UploaderDeps,
     event: RecordingFinished,
     delivery: Delivery,
+    held: Held,
     code: str,
     message: str,
     delay: float | None,
@@ -439,7 +461,7 @@ async def _defer(
     """RETRY in the job, and back to the queue: never dropped for a transient failure."""
     if delay is None:
         delay = retry_delay(delivery.num_delivered, base=RETRY_BASE, cap=RETRY_CAP)
-    await _set_state(deps, event, delivery, "RETRY", code, message)
+    await _set_state(deps, event, held, "RETRY", code, message)
     metrics.DEFERRED.labels(code).inc()
     log.warning("uploader.deferred", error_code=code, error=message, retry_in=delay)
     msg = f"{code}: {message}"
@@ -449,13 +471,13 @@ async def _defer(
 async def _fail(
     deps: UploaderDeps,
     event: RecordingFinished,
-    delivery: Delivery,
+    held: Held,
     code: str,
     message: str,
     files: list[UploadedFile],
 ) -> NoReturn:
     """FAILURE in the job, and the message is terminated: retrying cannot help."""
-    await _set_state(deps, event, delivery, "FAILURE", code, message, files)
+    await _set_state(deps, event, held, "FAILURE", code, message, files)
     metrics.JOBS.labels("failure").inc()
     log.error("uploader.job_failed", error_code=code, error=message)
     msg = f"{code}: {message}"
@@ -465,7 +487,7 @@ async def _fail(
 async def _announce(
     deps: UploaderDeps, event: RecordingFinished, files: list[UploadedFile]
 ) -> None:
-    await deps.publish(
+    await deps.publisher.publish(
         UploadDone(
             event_id=f"up:{event.job_id}",
             correlation_id=event.correlation_id,

@@ -11,10 +11,12 @@ from services.uploader.handlers import UploaderDeps, on_recording_finished
 from services.uploader.s3 import ObjectStore, create_client
 from shared.bus import Delivery
 from shared.config import Settings, UploaderSettings
-from shared.events import Event
+from shared.events import Event, RecordingFinished
+from shared.job_store import JobStore, KvDocuments
+from shared.lease import KvLeases
 from shared.logging import get_logger, redact_text
 from shared.service import BaseService
-from shared.subjects import JOBS_BUCKET, UPLOADER
+from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, UPLOADER
 
 log = get_logger(__name__)
 
@@ -51,9 +53,10 @@ class UploaderService(BaseService):
             self.deps = UploaderDeps(
                 uploader_id=settings.instance_id,
                 settings=settings,
-                jobs_kv=await self.bus.kv(JOBS_BUCKET),
+                jobs=JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET))),
+                leases=KvLeases(await self.bus.kv(CLAIMS_BUCKET)),
                 store=store,
-                publish=self.bus.publish,
+                publisher=self.bus,
             )
         except BaseException:
             await self._exit.aclose()
@@ -66,7 +69,9 @@ class UploaderService(BaseService):
         )
 
     async def _handle(self, event: Event, delivery: Delivery) -> None:
-        await on_recording_finished(event, delivery, self.deps)
+        match event:
+            case RecordingFinished():
+                await on_recording_finished(event, delivery, self.deps)
 
     async def draining(self) -> None:
         # Uploads waiting between retries stop waiting and hand their job back at once.
