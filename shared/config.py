@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.tiktok.http import DEFAULT_USER_AGENT
 
@@ -100,46 +100,6 @@ class RecorderSettings(Settings):
     )
 
 
-class SchedulerSettings(Settings):
-    """Settings of the scheduler (watchers and polling)."""
-
-    scheduler_db: Path = Field(
-        Path("var/scheduler.sqlite3"), description="SQLite file of the watchers"
-    )
-    check_batch_size: int = Field(
-        50, ge=1, le=200, description="Room ids per TikTok check_alive request"
-    )
-    tiktok_requests_per_min: float = Field(
-        120.0, gt=0, description="Polling budget: TikTok requests per minute per egress (proxy)"
-    )
-
-
-class GatewaySettings(Settings):
-    """Settings of the REST gateway."""
-
-    gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on")
-    gateway_port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on")
-    api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Accepted API keys, comma-separated"
-    )
-    api_keys_file: Path | None = Field(
-        None,
-        description="File of API keys, one per line: name key [requests per minute]",
-    )
-    rate_limit_per_min: int = Field(60, ge=1, description="Requests per minute per API key")
-    cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Origins allowed by CORS, comma-separated (none: no CORS)"
-    )
-    max_body_bytes: int = Field(
-        65_536, ge=1024, description="Largest request body accepted (bigger: 413)"
-    )
-
-    @field_validator("api_keys", "cors_origins", mode="before")
-    @classmethod
-    def _split_lists(cls, value: object) -> object:
-        return split_csv(value)
-
-
 MIB = 1024 * 1024
 
 
@@ -167,28 +127,4 @@ class UploaderSettings(Settings):
     upload_concurrency: int = Field(4, ge=1, le=64, description="Jobs one uploader runs at once")
     delete_local_after_upload: bool = Field(
         False, description="Remove the local file once its upload is confirmed"
-    )
-
-
-class IndexerSettings(Settings):
-    """Settings of the indexer (file index, retention and quotas)."""
-
-    index_db: Path = Field(Path("var/index.sqlite3"), description="SQLite file of the file index")
-    retention_days: float = Field(
-        0, ge=0, description="Delete local files older than this (0 = keep forever)"
-    )
-    quota_bytes_per_room: int = Field(
-        0, ge=0, description="Local bytes a room may use; oldest files go first (0 = no quota)"
-    )
-    disk_free_min_bytes: int = Field(
-        0, ge=0, description="Disk floor: delete oldest files while less is free (0 = off)"
-    )
-    disk_free_warn_bytes: int = Field(
-        5 * 1024 * MIB, ge=0, description="Warn (log and metric) when less than this is free"
-    )
-    retention_interval: float = Field(
-        300, gt=0, description="Seconds between two retention and disk checks"
-    )
-    retention_uploaded_first: bool = Field(
-        True, description="Delete files already safe in S3 before files that are not"
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self
 
 from nats.micro.service import Group, Service
+from typing_extensions import TypeVar
 
 from shared import micro
 from shared.bus import Bus, Consumer, Handler
@@ -18,13 +19,20 @@ from shared.subjects import Durable
 
 log = get_logger(__name__)
 
+# A service's own settings class. Covariant, as a service only reads its (frozen) settings: a
+# BaseService[SchedulerSettings] is a BaseService, which is what runtime.main takes. The default
+# keeps a bare ``BaseService`` subclass valid, reading ``self.settings`` as plain Settings.
+S = TypeVar("S", bound=Settings, default=Settings, covariant=True)
 
-class BaseService:
+
+class BaseService(Generic[S]):
     """An async context manager owning a service's consumers and micro registration.
 
     ``__aenter__`` provisions the streams, buckets and durables the service owns (idempotent),
     registers it with ``nats.micro`` and calls :meth:`start`; ``__aexit__`` stops pulling, lets
     handlers in flight finish, then unregisters. Subclasses add their consumers in ``start``.
+    ``BaseService[XSettings]`` types ``self.settings`` as XSettings; ``settings_type`` names the
+    same class for :func:`shared.runtime.main`, which builds it from the environment.
     """
 
     name: ClassVar[str]
@@ -34,7 +42,7 @@ class BaseService:
     drain_grace: ClassVar[float] = 10.0
     lag_interval: ClassVar[float] = 10.0
 
-    def __init__(self, bus: Bus, settings: Settings) -> None:
+    def __init__(self, bus: Bus, settings: S) -> None:
         self.bus = bus
         self.settings = settings
         self._stop = asyncio.Event()

@@ -24,7 +24,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 from shared.logging import get_logger
 from shared.runtime import stop_on_signals
 from shared.secrets import new_key

@@ -10,7 +10,7 @@ import uvicorn
 
 from services.gateway.api_keys import ApiKeyRegistry, ApiKeysFileError
 from services.gateway.app import create_app
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 from shared.logging import configure_logging, get_logger
 from shared.runtime import run_loop, stop_on_signals
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 
 # A name goes into logs and metric labels, so it must be short and inert.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -23,8 +23,8 @@ from services.gateway.routes import (
     services,
     watchers,
 )
+from services.gateway.settings import GatewaySettings
 from shared import __version__
-from shared.config import GatewaySettings
 from shared.secrets import SecretBox
 
 DESCRIPTION = """

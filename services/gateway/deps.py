@@ -15,8 +15,8 @@ from services.gateway.api_keys import ApiKey, ApiKeyRegistry
 from services.gateway.errors import CORRELATION_ID, ApiError
 from services.gateway.nats_link import NatsLink
 from services.gateway.ratelimit import RateLimiter, enforce
+from services.gateway.settings import GatewaySettings
 from shared.bus import TRANSIENT
-from shared.config import GatewaySettings
 from shared.errors import ErrorCode
 from shared.events import new_id
 from shared.secrets import SecretBox

@@ -7,9 +7,9 @@ import contextlib
 
 from nats.micro.service import Service
 
+from services.gateway.settings import GatewaySettings
 from shared import micro
 from shared.bus import TRANSIENT, Bus
-from shared.config import GatewaySettings
 from shared.logging import get_logger
 
 log = get_logger(__name__)

@@ -27,8 +27,8 @@ from typing import Any, Literal
 from services.indexer import metrics
 from services.indexer.paths import inside
 from services.indexer.schema import to_us
+from services.indexer.settings import IndexerSettings
 from services.indexer.store import Candidate, IndexStore
-from shared.config import IndexerSettings
 from shared.events import Event, FileDeleted
 from shared.logging import get_logger
 

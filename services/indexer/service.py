@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -22,10 +22,10 @@ from services.indexer import metrics
 from services.indexer.handlers import IndexerDeps, handle
 from services.indexer.retention import Retention, RetentionDeps
 from services.indexer.scan import rebuild
+from services.indexer.settings import IndexerSettings
 from services.indexer.store import IndexStore
 from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
-from shared.config import IndexerSettings, Settings
 from shared.events import Event
 from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
 from shared.logging import get_logger
@@ -42,15 +42,14 @@ _encoder = msgspec.json.Encoder()
 _query_decoder = msgspec.json.Decoder(FileQuery)
 
 
-class IndexerService(BaseService):
+class IndexerService(BaseService[IndexerSettings]):
     name = "indexer"
     description = "Indexes recorded files; answers file queries; applies retention"
     durables = (INDEXER,)
-    settings_type: ClassVar[type[Settings]] = IndexerSettings
+    settings_type = IndexerSettings
 
     async def start(self, group: Group) -> None:
         settings = self.settings
-        assert isinstance(settings, IndexerSettings)
         await asyncio.to_thread(settings.recordings_dir.mkdir, parents=True, exist_ok=True)
         self.store = await IndexStore(settings.index_db).__aenter__()
         try:

@@ -34,10 +34,12 @@ from schemathesis.specs.openapi.checks import (
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
+from services.indexer.settings import IndexerSettings
 from services.scheduler.service import SchedulerService
+from services.scheduler.settings import SchedulerSettings
 from shared.bus import Bus
-from shared.config import GatewaySettings, IndexerSettings, SchedulerSettings
 from shared.secrets import new_key
 from tests.helpers import eventually
 from tlr.fake_tiktok import FakeTikTok

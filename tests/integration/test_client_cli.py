@@ -25,11 +25,14 @@ import uvicorn
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
+from services.indexer.settings import IndexerSettings
 from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
+from services.scheduler.settings import SchedulerSettings
 from shared.bus import Bus
-from shared.config import GatewaySettings, IndexerSettings, RecorderSettings, SchedulerSettings
+from shared.config import RecorderSettings
 from tests.helpers import eventually, free_port
 from tlr.client import postman
 from tlr.client.api import ApiError, Unreachable

@@ -15,11 +15,13 @@ import pytest
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
+from services.indexer.settings import IndexerSettings
 from services.recorder.service import RecorderService
 from services.uploader.service import UploaderService
 from shared.bus import Bus
-from shared.config import GatewaySettings, IndexerSettings, RecorderSettings, UploaderSettings
+from shared.config import RecorderSettings, UploaderSettings
 from shared.events import UploadDone
 from shared.subjects import EVENTS_STREAM, subject_for
 from tests.helpers import JobsApi, eventually

@@ -13,9 +13,10 @@ import pytest
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
+from services.indexer.settings import IndexerSettings
 from shared.bus import Bus
-from shared.config import GatewaySettings, IndexerSettings
 from shared.events import RecordedFile, RecordingFinished, UploadDone, UploadedFile
 from tests.helpers import eventually
 from tlr.nats_server import NatsServer

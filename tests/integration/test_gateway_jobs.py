@@ -9,9 +9,9 @@ import pytest
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from shared import events as ev
 from shared.bus import Bus
-from shared.config import GatewaySettings
 from shared.secrets import new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
 from tlr.nats_server import NatsServer

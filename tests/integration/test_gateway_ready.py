@@ -8,7 +8,7 @@ import httpx
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 from shared.subjects import BUCKETS, EVENTS_STREAM
 from tests.helpers import eventually, free_port
 from tlr.nats_server import NatsServer

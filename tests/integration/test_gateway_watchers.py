@@ -23,10 +23,10 @@ from nats.micro.service import Service
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from shared import events as ev
 from shared import jobs
 from shared.bus import Bus
-from shared.config import GatewaySettings
 from shared.secrets import SecretBox, new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
 from shared.watchers import GetRequest, ListReply, ListRequest, Watcher

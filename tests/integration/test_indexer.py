@@ -18,9 +18,9 @@ from prometheus_client import REGISTRY
 
 from services.indexer import retention
 from services.indexer.service import IndexerService
+from services.indexer.settings import IndexerSettings
 from shared import files
 from shared.bus import Bus
-from shared.config import IndexerSettings
 from shared.events import (
     FileDeleted,
     RecordedFile,

@@ -23,10 +23,12 @@ import pytest
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
+from services.indexer.settings import IndexerSettings
 from services.scheduler.service import SchedulerService
+from services.scheduler.settings import SchedulerSettings
 from shared.bus import Bus
-from shared.config import GatewaySettings, IndexerSettings, SchedulerSettings
 from shared.secrets import new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
 from tlr.fake_tiktok import FakeTikTok

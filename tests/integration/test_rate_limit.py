@@ -23,8 +23,8 @@ from services.gateway.app import create_app
 from services.gateway.deps import require_api_key
 from services.gateway.nats_link import NatsLink
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.settings import GatewaySettings
 from shared.bus import Bus
-from shared.config import GatewaySettings
 from shared.subjects import RATELIMIT, RATELIMIT_STREAM
 from tests.helpers import eventually, free_port
 from tlr.nats_server import NatsServer

@@ -14,8 +14,8 @@ import pytest
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from shared.bus import Bus
-from shared.config import GatewaySettings
 from shared.logging import get_logger
 from shared.micro import ping_all
 from shared.secrets import new_key

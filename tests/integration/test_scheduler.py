@@ -12,10 +12,11 @@ import pytest
 
 from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
+from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
 from shared import jobs
 from shared.bus import Bus
-from shared.config import RecorderSettings, SchedulerSettings
+from shared.config import RecorderSettings
 from shared.errors import ErrorCode
 from shared.events import RecordingOptions, RoomLive, WatchDeleted, WatchRequested
 from shared.secrets import SecretBox, new_key

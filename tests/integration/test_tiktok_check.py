@@ -13,7 +13,7 @@ import httpx
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsServer
 

@@ -15,7 +15,7 @@ from services.gateway.api_keys import (
     load_keys_file,
     parse_keys_file,
 )
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 
 SECRET = "s3cr3t-Key-value-0123456789"
 

@@ -22,8 +22,8 @@ from referencing.jsonschema import DRAFT202012
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from shared import asyncapi, files, generated, jobs, watchers
-from shared.config import GatewaySettings
 from shared.events import (
     EVENT_TYPES,
     DeleteReason,

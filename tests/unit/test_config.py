@@ -7,14 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shared.config import (
-    GatewaySettings,
-    IndexerSettings,
-    RecorderSettings,
-    SchedulerSettings,
-    Settings,
-    UploaderSettings,
-)
+from services.gateway.settings import GatewaySettings
+from services.indexer.settings import IndexerSettings
+from services.scheduler.settings import SchedulerSettings
+from shared.config import RecorderSettings, Settings, UploaderSettings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 
 KEY = "k-cors"
 ALLOWED = "https://app.example.com"

@@ -27,15 +27,11 @@ from pydantic_settings import BaseSettings
 
 import services
 import shared
+from services.gateway.settings import GatewaySettings
+from services.indexer.settings import IndexerSettings
 from services.recorder.ffmpeg import ffmpeg_binary
-from shared.config import (
-    GatewaySettings,
-    IndexerSettings,
-    RecorderSettings,
-    SchedulerSettings,
-    Settings,
-    UploaderSettings,
-)
+from services.scheduler.settings import SchedulerSettings
+from shared.config import RecorderSettings, Settings, UploaderSettings
 from shared.ops_http import OpsServer
 from shared.subjects import DURABLES, EVENTS_STREAM, RATELIMIT, RECORDERS, UPLOADER
 

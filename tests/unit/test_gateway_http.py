@@ -16,7 +16,7 @@ from services.gateway import middleware
 from services.gateway.app import create_app
 from services.gateway.errors import ApiError
 from services.gateway.nats_link import NatsLink
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 from shared.errors import ErrorCode
 
 KEY = "test-key-1"

@@ -31,11 +31,11 @@ import services
 from services.gateway.app import create_app
 from services.gateway.nats_link import SERVICE as GATEWAY_SERVICE
 from services.gateway.nats_link import NatsLink
+from services.gateway.settings import GatewaySettings
 from services.indexer.service import LEADER_LEASE as INDEXER_LEADER_LEASE
 from services.recorder import handlers as recorder_handlers
 from services.scheduler.service import LEADER_LEASE
 from shared import config, files, jobs, watchers
-from shared.config import GatewaySettings
 from shared.errors import ErrorCode
 from shared.events import EVENT_TYPES
 from shared.micro import endpoint_subject
@@ -170,9 +170,15 @@ def exported_metrics() -> frozenset[str]:
 
 
 def settings_names() -> frozenset[str]:
+    # The settings every service reads (shared.config) and each service's own (settings.py).
+    modules = [config]
+    for info in pkgutil.iter_modules(services.__path__):
+        if (ROOT / "services" / info.name / "settings.py").exists():
+            modules.append(importlib.import_module(f"services.{info.name}.settings"))
     classes: list[type[BaseSettings]] = [
         obj
-        for obj in vars(config).values()
+        for module in modules
+        for obj in vars(module).values()
         if inspect.isclass(obj) and issubclass(obj, BaseSettings) and obj is not BaseSettings
     ]
     classes.append(DevStackSettings)

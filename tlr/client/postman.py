@@ -26,7 +26,7 @@ JsonObject = dict[str, Any]
 def openapi_document() -> JsonObject:
     """The gateway's /openapi.json, without a server or NATS (settings from defaults only)."""
     from services.gateway.app import create_app
-    from shared.config import GatewaySettings
+    from services.gateway.settings import GatewaySettings
 
     return create_app(GatewaySettings.model_construct()).openapi()
 

@@ -11,7 +11,7 @@ from services.gateway import commands
 from services.gateway.commands import EndWatch, Invalid, WatchTarget
 from services.gateway.nats_link import NatsLink, NotConnected
 from services.gateway.schemas import RecordingOptionsIn
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 from shared.events import utc_now
 from shared.jobs import JobRequest
 from shared.secrets import SecretBox, new_key

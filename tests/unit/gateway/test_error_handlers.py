@@ -12,7 +12,7 @@ from services.gateway.app import create_app
 from services.gateway.commands import Conflict, Invalid, NotFound
 from services.gateway.micro_client import ServiceUnavailable
 from services.gateway.nats_link import NatsLink, NotConnected
-from shared.config import GatewaySettings
+from services.gateway.settings import GatewaySettings
 
 CASES = [
     (nats.errors.TimeoutError(), 503, "SERVICE_UNAVAILABLE", "NATS is not reachable"),
