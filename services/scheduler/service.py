@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 from nats.micro.request import Request, ServiceError
@@ -19,10 +19,10 @@ from services.scheduler import metrics
 from services.scheduler.budget import Budget, BudgetStopped
 from services.scheduler.handlers import on_command
 from services.scheduler.poller import PollDeps, pace, poll_once
+from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
 from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
-from shared.config import SchedulerSettings, Settings
 from shared.events import Event
 from shared.logging import get_logger
 from shared.service import BaseService
@@ -38,15 +38,14 @@ PACE_EVERY = 10.0  # seconds between recomputing each egress's rate from its wat
 BAD_REQUEST, NOT_FOUND = "400", "404"  # nats.micro error codes, read by the gateway
 
 
-class SchedulerService(BaseService):
+class SchedulerService(BaseService[SchedulerSettings]):
     name = "scheduler"
     description = "Owns watchers; polls TikTok in batches; publishes room.live"
     durables = (SCHEDULER,)
-    settings_type: ClassVar[type[Settings]] = SchedulerSettings
+    settings_type = SchedulerSettings
 
     async def start(self, group: Group) -> None:
         settings = self.settings
-        assert isinstance(settings, SchedulerSettings)
         self.store = await WatcherStore(settings.scheduler_db).__aenter__()
         self.clients = ClientPool(settings)
         self.deps = PollDeps(
