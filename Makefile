@@ -38,6 +38,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services tlr
+	$(BIN)/lint-imports
 	$(BIN)/tlr nats-defs --check
 	$(BIN)/tlr asyncapi --check
 	$(BIN)/tlr postman --check
