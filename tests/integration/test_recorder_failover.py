@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
@@ -175,3 +177,65 @@ async def test_one_recorder_per_room_and_failover(
 
     await eventually(second_done, timeout=20)
     assert (await fleet.job(second))["error_code"] == "LIVE_OFFLINE"
+
+
+def _log_has(fleet: Fleet, name: str, event: str) -> bool:
+    """Whether the JSON log of process ``name`` has a line ``event``."""
+    for line in (fleet.tmp / f"{name}.log").read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            if json.loads(line).get("msg") == event:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("resume", ["while_recording", "after_finish"])
+async def test_a_recorder_frozen_past_its_lease_loses_nothing_when_it_wakes(
+    fleet: Fleet, fake_tiktok: FakeTikTok, resume: str
+) -> None:
+    """A GC pause, a VM stall or a partition: the holder stops (SIGSTOP) while it records,
+    its lease lapses, another recorder takes the job over; then it wakes (SIGCONT). Its
+    writes carry an old token and are refused: no listed file is lost or replaced, a
+    finished job is not reopened, and it leaves the job's message to its successor."""
+    await fake_tiktok.create_user("zoe")
+    await fake_tiktok.go_live("zoe")
+    await fleet.start("rec-a")
+    task = await fleet.record(url="@zoe")
+    await recording_by(fleet, task, recorder="rec-a")
+    await fleet.start("rec-b")
+    fleet.procs["rec-a"].send_signal(signal.SIGSTOP)
+    try:
+        await recording_by(fleet, task, recorder="rec-b")
+
+        async def successor_has_data() -> bool:
+            files = (await fleet.job(task))["progress"]["files"]
+            return any(
+                f["part"] > 0 and _has_data(fleet.tmp / "recordings" / f["path"]) for f in files
+            )
+
+        await eventually(successor_has_data, timeout=30, interval=0.1)
+        if resume == "after_finish":
+            await fake_tiktok.end("zoe", mode="eof")
+            await fleet.wait(task, "SUCCESS", timeout=30)
+    finally:
+        fleet.procs["rec-a"].send_signal(signal.SIGCONT)
+
+    # The woken holder finds out from the store (its token is old, or the job is finished).
+    async def stale_one_stepped_down() -> bool:
+        return _log_has(fleet, "rec-a", "recorder.stale_holder") or _log_has(
+            fleet, "rec-a", "recorder.finished_elsewhere"
+        )
+
+    await eventually(stale_one_stepped_down, timeout=30, interval=0.2)
+    if resume == "while_recording":
+        await fake_tiktok.end("zoe", mode="eof")
+    await fleet.wait(task, "SUCCESS", timeout=30)
+    job = await fleet.job(task)
+    assert job["status"] == "SUCCESS"
+    assert job["progress"]["recorder_id"] == "rec-b"
+    files = job["progress"]["files"]
+    assert len(files) >= 2, files  # rec-a's segment (taken over) and rec-b's own
+    for f in files:
+        path = fleet.tmp / "recordings" / f["path"]
+        assert f["state"] == "final", f
+        assert _has_data(path), f
+        assert decode_errors(path) == ""
