@@ -7,10 +7,8 @@ upload.done before recording.finished inserts the row, which the later event com
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from services.indexer.paths import inside, normalize, regular_file
 from services.indexer.schema import from_us
@@ -101,20 +99,6 @@ async def on_file_deleted(event: FileDeleted, deps: IndexerDeps) -> None:
         return
     # The uploader deletes only what it has confirmed in S3, maybe before upload.done is seen.
     await deps.store.forget_local([path], in_s3=event.reason == DeleteReason.UPLOADED)
-
-
-HANDLERS: Mapping[type[Event], Callable[[Any, IndexerDeps], Awaitable[None]]] = {
-    RecordingFinished: on_recording_finished,
-    UploadDone: on_upload_done,
-    FileDeleted: on_file_deleted,
-}
-
-
-async def handle(event: Event, deps: IndexerDeps) -> None:
-    """Dispatch by event type; types the indexer does not follow are ignored."""
-    handler = HANDLERS.get(type(event))
-    if handler is not None:
-        await handler(event, deps)
 
 
 def _accepted(paths: list[str], event: Event) -> dict[str, str]:

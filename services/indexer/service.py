@@ -19,14 +19,19 @@ from nats.micro.request import Request, ServiceError
 from nats.micro.service import Group
 
 from services.indexer import metrics
-from services.indexer.handlers import IndexerDeps, handle
+from services.indexer.handlers import (
+    IndexerDeps,
+    on_file_deleted,
+    on_recording_finished,
+    on_upload_done,
+)
 from services.indexer.retention import Retention, RetentionDeps
 from services.indexer.scan import rebuild
 from services.indexer.settings import IndexerSettings
 from services.indexer.store import IndexStore
 from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
-from shared.events import Event
+from shared.events import Event, FileDeleted, RecordingFinished, UploadDone
 from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
 from shared.logging import get_logger
 from shared.service import BaseService
@@ -127,7 +132,13 @@ class IndexerService(BaseService[IndexerSettings]):
         return reply
 
     async def _handle(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
-        await handle(event, self.deps)
+        match event:
+            case RecordingFinished():
+                await on_recording_finished(event, self.deps)
+            case UploadDone():
+                await on_upload_done(event, self.deps)
+            case FileDeleted():
+                await on_file_deleted(event, self.deps)
         # Every write drops the cached total, and a count of a million rows takes milliseconds:
         # refresh the gauge now and then, not after each event.
         now = time.monotonic()

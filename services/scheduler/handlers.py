@@ -5,26 +5,12 @@ from __future__ import annotations
 import time
 
 from services.scheduler.store import WatcherStore
-from shared.bus import Delivery
-from shared.events import Event, WatchDeleted, WatchPaused, WatchRequested, WatchResumed
+from shared.events import WatchDeleted, WatchPaused, WatchRequested, WatchResumed
 from shared.logging import get_logger
 from shared.tiktok.targets import parse_target
 from shared.watchers import Watcher
 
 log = get_logger(__name__)
-
-
-async def on_command(event: Event, _delivery: Delivery, store: WatcherStore) -> None:
-    match event:
-        case WatchRequested():
-            await on_watch_requested(event, store)
-        case WatchDeleted(key=key):
-            if await store.delete(key):
-                log.info("scheduler.watcher_deleted", key=key)
-        case WatchPaused(key=key):
-            await _set_status(store, key, paused=True)
-        case WatchResumed(key=key):
-            await _set_status(store, key, paused=False)
 
 
 async def on_watch_requested(event: WatchRequested, store: WatcherStore) -> None:
@@ -48,6 +34,19 @@ async def on_watch_requested(event: WatchRequested, store: WatcherStore) -> None
     )
     await store.put(watcher, next_check=time.time())  # first check right away
     log.info("scheduler.watcher_added", key=event.key, poll_interval=event.poll_interval)
+
+
+async def on_watch_deleted(event: WatchDeleted, store: WatcherStore) -> None:
+    if await store.delete(event.key):
+        log.info("scheduler.watcher_deleted", key=event.key)
+
+
+async def on_watch_paused(event: WatchPaused, store: WatcherStore) -> None:
+    await _set_status(store, event.key, paused=True)
+
+
+async def on_watch_resumed(event: WatchResumed, store: WatcherStore) -> None:
+    await _set_status(store, event.key, paused=False)
 
 
 async def _set_status(store: WatcherStore, key: str, *, paused: bool) -> None:

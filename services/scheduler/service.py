@@ -17,13 +17,18 @@ from nats.micro.service import Group
 
 from services.scheduler import metrics
 from services.scheduler.budget import Budget, BudgetStopped
-from services.scheduler.handlers import on_command
+from services.scheduler.handlers import (
+    on_watch_deleted,
+    on_watch_paused,
+    on_watch_requested,
+    on_watch_resumed,
+)
 from services.scheduler.poller import PollDeps, pace, poll_once
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
 from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
-from shared.events import Event
+from shared.events import Event, WatchDeleted, WatchPaused, WatchRequested, WatchResumed
 from shared.logging import get_logger
 from shared.service import BaseService
 from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, SCHEDULER
@@ -110,8 +115,16 @@ class SchedulerService(BaseService[SchedulerSettings]):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), IDLE_TICK)
 
-    async def _on_command(self, event: Event, delivery: Delivery) -> None:
-        await on_command(event, delivery, self.store)
+    async def _on_command(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
+        match event:
+            case WatchRequested():
+                await on_watch_requested(event, self.store)
+            case WatchDeleted():
+                await on_watch_deleted(event, self.store)
+            case WatchPaused():
+                await on_watch_paused(event, self.store)
+            case WatchResumed():
+                await on_watch_resumed(event, self.store)
 
     # --- queries (every instance) ------------------------------------------------------------
 
