@@ -211,7 +211,9 @@ async def _session(
         return path
 
     async def on_file(segment: RecordedSegment) -> None:
-        await fenced(store.segment_finalised(job_id, token, _entry(segment, root)))
+        # The session counts its segments from 0; the job's parts go on from the prior ones.
+        entry = _entry(segment, root, part_base + segment.part)
+        await fenced(store.segment_finalised(job_id, token, entry))
 
     async def on_progress(progress: Progress) -> None:
         now = totals.plus(progress.bytes, progress.reconnects, progress.stalls)
@@ -246,10 +248,10 @@ def _rel(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_absolute() else str(path)
 
 
-def _entry(segment: RecordedSegment, root: Path) -> SegmentEntry:
+def _entry(segment: RecordedSegment, root: Path, part: int) -> SegmentEntry:
     return SegmentEntry(
         path=_rel(Path(segment.path), root),
-        part=segment.part,
+        part=part,
         size=segment.size,
         duration_s=segment.duration_s,
         state="final" if segment.remuxed else "raw",
