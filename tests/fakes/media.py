@@ -1,0 +1,141 @@
+"""A ``Media`` that plays a script: segments opened, hooks called, a pause a test can step."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from services.recorder.media import SessionPlan
+from services.recorder.session import Progress, Reason, RecordedSegment, SessionResult
+from shared.errors import ErrorCode
+from shared.jobs import SegmentEntry
+
+STARTED_AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Take:
+    """One segment of the session: its size, media time, and whether its remux worked."""
+
+    size: int = 1000
+    duration_s: float = 2.0
+    remuxed: bool = True
+
+
+class FakeMedia:
+    """``record`` looks the stream up, reports it, then for each take: opens its path, reports
+    progress and the finished file (``.mp4`` when remuxed, the raw path otherwise). Like
+    ``RecordingSession`` it stops opening files once ``plan.stop`` is set (reason "stopped",
+    the open segment still finished) and ends with reason "error" / INTERNAL, keeping what it
+    recorded, when ``open_path`` raises. No file is written: paths are only names.
+
+    ``pause_after_open=n``: after opening take ``n`` the session sets ``paused`` and waits for
+    ``resume`` (or ``plan.stop``), so a test can act while it records.
+
+    ``take_over`` answers from ``takeovers`` (by the entry's path; absent: None, no file).
+    """
+
+    def __init__(
+        self,
+        takes: list[Take] | None = None,
+        *,
+        ending: Reason = "ended",
+        error_code: ErrorCode | None = None,
+        error: str | None = None,
+        pause_after_open: int | None = None,
+    ) -> None:
+        self.takes = [Take()] if takes is None else takes
+        self.ending = ending
+        self.error_code = error_code
+        self.error = error
+        self.pause_after_open = pause_after_open
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.plans: list[SessionPlan] = []
+        self.opened: list[Path] = []
+        self.open_error: Exception | None = None
+        self.results: list[SessionResult] = []
+        self.takeovers: dict[str, SegmentEntry | None] = {}
+        self.taken: list[tuple[str, int]] = []
+
+    async def record(self, plan: SessionPlan) -> SessionResult:
+        self.plans.append(plan)
+        result = await self._play(plan)
+        self.results.append(result)
+        return result
+
+    async def take_over(self, entry: SegmentEntry, token: int) -> SegmentEntry | None:
+        self.taken.append((entry.path, token))
+        return self.takeovers.get(entry.path)
+
+    async def _play(self, plan: SessionPlan) -> SessionResult:
+        found = await plan.lookup()
+        if found.status != "live" or not found.urls:
+            return _result([], "error", ErrorCode.LIVE_OFFLINE, "the live was not on")
+        await plan.on_stream(found.urls[0])
+        files: list[RecordedSegment] = []
+        received, recorded = 0, 0.0
+        for index, take in enumerate(self.takes):
+            if plan.stop.is_set():
+                break
+            try:
+                raw = plan.open_path(index, STARTED_AT + timedelta(seconds=recorded))
+            except Exception as exc:  # as RecordingSession: what was recorded is kept
+                self.open_error = exc
+                return _result(files, "error", ErrorCode.INTERNAL, repr(exc), received)
+            self.opened.append(raw)
+            await asyncio.sleep(0)  # the listing open_path started lands before any byte
+            if index == self.pause_after_open:
+                await self._hold(plan.stop)
+            received += take.size
+            recorded += take.duration_s
+            progress = Progress(
+                bytes=received,
+                bitrate=8 * take.size / take.duration_s,
+                recorded_s=recorded,
+                segments=index + 1,
+                reconnects=0,
+                stalls=0,
+            )
+            await plan.on_progress(progress)
+            segment = RecordedSegment(
+                path=raw.with_suffix(".mp4") if take.remuxed else raw,
+                size=take.size,
+                duration_s=take.duration_s,
+                part=index,
+                remuxed=take.remuxed,
+            )
+            files.append(segment)
+            await plan.on_file(segment)
+        if plan.stop.is_set():
+            return _result(files, "stopped", None, None, received)
+        return _result(files, self.ending, self.error_code, self.error, received)
+
+    async def _hold(self, stop: asyncio.Event) -> None:
+        self.paused.set()
+        waits = [asyncio.ensure_future(self.resume.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+
+def _result(
+    files: list[RecordedSegment],
+    reason: Reason,
+    code: ErrorCode | None,
+    error: str | None,
+    received: int = 0,
+) -> SessionResult:
+    return SessionResult(
+        files=files,
+        reason=reason,
+        error_code=code,
+        reconnects=0,
+        stalls=0,
+        bytes=received,
+        error=error,
+    )

@@ -1,0 +1,46 @@
+"""An ``ObjectStore`` in a dict: the bucket the uploader's handler unit tests upload to."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+from services.uploader.s3 import OnProgress, RemoteObject
+
+
+class MemoryObjectStore:
+    """What ``services.uploader.handlers`` calls on ``ObjectStore``; single-part ETags (MD5).
+
+    ``objects`` maps keys to their bytes; ``uploads`` lists every key uploaded, in order.
+    """
+
+    def __init__(self, bucket: str = "recordings") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, bytes] = {}
+        self.uploads: list[str] = []
+        self.bucket_checks = 0
+
+    def is_multipart(self, size: int) -> bool:  # noqa: ARG002  # one PUT for every size
+        return False
+
+    def forget_bucket(self) -> None:
+        pass
+
+    async def ensure_bucket(self) -> None:
+        self.bucket_checks += 1
+
+    async def head(self, key: str) -> RemoteObject | None:
+        data = self.objects.get(key)
+        return None if data is None else RemoteObject(len(data), hashlib.md5(data).hexdigest())
+
+    async def expected_etag(self, path: Path, size: int) -> str:
+        data = await asyncio.to_thread(path.read_bytes)
+        return hashlib.md5(data[:size]).hexdigest()
+
+    async def upload(self, path: Path, key: str, size: int, on_progress: OnProgress) -> str:
+        data = (await asyncio.to_thread(path.read_bytes))[:size]
+        self.objects[key] = data
+        self.uploads.append(key)
+        await on_progress(size)
+        return hashlib.md5(data).hexdigest()

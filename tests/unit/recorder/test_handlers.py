@@ -1,0 +1,408 @@
+"""The recorder's decisions on recording work, over the real job store and in-memory fakes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from services.recorder.deps import Job, RecorderDeps, Work
+from services.recorder.handlers import on_recording_work
+from services.recorder.outcome import MAX_RETRIES
+from services.recorder.recording import LeaseNotFresh
+from shared.bus import Delivery
+from shared.config import RecorderSettings
+from shared.errors import ErrorCode, NotMine, RetryLater
+from shared.events import (
+    Event,
+    RecordingFinished,
+    RecordingOptions,
+    RecordingRequested,
+    RecordingStarted,
+)
+from shared.job_store import Claim, JobStore, Outcome
+from shared.jobs import JobRequest, RecordingPart, SegmentEntry
+from shared.lease import LEASE_DOUBT, Holder
+from shared.subjects import LEASE_RENEW
+from shared.tiktok import UserNotFound, WafBlocked
+from tests.fakes.documents import MemoryDocuments
+from tests.fakes.leases import MemoryLeases
+from tests.fakes.media import FakeMedia, Take
+from tests.fakes.publisher import MemoryPublisher
+from tests.fakes.tiktok import FakeTikTokClient, FakeTikTokPool
+
+ROOM = "7503448765740976902"
+JOB = "job1"
+LEASE = f"room.{ROOM}"
+TEMPLATE = "{room_id}/{job_id}_{part}.mp4"
+OPTIONS = RecordingOptions(output_template=TEMPLATE)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingPublisher(MemoryPublisher):
+    """Also counts publish calls, duplicates included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def publish(self, event: Event) -> object:
+        self.calls += 1
+        return await super().publish(event)
+
+
+@dataclass
+class World:
+    """One recorder process with its fakes; ``deps`` is built from them as they are now."""
+
+    root: Path
+    store: JobStore = field(default_factory=lambda: JobStore(MemoryDocuments()))
+    leases: MemoryLeases = field(default_factory=MemoryLeases)
+    publisher: CountingPublisher = field(default_factory=CountingPublisher)
+    pool: FakeTikTokPool = field(default_factory=FakeTikTokPool)
+    media: FakeMedia = field(default_factory=FakeMedia)
+    clock: Clock = field(default_factory=Clock)
+    active: dict[str, Job] = field(default_factory=dict)
+
+    @property
+    def tiktok(self) -> FakeTikTokClient:
+        return self.pool.fake
+
+    @property
+    def deps(self) -> RecorderDeps:
+        return RecorderDeps(
+            recorder_id="rec-a",
+            settings=RecorderSettings(recordings_dir=self.root),
+            store=self.store,
+            leases=self.leases,
+            publisher=self.publisher,
+            tiktok=self.pool,  # type: ignore[arg-type]  # the fake client, not a TikTokClient
+            media=self.media,
+            clock=self.clock,
+            active=self.active,
+        )
+
+    async def run(self, event: Work | None = None, attempt: int = 1) -> None:
+        await on_recording_work(event or requested(), delivery(attempt), self.deps)
+
+    async def job(self) -> RecordingPart:
+        doc = await self.store.recording(JOB)
+        assert doc is not None
+        return doc
+
+    def finished(self) -> list[RecordingFinished]:
+        return [e for e in self.publisher.events if isinstance(e, RecordingFinished)]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(root=tmp_path)
+
+
+def requested(**fields: object) -> RecordingRequested:
+    values: dict[str, object] = {"job_id": JOB, "room_id": ROOM, "options": OPTIONS}
+    return RecordingRequested(**(values | fields))  # type: ignore[arg-type]
+
+
+async def _no_progress() -> None:
+    return None
+
+
+def delivery(attempt: int = 1) -> Delivery:
+    return Delivery("recording.requested", attempt, attempt, _no_progress)
+
+
+def listed(doc: RecordingPart | RecordingFinished) -> list[tuple[str, int]]:
+    if isinstance(doc, RecordingFinished):
+        return [(f.path, f.part) for f in doc.files]
+    return [(s.path, s.part) for s in doc.segments]
+
+
+def claim(recorder: str) -> Claim:
+    return Claim(recorder, ROOM, "hello", "kim", attempt=1)
+
+
+# --- decisions before any recording ------------------------------------------------------------
+
+
+async def test_a_finished_job_is_acked_without_work(world: World) -> None:
+    await world.store.finish(JOB, Outcome("SUCCESS", room_id=ROOM))
+    await world.run()
+    assert (await world.job()).state == "SUCCESS"
+    assert world.pool.asked == []
+    assert world.tiktok.calls == []
+    assert world.leases.held == {}
+    assert world.publisher.calls == 0
+
+
+async def test_a_cancelled_request_finishes_cancelled_and_announces_it_once(world: World) -> None:
+    await world.store.submit(JobRequest(job_id=JOB, room_id=ROOM))
+    await world.store.request_cancel(JOB)
+    await world.run()
+    await world.run(attempt=2)  # a redelivery finds the job finished
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("CANCELLED", ErrorCode.CANCELLED)
+    assert [e.error_code for e in world.finished()] == [ErrorCode.CANCELLED]
+    assert world.publisher.calls == 1
+    assert world.tiktok.calls == []
+
+
+async def test_a_proxy_that_cannot_be_unsealed_fails_the_job_without_asking_tiktok(
+    world: World,
+) -> None:
+    world.pool.refuse_proxy("sealed:proxy")
+    options = RecordingOptions(proxy="sealed:proxy", output_template=TEMPLATE)
+    await world.run(requested(options=options))
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.VALIDATION_ERROR)
+    assert doc.error_message is not None
+    assert "cannot be used" in doc.error_message
+    assert [e.error_code for e in world.finished()] == [ErrorCode.VALIDATION_ERROR]
+    assert world.tiktok.calls == []
+    assert world.leases.held == {}
+
+
+async def test_a_retryable_tiktok_error_retries_then_fails_after_max_retries(
+    world: World,
+) -> None:
+    url = "https://www.tiktok.com/@kim/live"
+    world.tiktok.fail("resolve", WafBlocked(endpoint="live page", reason="empty body"))
+    event = requested(room_id=None, url=url)
+    for attempt in range(1, MAX_RETRIES):
+        with pytest.raises(RetryLater) as retry:
+            await world.run(event, attempt)
+        assert retry.value.delay == 2.0**attempt
+        doc = await world.job()
+        assert (doc.state, doc.error_code) == ("RETRY", ErrorCode.WAF_BLOCKED)
+        assert world.finished() == []
+    await world.run(event, MAX_RETRIES)
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.WAF_BLOCKED)
+    assert [e.error_code for e in world.finished()] == [ErrorCode.WAF_BLOCKED]
+    assert world.tiktok.called("resolve") == [url] * MAX_RETRIES
+    assert world.leases.held == {}
+
+
+async def test_an_unknown_user_fails_at_once(world: World) -> None:
+    url = "https://www.tiktok.com/@nobody/live"
+    world.tiktok.fail("resolve", UserNotFound(target="@nobody"))
+    await world.run(requested(room_id=None, url=url))
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.USER_NOT_FOUND)
+    assert [e.error_code for e in world.finished()] == [ErrorCode.USER_NOT_FOUND]
+
+
+async def test_a_room_recorded_by_another_unfinished_job_waits_for_it(world: World) -> None:
+    world.tiktok.live(ROOM)
+    await world.store.claim("other", 1, claim("rec-x"))
+    with pytest.raises(RetryLater) as retry:
+        await world.run()
+    assert retry.value.delay == LEASE_RENEW
+    assert await world.store.recording(JOB) is None
+    assert world.leases.held == {}
+    assert world.media.plans == []
+    # Once the other job is over, the room is this job's.
+    await world.store.finish("other", Outcome("SUCCESS", room_id=ROOM))
+    await world.run(attempt=2)
+    assert (await world.job()).state == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("purpose", "delay"),
+    [("other-job", LEASE_RENEW), (JOB, 1.0)],
+    ids=["another-job", "this-job-left-by-a-dead-recorder"],
+)
+async def test_a_room_leased_by_someone_else_waits(
+    world: World, purpose: str, delay: float
+) -> None:
+    world.tiktok.live(ROOM)
+    theirs = await world.leases.acquire(LEASE, Holder("rec-x", purpose))
+    with pytest.raises(RetryLater) as retry:
+        await world.run()
+    assert retry.value.delay == delay
+    assert await world.store.recording(JOB) is None
+    assert world.leases.held == {LEASE: theirs}
+    assert world.tiktok.called("confirm_live") == []
+
+
+# --- a recording -------------------------------------------------------------------------------
+
+
+async def test_a_recording_is_claimed_fenced_listed_and_succeeds(world: World) -> None:
+    world.tiktok.live(ROOM, title="hello")
+    world.media = FakeMedia([Take(1000, 2.0), Take(2000, 3.0)], pause_after_open=1)
+    task = asyncio.create_task(world.run())
+    await world.media.paused.wait()
+
+    doc = await world.job()
+    lease = world.leases.held[LEASE]
+    assert (doc.state, doc.fence, doc.recorder_id, doc.room_id) == (
+        "STARTED",
+        lease.token,
+        "rec-a",
+        ROOM,
+    )
+    assert (doc.quality, doc.title) == ("origin", "hello")
+    # The stream lookup names the host, so a refused room/info can fall back to the live page.
+    assert world.tiktok.called("live_info") == [ROOM]
+    assert world.tiktok.users[-1] == "kim"
+    assert [(s.path, s.state) for s in doc.segments] == [
+        (f"{ROOM}/{JOB}_0.mp4", "final"),
+        (f"{ROOM}/{JOB}_1.flv", "recording"),  # listed before its first byte
+    ]
+    started = [e for e in world.publisher.events if isinstance(e, RecordingStarted)]
+    assert [(e.job_id, e.recorder_id) for e in started] == [(JOB, "rec-a")]
+
+    world.media.resume.set()
+    await task
+    doc = await world.job()
+    assert (doc.state, doc.error_code, doc.bytes) == ("SUCCESS", None, 3000)
+    files = [(f"{ROOM}/{JOB}_0.mp4", 0), (f"{ROOM}/{JOB}_1.mp4", 1)]
+    assert listed(doc) == files
+    [finished] = world.finished()
+    assert listed(finished) == files
+    assert [(f.size, f.remuxed) for f in finished.files] == [(1000, True), (2000, True)]
+    assert world.leases.held == {}  # released
+
+
+async def test_a_job_through_a_proxy_streams_over_the_proxys_client(world: World) -> None:
+    world.tiktok.live(ROOM)
+    options = RecordingOptions(proxy="sealed:proxy", output_template=TEMPLATE)
+    await world.run(requested(options=options))
+    assert (await world.job()).state == "SUCCESS"
+    [plan] = world.media.plans
+    assert plan.http is world.tiktok.http
+
+
+async def test_a_cancel_while_recording_keeps_the_files_and_finishes_cancelled(
+    world: World,
+) -> None:
+    world.tiktok.live(ROOM)
+    world.media = FakeMedia([Take(), Take()], pause_after_open=0)
+    task = asyncio.create_task(world.run())
+    await world.media.paused.wait()
+    world.active[JOB].halt("cancelled")  # what the service's watch of job.<id> does
+    await task
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("CANCELLED", ErrorCode.CANCELLED)
+    assert listed(doc) == [(f"{ROOM}/{JOB}_0.mp4", 0)]
+    [finished] = world.finished()
+    assert listed(finished) == [(f"{ROOM}/{JOB}_0.mp4", 0)]
+    assert world.media.results[0].reason == "stopped"
+    assert len(world.media.opened) == 1
+
+
+# --- takeover ----------------------------------------------------------------------------------
+
+
+async def left_by_a_dead_holder(world: World) -> SegmentEntry:
+    """A recorder claimed the job, listed a raw file, and died (its lease lapsed)."""
+    dead = await world.leases.acquire(LEASE, Holder("rec-dead", JOB))
+    assert dead is not None
+    await world.store.claim(JOB, dead.token, claim("rec-dead"))
+    raw = SegmentEntry(path=f"{ROOM}/{JOB}_0.flv", part=0)
+    await world.store.segment_opened(JOB, dead.token, raw)
+    world.leases.expire(LEASE)
+    return raw
+
+
+async def test_a_takeover_finalises_the_dead_holders_file_and_records_on(world: World) -> None:
+    raw = await left_by_a_dead_holder(world)
+    done = f"{ROOM}/{JOB}_0.takeover-2.mp4"
+    world.media.takeovers[raw.path] = SegmentEntry(path=done, part=0, size=500, state="final")
+    world.tiktok.live(ROOM)
+    await world.run()
+    token = 2  # the new holder's lease: the dead one had 1
+    assert world.media.taken == [(raw.path, token)]
+    doc = await world.job()
+    assert (doc.state, doc.fence, doc.recorder_id) == ("SUCCESS", token, "rec-a")
+    # The taken-over file replaces the raw one; the new session's parts follow it.
+    files = [(done, 0), (f"{ROOM}/{JOB}_1.mp4", 1)]
+    assert listed(doc) == files
+    [finished] = world.finished()
+    assert listed(finished) == files
+
+
+@pytest.mark.parametrize("file_behind", [True, False], ids=["remuxed", "no-file"])
+async def test_a_takeover_when_the_live_has_ended(world: World, file_behind: bool) -> None:
+    raw = await left_by_a_dead_holder(world)
+    done = f"{ROOM}/{JOB}_0.takeover-2.mp4"
+    if file_behind:
+        world.media.takeovers[raw.path] = SegmentEntry(path=done, part=0, size=500, state="final")
+    world.tiktok.live(ROOM)
+    world.tiktok.end(ROOM)
+    await world.run()
+    doc = await world.job()
+    [finished] = world.finished()
+    assert world.media.plans == []  # nothing left to record
+    if file_behind:
+        # What was recorded before the job changed hands is the result.
+        assert (doc.state, doc.error_code) == ("SUCCESS", None)
+        assert listed(doc) == listed(finished) == [(done, 0)]
+    else:
+        # The listed file never got a byte: dropped, and the job recorded nothing.
+        assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.LIVE_OFFLINE)
+        assert listed(doc) == listed(finished) == []
+
+
+# --- a holder that lost its lease ---------------------------------------------------------------
+
+
+async def test_a_stale_holder_is_halted_and_leaves_the_job_to_the_newer_one(
+    world: World,
+) -> None:
+    world.tiktok.live(ROOM)
+    world.media = FakeMedia([Take(), Take()], pause_after_open=0)
+    task = asyncio.create_task(world.run())
+    await world.media.paused.wait()
+
+    # Frozen past its TTL: the lease lapses, another recorder takes it and claims the job.
+    world.leases.expire(LEASE)
+    newer = await world.leases.acquire(LEASE, Holder("rec-b", JOB))
+    assert newer is not None
+    await world.store.claim(JOB, newer.token, claim("rec-b"))
+    world.media.resume.set()
+
+    with pytest.raises(NotMine):
+        await task
+    assert world.media.results[0].reason == "stopped"
+    assert len(world.media.opened) == 1  # no new file once refused
+    doc = await world.job()
+    assert (doc.state, doc.fence, doc.recorder_id) == ("STARTED", newer.token, "rec-b")
+    # Its raw file stays listed for the newer holder to take over; its remux is not listed.
+    assert [(s.path, s.state) for s in doc.segments] == [(f"{ROOM}/{JOB}_0.flv", "recording")]
+    assert world.finished() == []
+    assert world.leases.held == {LEASE: newer}  # not released by the stale holder
+
+
+async def test_a_lease_not_fresh_opens_no_file_and_hands_the_job_over(world: World) -> None:
+    world.tiktok.live(ROOM)
+    world.media = FakeMedia([Take(1000, 2.0), Take()], pause_after_open=0)
+    task = asyncio.create_task(world.run())
+    await world.media.paused.wait()
+
+    world.clock.now += LEASE_DOUBT + 1  # no renewal for longer than the lease may live
+    world.media.resume.set()
+
+    with pytest.raises(RetryLater, match="handed over \\(lease_lost\\)") as retry:
+        await task
+    assert retry.value.delay == 0
+    assert isinstance(world.media.open_error, LeaseNotFresh)
+    assert len(world.media.opened) == 1
+    doc = await world.job()
+    # Not the end of the job: what was written is kept, another recorder continues.
+    assert (doc.state, doc.bytes) == ("RETRY", 1000)
+    assert listed(doc) == [(f"{ROOM}/{JOB}_0.mp4", 0)]
+    assert world.finished() == []
+    assert world.leases.held == {}
