@@ -90,7 +90,7 @@ async def record(
                 job_id=job_id,
                 room_id=room_id,
                 recorder_id=deps.recorder_id,
-                part=len(prior.segments) if prior else 0,
+                part=next_part(prior),
             )
         )
         log.info("recorder.started", job_id=job_id, room_id=room_id, attempt=delivery.num_delivered)
@@ -169,7 +169,7 @@ async def _session(
     template = event.options.output_template or settings.output_template
     root = settings.recordings_dir.resolve()
     store, job_id = deps.store, event.job_id
-    part_base = max((s.part for s in prior.segments), default=-1) + 1 if prior else 0
+    part_base = next_part(prior)
     writes: set[asyncio.Task[None]] = set()
 
     async def fenced(write: Awaitable[None]) -> None:
@@ -242,6 +242,11 @@ async def _session(
     finally:
         if writes:
             await asyncio.gather(*writes, return_exceptions=True)
+
+
+def next_part(prior: RecordingPart | None) -> int:
+    """The part number of this holder's first file: after every part listed so far."""
+    return max((s.part for s in prior.segments), default=-1) + 1 if prior else 0
 
 
 def _rel(path: Path, root: Path) -> str:
