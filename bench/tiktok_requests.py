@@ -42,6 +42,7 @@ from services.scheduler.poller import PollDeps, poll_once  # noqa: E402
 from services.scheduler.store import WatcherStore  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.config import Settings  # noqa: E402
+from shared.job_store import JobStore, KvDocuments  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
 from shared.tiktok.factory import client_from_settings  # noqa: E402
@@ -127,8 +128,8 @@ async def scenario(
         deps = PollDeps(
             store=store,
             budget=Budget(1_000_000),
-            jobs_kv=await bus.kv(JOBS_BUCKET),
-            publish=publish,  # type: ignore[arg-type]
+            jobs=JobStore(KvDocuments(await bus.kv(JOBS_BUCKET))),
+            publish=publish,
             client_for=lambda _w: client,
             egress_of=lambda _w: "direct",
         )

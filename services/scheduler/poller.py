@@ -21,16 +21,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import nats.js.errors
-from nats.js.api import PubAck
-from nats.js.kv import KeyValue
-
 from services.scheduler import metrics
 from services.scheduler.budget import Budget
 from services.scheduler.store import WatcherStore
-from shared import jobs
 from shared.errors import ErrorCode
 from shared.events import Event, RoomLive
+from shared.job_store import JobExists, JobStore
+from shared.jobs import JobRequest
 from shared.logging import get_logger
 from shared.tiktok import RoomInfo, TikTokClient, TikTokError
 from shared.watchers import Watcher
@@ -62,8 +59,8 @@ class PollDeps:
 
     store: WatcherStore
     budget: Budget
-    jobs_kv: KeyValue
-    publish: Callable[[Event], Awaitable[PubAck]]
+    jobs: JobStore
+    publish: Callable[[Event], Awaitable[object]]
     client_for: Callable[[Watcher], TikTokClient]
     egress_of: Callable[[Watcher], str]
     batch_size: int = 50
@@ -284,7 +281,7 @@ async def _went_live(deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _
     assert w.room_id is not None
     job_id = job_id_for(w, w.room_id)
     if w.current_job_id != job_id:
-        request = jobs.JobRequest(
+        request = JobRequest(
             job_id=job_id,
             room_id=w.room_id,
             url=w.url,
@@ -293,8 +290,8 @@ async def _went_live(deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _
             correlation_id=w.correlation_id or w.task_id,
         )
         # Made already before a crash? Then the event below is deduplicated too.
-        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-            await jobs.create_request(deps.jobs_kv, request)
+        with contextlib.suppress(JobExists):
+            await deps.jobs.submit(request)
         await deps.publish(
             RoomLive(
                 event_id=f"live:{job_id}",

@@ -29,6 +29,7 @@ from services.scheduler.store import WatcherStore
 from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
 from shared.events import Event, WatchDeleted, WatchPaused, WatchRequested, WatchResumed
+from shared.job_store import JobStore, KvDocuments
 from shared.logging import get_logger
 from shared.service import BaseService
 from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, SCHEDULER
@@ -56,7 +57,7 @@ class SchedulerService(BaseService[SchedulerSettings]):
         self.deps = PollDeps(
             store=self.store,
             budget=Budget(settings.tiktok_requests_per_min),
-            jobs_kv=await self.bus.kv(JOBS_BUCKET),
+            jobs=JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET))),
             publish=self.bus.publish,
             client_for=lambda w: self.clients.client(w.options),
             egress_of=lambda w: self.clients.egress(w.options),
