@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._proc import cpu_seconds, free_port, rss_mib, wait_for  # noqa: E402
-from shared import jobs  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.events import RecordingRequested  # noqa: E402
+from shared.job_store import JobStore, KvDocuments  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
 from tlr.nats_server import NatsServer  # noqa: E402
 
@@ -84,11 +84,11 @@ async def main(streams: int, window: float, profile: str) -> None:
             event = RecordingRequested(job_id=f"bench-{user}", url=f"@{user}", duration=36_000)
             job_ids.append(event.job_id)
             await bus.publish(event)
-        kv = await bus.kv(JOBS_BUCKET)
+        store = JobStore(KvDocuments(await bus.kv(JOBS_BUCKET)))
 
         async def all_writing() -> bool:
-            docs = [await jobs.get_recording(kv, j) for j in job_ids]
-            return all(d is not None and d[0].segments for d in docs)
+            docs = [await store.recording(j) for j in job_ids]
+            return all(d is not None and d.segments for d in docs)
 
         await wait_for(all_writing, 120, f"{streams} recordings to write")
         await asyncio.sleep(5)  # past the start-up burst

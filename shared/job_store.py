@@ -82,6 +82,8 @@ class Documents(Protocol):
 
     async def put(self, key: str, data: bytes) -> int: ...
 
+    async def delete(self, key: str) -> None: ...
+
 
 class KvDocuments:
     """``Documents`` over a NATS KV bucket."""
@@ -112,6 +114,9 @@ class KvDocuments:
 
     async def put(self, key: str, data: bytes) -> int:
         return int(await self.kv.put(key, data))
+
+    async def delete(self, key: str) -> None:
+        await self.kv.delete(key)
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,10 @@ class JobStore:
         except Conflict:
             raise JobExists(request.job_id) from None
         JOBS.labels(status="pending").inc()
+
+    async def withdraw(self, job_id: str) -> None:
+        """Take back a job whose starting event could not be published: nothing will run it."""
+        await self.docs.delete(request_key(job_id))
 
     async def request_cancel(self, job_id: str) -> JobRequest | None:
         """Ask for the job to stop (the recorder hears it); None if there is no such job."""

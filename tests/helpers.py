@@ -12,6 +12,9 @@ from typing import Any
 import httpx
 
 from services.recorder.ffmpeg import ffmpeg_binary
+from shared.bus import Bus
+from shared.job_store import JobStore, KvDocuments
+from shared.subjects import JOBS_BUCKET
 
 
 async def eventually(
@@ -30,6 +33,11 @@ async def eventually(
             msg = f"condition not met within {timeout}s"
             raise AssertionError(msg)
         await asyncio.sleep(interval)
+
+
+async def job_store(bus: Bus) -> JobStore:
+    """The job store the services use, over the test's nats-server."""
+    return JobStore(KvDocuments(await bus.kv(JOBS_BUCKET)))
 
 
 def free_port() -> int:

@@ -13,8 +13,6 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from nats.js.kv import KeyValue
-
 from services.gateway.job_status import assemble, assemble_watch
 from services.gateway.micro_client import get_watcher, rebuild_index
 from services.gateway.nats_link import NatsLink
@@ -31,6 +29,7 @@ from shared.events import (
     WatchResumed,
     new_id,
 )
+from shared.job_store import JobStore
 from shared.secrets import SecretBox
 from shared.tiktok import CookiesError, load_cookies
 from shared.tiktok.targets import parse_target
@@ -101,7 +100,7 @@ async def _check_cookies_file(name: str, cookies_dir: Path) -> None:
 
 async def submit_recording(
     link: NatsLink,
-    kv: KeyValue,
+    store: JobStore,
     ask: RecordingCreate,
     *,
     secrets: SecretBox | None,
@@ -129,19 +128,19 @@ async def submit_recording(
         duration=ask.duration,
         options=options,
     )
-    await _store_and_publish(link.require_bus(), kv, doc, event)
+    await _store_and_publish(link.require_bus(), store, doc, event)
     return job_id
 
 
-async def _store_and_publish(bus: Bus, kv: KeyValue, doc: jobs.JobRequest, event: Event) -> None:
+async def _store_and_publish(bus: Bus, store: JobStore, doc: jobs.JobRequest, event: Event) -> None:
     """Store the job, then publish what starts it; a failed publish takes the job back out."""
-    await jobs.create_request(kv, doc)
+    await store.submit(doc)
     try:
         await bus.publish(event)
     except TRANSIENT:
         # Never leave a PENDING job that no service will ever see.
         with contextlib.suppress(*TRANSIENT):
-            await kv.delete(jobs.request_key(doc.job_id))
+            await store.withdraw(doc.job_id)
         raise
 
 
@@ -176,7 +175,7 @@ def watch_target(room_id: str | None, url: str | None) -> WatchTarget:
 
 async def create_watcher(
     link: NatsLink,
-    kv: KeyValue,
+    store: JobStore,
     ask: WatcherCreate,
     *,
     secrets: SecretBox | None,
@@ -190,7 +189,7 @@ async def create_watcher(
     options = await recording_options(ask.options, template, secrets, cookies_dir)
     # A key is free again once its watcher is being deleted: the delete is queued first.
     existing = await _scheduler_watcher(link, target.key)
-    if existing is not None and not await _being_deleted(kv, existing):
+    if existing is not None and not await _being_deleted(store, existing):
         msg = f"a watcher with key {target.key} exists"
         raise Conflict(msg)
     task_id = new_id()
@@ -214,16 +213,16 @@ async def create_watcher(
         poll_interval=ask.poll_interval,
         options=options,
     )
-    await _store_and_publish(link.require_bus(), kv, doc, event)
+    await _store_and_publish(link.require_bus(), store, doc, event)
     return task_id
 
 
-async def delete_watcher(link: NatsLink, kv: KeyValue, key: str, *, correlation_id: str) -> None:
+async def delete_watcher(link: NatsLink, store: JobStore, key: str, *, correlation_id: str) -> None:
     """Stop watching ``key``; the recording in progress stops and its files are finalized."""
-    watcher = await _changeable_watcher(link, kv, key)
+    watcher = await _changeable_watcher(link, store, key)
     await _end_watch(
         link.require_bus(),
-        kv,
+        store,
         key=watcher.key,
         task_id=watcher.task_id,
         current_job_id=watcher.current_job_id,
@@ -231,20 +230,20 @@ async def delete_watcher(link: NatsLink, kv: KeyValue, key: str, *, correlation_
     )
 
 
-async def pause_watcher(link: NatsLink, kv: KeyValue, key: str, *, correlation_id: str) -> None:
+async def pause_watcher(link: NatsLink, store: JobStore, key: str, *, correlation_id: str) -> None:
     """Stop polling ``key`` until resumed; the recording in progress stops cleanly."""
-    watcher = await _changeable_watcher(link, kv, key)
+    watcher = await _changeable_watcher(link, store, key)
     if watcher.status == "paused":
         msg = "watcher is paused already"
         raise Conflict(msg)
     if watcher.current_job_id:
-        await _cancel_unfinished(kv, watcher.current_job_id)
+        await _cancel_unfinished(store, watcher.current_job_id)
     await link.require_bus().publish(WatchPaused(correlation_id=correlation_id, key=watcher.key))
 
 
-async def resume_watcher(link: NatsLink, kv: KeyValue, key: str, *, correlation_id: str) -> None:
+async def resume_watcher(link: NatsLink, store: JobStore, key: str, *, correlation_id: str) -> None:
     """Poll a paused ``key`` again; the scheduler checks the room right away."""
-    watcher = await _changeable_watcher(link, kv, key)
+    watcher = await _changeable_watcher(link, store, key)
     if watcher.status != "paused":
         msg = "watcher is not paused"
         raise Conflict(msg)
@@ -256,29 +255,29 @@ async def _scheduler_watcher(link: NatsLink, key: str) -> Watcher | None:
     return await get_watcher(link.require_bus().nc, key)
 
 
-async def _changeable_watcher(link: NatsLink, kv: KeyValue, key: str) -> Watcher:
+async def _changeable_watcher(link: NatsLink, store: JobStore, key: str) -> Watcher:
     """The watcher under ``key``, unless it is unknown or being deleted already."""
     watcher = await _scheduler_watcher(link, key)
     if watcher is None:
         msg = "no such watcher"
         raise NotFound(msg)
-    if await _being_deleted(kv, watcher):
+    if await _being_deleted(store, watcher):
         msg = "watcher is being deleted"
         raise Conflict(msg)
     return watcher
 
 
-async def _being_deleted(kv: KeyValue, watcher: Watcher) -> bool:
+async def _being_deleted(store: JobStore, watcher: Watcher) -> bool:
     """A delete was asked already: the scheduler marks it, or the gateway cancelled its job."""
     if watcher.status == "deleted":
         return True
-    found = await jobs.get_request(kv, watcher.task_id)
-    return found is not None and found[0].desired == "cancel"
+    found = await store.request(watcher.task_id)
+    return found is not None and found.desired == "cancel"
 
 
 async def _end_watch(
     bus: Bus,
-    kv: KeyValue,
+    store: JobStore,
     *,
     key: str,
     task_id: str,
@@ -292,36 +291,35 @@ async def _end_watch(
     ``watch.deleted`` is stored.
     """
     if current_job_id:
-        await _cancel_unfinished(kv, current_job_id)
+        await _cancel_unfinished(store, current_job_id)
     event = WatchDeleted(
         event_id=f"watch-deleted:{task_id}", correlation_id=correlation_id, key=key
     )
     await bus.publish(event)
-    await _ask_cancel(kv, task_id)
+    await _ask_cancel(store, task_id)
 
 
 # --- jobs ---------------------------------------------------------------------------------------
 
 
 async def cancel_job(
-    link: NatsLink, kv: KeyValue, task_id: str, *, correlation_id: str
+    link: NatsLink, store: JobStore, task_id: str, *, correlation_id: str
 ) -> JobStatus:
     """Cancel a job; its status once asked. A recording stops and its files are finalized; a
     watch job is cancelled by ending its watcher, as :func:`delete_watcher` does."""
-    found = await jobs.get_request(kv, task_id)
+    found = await store.request(task_id)
     if found is None:
         msg = "no such job"
         raise NotFound(msg)
-    if found[0].kind == "watch":
-        return await _cancel_watch_job(link, kv, found[0], correlation_id)
-    recording = await jobs.get_recording(kv, task_id)
-    if recording is not None and recording[0].state in jobs.TERMINAL:
-        msg = f"job already {recording[0].state}"
+    if found.kind == "watch":
+        return await _cancel_watch_job(link, store, found, correlation_id)
+    recording = await store.recording(task_id)
+    if recording is not None and recording.state in jobs.TERMINAL:
+        msg = f"job already {recording.state}"
         raise Conflict(msg)
-    request = await _ask_cancel(kv, task_id)
+    request = await store.request_cancel(task_id)
     assert request is not None  # read just above
-    recording = await jobs.get_recording(kv, task_id)
-    return assemble(request, recording[0] if recording else None)
+    return assemble(request, await store.recording(task_id))
 
 
 @dataclass(frozen=True)
@@ -346,47 +344,39 @@ def watch_to_end(request: jobs.JobRequest, watcher: Watcher | None) -> EndWatch 
 
 
 async def _cancel_watch_job(
-    link: NatsLink, kv: KeyValue, request: jobs.JobRequest, correlation_id: str
+    link: NatsLink, store: JobStore, request: jobs.JobRequest, correlation_id: str
 ) -> JobStatus:
     watcher = None
     if request.desired != "cancel" and request.watcher_key:
         watcher = await _scheduler_watcher(link, request.watcher_key)
     end = watch_to_end(request, watcher)
     if end is None:
-        await _ask_cancel(kv, request.job_id)
+        await _ask_cancel(store, request.job_id)
     else:
         await _end_watch(
             link.require_bus(),
-            kv,
+            store,
             key=end.key,
             task_id=request.job_id,
             current_job_id=end.current_job_id,
             correlation_id=correlation_id,
         )
-    found = await jobs.get_request(kv, request.job_id)
+    found = await store.request(request.job_id)
     assert found is not None
-    return assemble_watch(found[0], watcher)
+    return assemble_watch(found, watcher)
 
 
-def asked_to_cancel(doc: jobs.JobRequest | None) -> jobs.JobRequest | None:
-    """``doc`` with ``desired=cancel``; None (nothing to write) when unknown or asked already."""
-    if doc is None or doc.desired == "cancel":
-        return None
-    doc.desired = "cancel"
-    return doc
-
-
-async def _ask_cancel(kv: KeyValue, job_id: str) -> jobs.JobRequest | None:
+async def _ask_cancel(store: JobStore, job_id: str) -> None:
     """Set ``desired=cancel`` on ``job.<id>``: the recorder holding the job stops and finalizes
-    its files; one that has not taken it yet never starts it. None when the job is unknown."""
-    return await jobs.update_request(kv, job_id, asked_to_cancel)
+    its files; one that has not taken it yet never starts it."""
+    await store.request_cancel(job_id)
 
 
-async def _cancel_unfinished(kv: KeyValue, job_id: str) -> None:
+async def _cancel_unfinished(store: JobStore, job_id: str) -> None:
     """Cancel a job unless it is unknown or already finished."""
-    recording = await jobs.get_recording(kv, job_id)
-    if recording is None or recording[0].state not in jobs.TERMINAL:
-        await _ask_cancel(kv, job_id)
+    recording = await store.recording(job_id)
+    if recording is None or recording.state not in jobs.TERMINAL:
+        await _ask_cancel(store, job_id)
 
 
 # --- files --------------------------------------------------------------------------------------

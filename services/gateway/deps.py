@@ -9,7 +9,6 @@ import nats.js.errors
 import structlog
 from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
-from nats.js.kv import KeyValue
 
 from services.gateway.api_keys import ApiKey, ApiKeyRegistry
 from services.gateway.errors import CORRELATION_ID, ApiError
@@ -19,6 +18,7 @@ from services.gateway.settings import GatewaySettings
 from shared.bus import TRANSIENT
 from shared.errors import ErrorCode
 from shared.events import new_id
+from shared.job_store import JobStore, KvDocuments
 from shared.secrets import SecretBox
 from shared.subjects import JOBS_BUCKET
 
@@ -42,13 +42,13 @@ def get_secrets(request: Request) -> SecretBox | None:
     return box
 
 
-async def get_jobs_kv(request: Request) -> KeyValue:
-    """The ``jobs`` bucket; 503 while NATS is not usable."""
+async def get_job_store(request: Request) -> JobStore:
+    """The job store over the ``jobs`` bucket; 503 while NATS is not usable."""
     link = get_link(request)
     if link.bus is None or not link.bus.nc.is_connected:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS is not connected")
     try:
-        return await link.bus.kv(JOBS_BUCKET)
+        return JobStore(KvDocuments(await link.bus.kv(JOBS_BUCKET)))
     except (*TRANSIENT, nats.js.errors.NotFoundError) as exc:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "job store not available") from exc
 
@@ -61,7 +61,7 @@ def get_correlation_id() -> str:
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 LinkDep = Annotated[NatsLink, Depends(get_link)]
 SecretsDep = Annotated[SecretBox | None, Depends(get_secrets)]
-JobsDep = Annotated[KeyValue, Depends(get_jobs_kv)]
+JobsDep = Annotated[JobStore, Depends(get_job_store)]
 CorrelationDep = Annotated[str, Depends(get_correlation_id)]
 
 

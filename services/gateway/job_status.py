@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from nats.js.kv import KeyValue
-
 from services.gateway.micro_client import ServiceUnavailable, get_watcher
 from services.gateway.nats_link import NatsLink
 from services.gateway.schemas import (
@@ -16,26 +14,25 @@ from services.gateway.schemas import (
     UploadOut,
     WatcherOut,
 )
-from shared import jobs
+from shared.job_store import JobStore
 from shared.jobs import JobRequest, RecordingPart, UploadPart
 from shared.watchers import Watcher
 
 
-async def read_status(link: NatsLink, kv: KeyValue, job_id: str) -> JobStatus | None:
+async def read_status(link: NatsLink, store: JobStore, job_id: str) -> JobStatus | None:
     """The status of job ``job_id`` as it stands; None when there is no such job.
 
     A watch job's status also asks the scheduler for its watcher, and still answers without
     it when the scheduler cannot.
     """
-    found = await jobs.get_request(kv, job_id)
-    if found is None:
+    request = await store.request(job_id)
+    if request is None:
         return None
-    request = found[0]
     if request.kind == "watch":
         return assemble_watch(request, await _watcher_if_any(link, request.watcher_key))
-    recording = await jobs.get_recording(kv, job_id)
-    upload = await jobs.get_upload(kv, job_id) if request.options.upload_s3 else None
-    return assemble(request, recording[0] if recording else None, upload[0] if upload else None)
+    recording = await store.recording(job_id)
+    upload = await store.upload(job_id) if request.options.upload_s3 else None
+    return assemble(request, recording, upload)
 
 
 async def _watcher_if_any(link: NatsLink, key: str | None) -> Watcher | None:

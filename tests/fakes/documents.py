@@ -28,6 +28,9 @@ class MemoryDocuments:
     async def put(self, key: str, data: bytes) -> int:
         return self._write(key, data)
 
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
     def _write(self, key: str, data: bytes) -> int:
         self.revision += 1
         self.data[key] = (data, self.revision)

@@ -27,9 +27,11 @@ from services.gateway.settings import GatewaySettings
 from shared import events as ev
 from shared import jobs
 from shared.bus import Bus
+from shared.job_store import Claim, Outcome
 from shared.secrets import SecretBox, new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
 from shared.watchers import GetRequest, ListReply, ListRequest, Watcher
+from tests.helpers import job_store
 from tlr.nats_server import NatsServer
 
 KEY = "k-watchers"
@@ -168,20 +170,20 @@ async def watch_requested(bus: Bus, task_id: str) -> ev.WatchRequested:
 
 async def recording_job(bus: Bus, state: jobs.RecState | None = None) -> str:
     """A recording job the scheduler started for a watcher (and, with ``state``, its progress)."""
-    kv = await bus.kv(JOBS_BUCKET)
+    store = await job_store(bus)
     job_id = ev.new_id()
-    await jobs.create_request(kv, jobs.JobRequest(job_id=job_id, room_id=ROOM, watcher_key=ROOM))
+    await store.submit(jobs.JobRequest(job_id=job_id, room_id=ROOM, watcher_key=ROOM))
     if state is not None:
-        await jobs.update_recording(
-            kv, job_id, lambda _d: jobs.RecordingPart(job_id=job_id, state=state)
-        )
+        await store.claim(job_id, 1, Claim("rec-1", ROOM, None, None, attempt=1))
+    if state is not None and state != "STARTED":
+        await store.finish(job_id, Outcome(state), token=1)
     return job_id
 
 
 async def desired(bus: Bus, job_id: str) -> str:
-    found = await jobs.get_request(await bus.kv(JOBS_BUCKET), job_id)
+    found = await (await job_store(bus)).request(job_id)
     assert found is not None
-    return found[0].desired
+    return found.desired
 
 
 def path(key: str) -> str:
@@ -224,10 +226,8 @@ async def test_create_stores_the_job_and_the_event_with_the_proxy_sealed(
     assert event.options.proxy is not None
     assert SecretBox(secret).unseal(event.options.proxy) == PROXY
 
-    kv = await bus.kv(JOBS_BUCKET)
-    found = await jobs.get_request(kv, task_id)
-    assert found is not None
-    doc = found[0]
+    doc = await (await job_store(bus)).request(task_id)
+    assert doc is not None
     assert (doc.kind, doc.watcher_key, doc.desired) == ("watch", "@alice", "run")
     assert doc.options == event.options
 
@@ -258,7 +258,10 @@ async def test_create_stores_the_job_and_the_event_with_the_proxy_sealed(
         assert event.options.proxy not in text
     for e in await stored_events(bus):
         assert PASSWORD not in ev.encode(e).decode()
-    for key in await kv_keys(bus):
+    kv = await bus.kv(JOBS_BUCKET)
+    keys = await kv_keys(bus)
+    assert keys
+    for key in keys:
         assert PASSWORD.encode() not in ((await kv.get(key)).value or b"")
 
 
@@ -620,10 +623,9 @@ async def test_without_a_scheduler_watcher_routes_are_503(
 async def test_watch_job_status_tolerates_a_missing_scheduler(
     client: httpx.AsyncClient, bus: Bus
 ) -> None:
-    kv = await bus.kv(JOBS_BUCKET)
     task_id = ev.new_id()
-    await jobs.create_request(
-        kv, jobs.JobRequest(job_id=task_id, kind="watch", watcher_key=ROOM, room_id=ROOM)
+    await (await job_store(bus)).submit(
+        jobs.JobRequest(job_id=task_id, kind="watch", watcher_key=ROOM, room_id=ROOM)
     )
     r = await client.get(f"/jobs/{task_id}", headers=H)
     assert r.status_code == 200

@@ -14,15 +14,14 @@ from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
-from shared import jobs
 from shared.bus import Bus
 from shared.config import RecorderSettings
 from shared.errors import ErrorCode
 from shared.events import RecordingOptions, RoomLive, WatchDeleted, WatchRequested
 from shared.secrets import SecretBox, new_key
-from shared.subjects import EVENTS_STREAM, JOBS_BUCKET, subject_for
+from shared.subjects import EVENTS_STREAM, subject_for
 from shared.watchers import GET, GetRequest, Watcher
-from tests.helpers import decode_errors, eventually
+from tests.helpers import decode_errors, eventually, job_store
 from tests.http_proxy import AuthProxy
 from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsServer
@@ -107,23 +106,24 @@ async def test_offline_then_live_records_then_second_live_second_job(
         first = await watcher(bus, "@amy")
         assert first is not None
         assert first.current_job_id is not None
-        kv = await bus.kv(JOBS_BUCKET)
+        store = await job_store(bus)
 
         async def recording(job_id: str) -> bool:
-            doc = await jobs.get_recording(kv, job_id)
-            return doc is not None and doc[0].bytes > 0
+            doc = await store.recording(job_id)
+            return doc is not None and doc.bytes > 0
 
         await eventually(lambda: recording(first.current_job_id or ""), timeout=20)
         await fake_tiktok.end("amy")
 
         async def finished(job_id: str) -> bool:
-            doc = await jobs.get_recording(kv, job_id)
-            return doc is not None and doc[0].state == "SUCCESS"
+            doc = await store.recording(job_id)
+            return doc is not None and doc.state == "SUCCESS"
 
         await eventually(lambda: finished(first.current_job_id or ""), timeout=20)
-        doc = await jobs.get_recording(kv, first.current_job_id)
+        doc = await store.recording(first.current_job_id)
         assert doc is not None
-        for seg in doc[0].segments:
+        assert doc.segments
+        for seg in doc.segments:
             assert decode_errors(recorder / seg.path) == ""
 
         await fake_tiktok.go_live("amy")

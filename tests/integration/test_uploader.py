@@ -27,7 +27,7 @@ from shared.events import (
     decode,
 )
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET, UPLOADER, subject_for
-from tests.helpers import eventually
+from tests.helpers import eventually, job_store
 from tests.s3_server import S3Server
 from tlr.nats_server import NatsServer
 
@@ -99,20 +99,20 @@ async def download_sha256(s3: S3Client, bucket: str, key: str) -> str:
 async def wait_upload(
     bus: Bus, job_id: str, *states: str, code: str | None = None, timeout: float = 20
 ) -> jobs.UploadPart:
-    kv = await bus.kv(JOBS_BUCKET)
+    store = await job_store(bus)
 
     async def reached() -> bool:
-        found = await jobs.get_upload(kv, job_id)
+        found = await store.upload(job_id)
         return (
             found is not None
-            and found[0].state in states
-            and (code is None or found[0].error_code == code)
+            and found.state in states
+            and (code is None or found.error_code == code)
         )
 
     await eventually(reached, timeout=timeout, interval=0.1)
-    found = await jobs.get_upload(kv, job_id)
+    found = await store.upload(job_id)
     assert found is not None
-    return found[0]
+    return found
 
 
 async def events_on(bus: Bus, event_type: type[Event]) -> list[Event]:
@@ -271,7 +271,7 @@ async def test_job_without_upload_is_acked_and_nothing_uploaded(
     listed = await s3.list_buckets()
     assert [b["Name"] for b in listed.get("Buckets", [])] == []
     assert await events_on(bus, UploadDone) == []
-    assert await jobs.get_upload(await bus.kv(JOBS_BUCKET), "j4") is None
+    assert await (await job_store(bus)).upload("j4") is None
     assert (root / recorded.path).exists()
 
 

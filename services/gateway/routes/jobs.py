@@ -31,8 +31,8 @@ NOT_FOUND = documented(404, "No such job")
     summary="Status, progress and result of a job",
     responses={**NOT_FOUND, **SCHEDULER_UNAVAILABLE},
 )
-async def get_job(task_id: TaskId, kv: JobsDep, link: LinkDep) -> JobStatus:
-    status = await read_status(link, kv, task_id)
+async def get_job(task_id: TaskId, store: JobsDep, link: LinkDep) -> JobStatus:
+    status = await read_status(link, store, task_id)
     if status is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, "no such job")
     return status
@@ -49,7 +49,7 @@ async def get_job(task_id: TaskId, kv: JobsDep, link: LinkDep) -> JobStatus:
     },
 )
 async def cancel_job(
-    task_id: TaskId, kv: JobsDep, link: LinkDep, correlation_id: CorrelationDep
+    task_id: TaskId, store: JobsDep, link: LinkDep, correlation_id: CorrelationDep
 ) -> JobStatus:
     """A watch job is cancelled by deleting its watcher (as DELETE /watchers/{key} does)."""
-    return await commands.cancel_job(link, kv, task_id, correlation_id=correlation_id)
+    return await commands.cancel_job(link, store, task_id, correlation_id=correlation_id)

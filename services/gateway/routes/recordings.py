@@ -26,7 +26,7 @@ router = APIRouter(tags=["recordings"])
 async def create_recording(
     body: RecordingCreate,
     link: LinkDep,
-    kv: JobsDep,
+    store: JobsDep,
     box: SecretsDep,
     settings: SettingsDep,
     correlation_id: CorrelationDep,
@@ -35,7 +35,7 @@ async def create_recording(
         raise ApiError(400, ErrorCode.VALIDATION_ERROR, "give exactly one of room_id or url")
     task_id = await commands.submit_recording(
         link,
-        kv,
+        store,
         body,
         secrets=box,
         cookies_dir=settings.cookies_dir,

@@ -89,7 +89,7 @@ KeyDep = Annotated[str, Depends(path_key)]
 async def create_watcher(
     body: WatcherCreate,
     link: LinkDep,
-    kv: JobsDep,
+    store: JobsDep,
     box: SecretsDep,
     settings: SettingsDep,
     correlation_id: CorrelationDep,
@@ -99,7 +99,7 @@ async def create_watcher(
         raise ApiError(400, ErrorCode.VALIDATION_ERROR, "give exactly one of room_id or url")
     task_id = await commands.create_watcher(
         link,
-        kv,
+        store,
         body,
         secrets=box,
         cookies_dir=settings.cookies_dir,
@@ -151,10 +151,10 @@ async def get_watcher(key: KeyDep, link: LinkDep) -> WatcherOut:
     },
 )
 async def delete_watcher(
-    key: KeyDep, link: LinkDep, kv: JobsDep, correlation_id: CorrelationDep
+    key: KeyDep, link: LinkDep, store: JobsDep, correlation_id: CorrelationDep
 ) -> Ok:
     """Accepted now, applied by the scheduler moments later; 409 while already deleting."""
-    await commands.delete_watcher(link, kv, key, correlation_id=correlation_id)
+    await commands.delete_watcher(link, store, key, correlation_id=correlation_id)
     return Ok()
 
 
@@ -169,10 +169,10 @@ async def delete_watcher(
     },
 )
 async def pause_watcher(
-    key: KeyDep, link: LinkDep, kv: JobsDep, correlation_id: CorrelationDep
+    key: KeyDep, link: LinkDep, store: JobsDep, correlation_id: CorrelationDep
 ) -> Ok:
     """The recording in progress stops cleanly; resume starts a new job for the same live."""
-    await commands.pause_watcher(link, kv, key, correlation_id=correlation_id)
+    await commands.pause_watcher(link, store, key, correlation_id=correlation_id)
     return Ok()
 
 
@@ -187,8 +187,8 @@ async def pause_watcher(
     },
 )
 async def resume_watcher(
-    key: KeyDep, link: LinkDep, kv: JobsDep, correlation_id: CorrelationDep
+    key: KeyDep, link: LinkDep, store: JobsDep, correlation_id: CorrelationDep
 ) -> Ok:
     """The scheduler checks the room again right away."""
-    await commands.resume_watcher(link, kv, key, correlation_id=correlation_id)
+    await commands.resume_watcher(link, store, key, correlation_id=correlation_id)
     return Ok()

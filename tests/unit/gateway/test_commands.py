@@ -144,15 +144,6 @@ def test_a_watch_job_cancelled_already_or_without_a_key_is_only_marked(job: JobR
     assert commands.watch_to_end(job, None) is None
 
 
-def test_asking_to_cancel_writes_once() -> None:
-    job = JobRequest(job_id="j1")
-    changed = commands.asked_to_cancel(job)
-    assert changed is not None
-    assert changed.desired == "cancel"
-    assert commands.asked_to_cancel(changed) is None  # asked already: nothing to write
-    assert commands.asked_to_cancel(None) is None  # unknown job
-
-
 # --- before NATS was ever reached ---------------------------------------------------------------
 
 
