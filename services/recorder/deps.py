@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from services.recorder.media import Media
-from shared.config import RecorderSettings
+from services.recorder.settings import RecorderSettings
 from shared.events import Event, RecordingOptions, RecordingRequested, RoomLive
 from shared.job_store import JobStore
 from shared.lease import Leases

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import msgspec
@@ -17,8 +17,8 @@ from services.recorder.ffmpeg import choose_ffmpeg
 from services.recorder.handlers import on_recording_work
 from services.recorder.media import FfmpegMedia
 from services.recorder.recording import PROGRESS_EVERY
+from services.recorder.settings import RecorderSettings
 from shared.bus import Delivery
-from shared.config import RecorderSettings, Settings
 from shared.events import Event, RecordingRequested, RoomLive
 from shared.job_store import JobStore, KvDocuments
 from shared.jobs import JobRequest
@@ -31,18 +31,17 @@ from shared.tiktok.pool import ClientPool
 log = get_logger(__name__)
 
 
-class RecorderService(BaseService):
+class RecorderService(BaseService[RecorderSettings]):
     name = "recorder"
     description = "Records live rooms; one recorder per room, failover by lease"
     durables = (RECORDERS,)
-    settings_type: ClassVar[type[Settings]] = RecorderSettings
+    settings_type = RecorderSettings
     # SIGTERM: stop pulling, hand unfinished recordings to another recorder (nak), within
     # this grace; compose and Kubernetes must allow a little more (stop_grace_period).
     drain_grace = 30.0
 
     async def start(self, group: Group) -> None:  # noqa: ARG002  (no endpoints beyond status)
         settings = self.settings
-        assert isinstance(settings, RecorderSettings)
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, read=settings.read_timeout),
             follow_redirects=False,

@@ -37,8 +37,8 @@ from services.uploader.s3 import (
     is_transient,
     object_key,
 )
+from services.uploader.settings import UploaderSettings
 from shared.bus import Delivery, retry_delay
-from shared.config import UploaderSettings
 from shared.errors import ErrorCode, NotMine, PermanentError, RetryLater
 from shared.events import (
     DeleteReason,

@@ -22,7 +22,7 @@ import botocore.exceptions
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from shared.config import UploaderSettings
+from services.uploader.settings import UploaderSettings
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ClassVar
+from typing import Any
 
 from nats.micro.service import Group
 
 from services.uploader.handlers import UploaderDeps, on_recording_finished
 from services.uploader.s3 import ObjectStore, create_client
+from services.uploader.settings import UploaderSettings
 from shared.bus import Delivery
-from shared.config import Settings, UploaderSettings
 from shared.events import Event, RecordingFinished
 from shared.job_store import JobStore, KvDocuments
 from shared.lease import KvLeases
@@ -24,18 +24,17 @@ log = get_logger(__name__)
 HEARTBEAT = 15.0
 
 
-class UploaderService(BaseService):
+class UploaderService(BaseService[UploaderSettings]):
     name = "uploader"
     description = "Uploads finished recordings to S3; publishes upload.done"
     durables = (UPLOADER,)
-    settings_type: ClassVar[type[Settings]] = UploaderSettings
+    settings_type = UploaderSettings
     # SIGTERM: uploads in flight get this long to finish; the rest are handed back (nak)
     # and start over elsewhere, skipping the files already in the bucket.
     drain_grace = 30.0
 
     async def start(self, group: Group) -> None:  # noqa: ARG002  (no endpoints beyond status)
         settings = self.settings
-        assert isinstance(settings, UploaderSettings)
         self._exit = contextlib.AsyncExitStack()
         try:
             store = None
@@ -82,7 +81,6 @@ class UploaderService(BaseService):
 
     def status(self) -> dict[str, Any]:
         settings = self.settings
-        assert isinstance(settings, UploaderSettings)
         return {
             "bucket": settings.s3_bucket,
             "endpoint": redact_text(settings.s3_endpoint_url or "aws"),

@@ -22,9 +22,9 @@ from referencing.jsonschema import DRAFT202012
 from services.indexer.service import IndexerService
 from services.indexer.settings import IndexerSettings
 from services.uploader.service import UploaderService
+from services.uploader.settings import UploaderSettings
 from shared import asyncapi
 from shared.bus import Bus
-from shared.config import UploaderSettings
 from shared.events import EVENT_TYPES
 from shared.subjects import subject_for
 from tests.helpers import eventually

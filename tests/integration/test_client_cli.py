@@ -29,10 +29,10 @@ from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
 from services.indexer.settings import IndexerSettings
 from services.recorder.service import RecorderService
+from services.recorder.settings import RecorderSettings
 from services.scheduler.service import SchedulerService
 from services.scheduler.settings import SchedulerSettings
 from shared.bus import Bus
-from shared.config import RecorderSettings
 from tests.helpers import eventually, free_port
 from tlr.client import postman
 from tlr.client.api import ApiError, Unreachable

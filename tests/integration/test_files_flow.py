@@ -19,9 +19,10 @@ from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
 from services.indexer.settings import IndexerSettings
 from services.recorder.service import RecorderService
+from services.recorder.settings import RecorderSettings
 from services.uploader.service import UploaderService
+from services.uploader.settings import UploaderSettings
 from shared.bus import Bus
-from shared.config import RecorderSettings, UploaderSettings
 from shared.events import UploadDone
 from shared.subjects import EVENTS_STREAM, subject_for
 from tests.helpers import JobsApi, eventually

@@ -15,8 +15,8 @@ from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
 from services.recorder.service import RecorderService
+from services.recorder.settings import RecorderSettings
 from shared.bus import Bus
-from shared.config import RecorderSettings
 from shared.secrets import new_key
 from tests.helpers import JobsApi, decode_errors, eventually
 from tlr.fake_tiktok import FakeTikTok

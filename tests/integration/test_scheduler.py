@@ -11,11 +11,11 @@ import msgspec
 import pytest
 
 from services.recorder.service import RecorderService
+from services.recorder.settings import RecorderSettings
 from services.scheduler.service import SchedulerService
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
 from shared.bus import Bus
-from shared.config import RecorderSettings
 from shared.errors import ErrorCode
 from shared.events import RecordingOptions, RoomLive, WatchDeleted, WatchRequested
 from shared.secrets import SecretBox, new_key

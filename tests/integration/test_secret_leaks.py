@@ -21,9 +21,10 @@ from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
 from services.recorder.service import RecorderService
+from services.recorder.settings import RecorderSettings
 from services.uploader.service import UploaderService
+from services.uploader.settings import UploaderSettings
 from shared.bus import Bus
-from shared.config import RecorderSettings, UploaderSettings
 from shared.logging import configure_logging
 from shared.secrets import new_key
 from tests.helpers import JobsApi, eventually

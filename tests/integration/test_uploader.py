@@ -14,9 +14,10 @@ import nats.js.errors
 import pytest
 
 from services.uploader.service import UploaderService
+from services.uploader.settings import UploaderSettings
 from shared import jobs
 from shared.bus import Bus
-from shared.config import MIB, UploaderSettings
+from shared.config import MIB
 from shared.errors import ErrorCode
 from shared.events import (
     Event,

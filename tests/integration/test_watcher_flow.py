@@ -17,10 +17,10 @@ from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
 from services.recorder.service import RecorderService
+from services.recorder.settings import RecorderSettings
 from services.scheduler.service import LEADER_LEASE, SchedulerService
 from services.scheduler.settings import SchedulerSettings
 from shared.bus import Bus
-from shared.config import RecorderSettings
 from shared.events import WatchRequested
 from shared.lease import current_holder
 from shared.micro import ping_all

@@ -9,8 +9,10 @@ from pydantic import ValidationError
 
 from services.gateway.settings import GatewaySettings
 from services.indexer.settings import IndexerSettings
+from services.recorder.settings import RecorderSettings
 from services.scheduler.settings import SchedulerSettings
-from shared.config import RecorderSettings, Settings, UploaderSettings
+from services.uploader.settings import UploaderSettings
+from shared.config import Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

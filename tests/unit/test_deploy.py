@@ -30,8 +30,10 @@ import shared
 from services.gateway.settings import GatewaySettings
 from services.indexer.settings import IndexerSettings
 from services.recorder.ffmpeg import ffmpeg_binary
+from services.recorder.settings import RecorderSettings
 from services.scheduler.settings import SchedulerSettings
-from shared.config import RecorderSettings, Settings, UploaderSettings
+from services.uploader.settings import UploaderSettings
+from shared.config import Settings
 from shared.ops_http import OpsServer
 from shared.subjects import DURABLES, EVENTS_STREAM, RATELIMIT, RECORDERS, UPLOADER
 

@@ -20,7 +20,7 @@ from services.uploader.s3 import (
     part_ranges,
     read_part,
 )
-from shared.config import UploaderSettings
+from services.uploader.settings import UploaderSettings
 from shared.events import RecordedFile
 
 

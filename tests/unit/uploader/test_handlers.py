@@ -14,8 +14,8 @@ from services.uploader.handlers import (
     UploaderDeps,
     on_recording_finished,
 )
+from services.uploader.settings import UploaderSettings
 from shared.bus import Delivery
-from shared.config import UploaderSettings
 from shared.errors import ErrorCode, PermanentError, RetryLater
 from shared.events import RecordedFile, RecordingFinished, UploadDone, UploadedFile
 from shared.job_store import JobStore
