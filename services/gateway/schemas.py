@@ -313,6 +313,12 @@ class WatcherOut(BaseModel):
     current_job_id: str | None = Field(None, description="The recording job running now")
     jobs: list[str] = Field(default_factory=list, description="Recording jobs started, newest last")
     failures: int = 0
+    error_code: str | None = Field(
+        None,
+        description="Why the last check failed, e.g. VALIDATION_ERROR when its proxy cannot be "
+        "unsealed here (it is then not polled at all); cleared by a check that succeeds",
+    )
+    error_message: str | None = None
     next_check_at: datetime | None = None
 
     @classmethod
@@ -335,6 +341,8 @@ class WatcherOut(BaseModel):
             ),
             created_at=w.created_at,
             last_run_at=w.last_run_at,
+            error_code=w.error_code,
+            error_message=w.error_message,
             last_outcome=w.last_outcome,
             live_state=w.live_state,
             last_live_at=w.last_live_at,

@@ -10,7 +10,7 @@ import pytest
 from services.gateway import commands
 from services.gateway.commands import EndWatch, Invalid, WatchTarget
 from services.gateway.nats_link import NatsLink, NotConnected
-from services.gateway.schemas import RecordingOptionsIn
+from services.gateway.schemas import RecordingOptionsIn, WatcherOut
 from services.gateway.settings import GatewaySettings
 from shared.events import utc_now
 from shared.jobs import JobRequest
@@ -152,3 +152,15 @@ async def test_commands_that_need_nats_refuse_before_it_is_reached() -> None:
     link = NatsLink(settings)  # never entered: no connection is attempted
     with pytest.raises(NotConnected):
         await commands.rebuild_file_index(link)
+
+
+def test_a_watcher_that_cannot_be_polled_says_why_in_the_api() -> None:
+    w = Watcher(key="@pia", task_id="t1", created_at=utc_now())
+    w.error_code = "VALIDATION_ERROR"
+    w.error_message = "options.proxy cannot be used: sealed with another key"
+    out = WatcherOut.from_watcher(w)
+    assert (out.error_code, out.error_message) == (w.error_code, w.error_message)
+    assert (
+        WatcherOut.from_watcher(Watcher(key="@tom", task_id="t2", created_at=utc_now())).error_code
+        is None
+    )
