@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench._proc import cpu_seconds, free_port, rss_mib, wait_for  # noqa: E402
 from shared.bus import Bus  # noqa: E402
+from shared.documents import KvDocuments  # noqa: E402
 from shared.events import RecordingRequested  # noqa: E402
-from shared.job_store import JobStore, KvDocuments  # noqa: E402
+from shared.job_store import JobStore  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
 from tlr.nats_server import NatsServer  # noqa: E402
 

@@ -42,7 +42,8 @@ from services.scheduler.poller import PollDeps, poll_once  # noqa: E402
 from services.scheduler.store import WatcherStore  # noqa: E402
 from shared.bus import Bus  # noqa: E402
 from shared.config import Settings  # noqa: E402
-from shared.job_store import JobStore, KvDocuments  # noqa: E402
+from shared.documents import KvDocuments  # noqa: E402
+from shared.job_store import JobStore  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
 from shared.tiktok.factory import client_from_settings  # noqa: E402

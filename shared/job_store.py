@@ -18,20 +18,20 @@ terminal rule applies.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import msgspec
-import nats.js.errors
-from nats.js.kv import KeyValue
 
+from shared.documents import Conflict, Documents
 from shared.events import UploadedFile, utc_now
 from shared.jobs import (
     TERMINAL,
+    Claim,
     JobRequest,
+    Outcome,
     RecordingPart,
-    RecState,
     SegmentEntry,
+    Totals,
     UploadPart,
     UpState,
     recording_key,
@@ -45,10 +45,6 @@ T = TypeVar("T")
 NO_TOKEN = 0
 # A CAS loop that loses this many races in a row is a bug or a storm: fail loudly.
 MAX_CAS_ROUNDS = 50
-
-
-class Conflict(Exception):
-    """The key was written by someone else since it was read (or exists, on create)."""
 
 
 class Refused(Exception):
@@ -65,98 +61,6 @@ class JobFinished(Refused):
 
 class JobExists(Exception):
     """A job with this id was submitted already."""
-
-
-class Documents(Protocol):
-    """Where the documents live: a versioned key-value store with compare-and-set."""
-
-    async def read(self, key: str) -> tuple[bytes, int] | None: ...
-
-    async def create(self, key: str, data: bytes) -> int:
-        """Write a new key; raises Conflict if it exists."""
-        ...
-
-    async def update(self, key: str, data: bytes, revision: int) -> int:
-        """Write if the key is still at ``revision``; raises Conflict otherwise."""
-        ...
-
-    async def put(self, key: str, data: bytes) -> int: ...
-
-    async def delete(self, key: str) -> None: ...
-
-
-class KvDocuments:
-    """``Documents`` over a NATS KV bucket."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
-
-    async def read(self, key: str) -> tuple[bytes, int] | None:
-        try:
-            entry = await self.kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        if not entry.value or entry.revision is None:  # deleted or purged
-            return None
-        return entry.value, entry.revision
-
-    async def create(self, key: str, data: bytes) -> int:
-        try:
-            return int(await self.kv.create(key, data))
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
-            raise Conflict(key) from exc
-
-    async def update(self, key: str, data: bytes, revision: int) -> int:
-        try:
-            return int(await self.kv.update(key, data, last=revision))
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
-            raise Conflict(key) from exc
-
-    async def put(self, key: str, data: bytes) -> int:
-        return int(await self.kv.put(key, data))
-
-    async def delete(self, key: str) -> None:
-        await self.kv.delete(key)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a recording ended, as ``finish`` writes it."""
-
-    state: RecState
-    error_code: str | None = None
-    error_message: str | None = None
-    room_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Counters of a job over all its attempts (a failover adds to them, never resets)."""
-
-    bytes: int = 0
-    reconnects: int = 0
-    stalls: int = 0
-
-    @classmethod
-    def of(cls, doc: RecordingPart | None) -> Totals:
-        return cls(doc.bytes, doc.reconnects, doc.stalls) if doc else cls()
-
-    def plus(self, bytes_: int, reconnects: int, stalls: int) -> Totals:
-        return Totals(self.bytes + bytes_, self.reconnects + reconnects, self.stalls + stalls)
-
-    def apply(self, doc: RecordingPart) -> None:
-        doc.bytes, doc.reconnects, doc.stalls = self.bytes, self.reconnects, self.stalls
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a recorder knows when it starts recording a job it holds the lease of."""
-
-    recorder_id: str
-    room_id: str
-    title: str | None
-    unique_id: str | None
-    attempt: int
 
 
 _request = msgspec.json.Decoder(JobRequest)
@@ -254,7 +158,7 @@ class JobStore:
 
     async def segment_finalised(
         self, job_id: str, token: int, entry: SegmentEntry, replaces: str | None = None
-    ) -> None:
+    ) -> RecordingPart:
         """``entry`` takes the place of the raw file it was made from (same stem, or the
         path ``replaces`` when a takeover moved the raw file aside first)."""
         stems = {_stem(entry.path), _stem(replaces or entry.path)}
@@ -267,9 +171,9 @@ class JobStore:
             doc.segments = sorted([*kept, entry], key=lambda s: (s.part, s.path))
             return doc
 
-        await self._write_recording(job_id, finalise)
+        return await self._write_recording(job_id, finalise)
 
-    async def segment_dropped(self, job_id: str, token: int, path: str) -> None:
+    async def segment_dropped(self, job_id: str, token: int, path: str) -> RecordingPart:
         """A listed file that never got a byte (or is gone) leaves the list."""
 
         def drop(doc: RecordingPart | None) -> RecordingPart | None:
@@ -279,7 +183,7 @@ class JobStore:
             doc.segments = [s for s in doc.segments if s.path != path]
             return doc
 
-        await self._write_recording(job_id, drop)
+        return await self._write_recording(job_id, drop)
 
     async def progress(self, job_id: str, token: int, totals: Totals, bitrate: float) -> None:
         def progressed(doc: RecordingPart | None) -> RecordingPart | None:

@@ -13,6 +13,7 @@ contend.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -118,3 +119,43 @@ def upload_key(job_id: str) -> str:
 
 def room_key(room_id: str) -> str:
     return f"room.{room_id}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a recording ended, as ``finish`` writes it."""
+
+    state: RecState
+    error_code: str | None = None
+    error_message: str | None = None
+    room_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Counters of a job over all its attempts (a failover adds to them, never resets)."""
+
+    bytes: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+
+    @classmethod
+    def of(cls, doc: RecordingPart | None) -> Totals:
+        return cls(doc.bytes, doc.reconnects, doc.stalls) if doc else cls()
+
+    def plus(self, bytes_: int, reconnects: int, stalls: int) -> Totals:
+        return Totals(self.bytes + bytes_, self.reconnects + reconnects, self.stalls + stalls)
+
+    def apply(self, doc: RecordingPart) -> None:
+        doc.bytes, doc.reconnects, doc.stalls = self.bytes, self.reconnects, self.stalls
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a recorder knows when it starts recording a job it holds the lease of."""
+
+    recorder_id: str
+    room_id: str
+    title: str | None
+    unique_id: str | None
+    attempt: int

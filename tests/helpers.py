@@ -13,7 +13,8 @@ import httpx
 
 from services.recorder.ffmpeg import ffmpeg_binary
 from shared.bus import Bus
-from shared.job_store import JobStore, KvDocuments
+from shared.documents import KvDocuments
+from shared.job_store import JobStore
 from shared.subjects import JOBS_BUCKET
 
 

@@ -16,9 +16,10 @@ from services.gateway.nats_link import NatsLink
 from services.gateway.ratelimit import RateLimiter, enforce
 from services.gateway.settings import GatewaySettings
 from shared.bus import TRANSIENT
+from shared.documents import KvDocuments
 from shared.errors import ErrorCode
 from shared.events import new_id
-from shared.job_store import JobStore, KvDocuments
+from shared.job_store import JobStore
 from shared.secrets import SecretBox
 from shared.subjects import JOBS_BUCKET
 

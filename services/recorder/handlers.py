@@ -14,8 +14,8 @@ from services.recorder.recording import record
 from shared.bus import Delivery
 from shared.errors import ErrorCode, NotMine, RetryLater
 from shared.events import RoomLive
-from shared.job_store import JobFinished, Outcome, StaleHolder
-from shared.jobs import TERMINAL
+from shared.job_store import JobFinished, StaleHolder
+from shared.jobs import TERMINAL, Outcome
 from shared.lease import Holder
 from shared.logging import get_logger
 from shared.secrets import SecretError

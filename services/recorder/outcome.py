@@ -7,7 +7,7 @@ from services.recorder.deps import RecorderDeps, Work
 from shared.bus import Delivery
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordedFile, RecordingFinished, RoomLive, utc_now
-from shared.job_store import Outcome, Totals
+from shared.jobs import Outcome, Totals
 from shared.logging import get_logger
 from shared.tiktok import TikTokError
 

@@ -20,8 +20,8 @@ from services.recorder.session import Progress, RecordedSegment, SessionResult, 
 from shared.bus import Delivery
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordingStarted
-from shared.job_store import Claim, Outcome, Refused, Totals
-from shared.jobs import RecordingPart, SegmentEntry
+from shared.job_store import Refused
+from shared.jobs import Claim, Outcome, RecordingPart, SegmentEntry, Totals
 from shared.lease import HeldLease, Keeper
 from shared.logging import get_logger
 from shared.naming import render
@@ -64,8 +64,7 @@ async def record(
                 job.halt("cancelled")
 
     async with Keeper(lease, clock=deps.clock, on_renewed=recheck_cancel) as keeper:
-        await take_over(deps, job_id, token)
-        prior = await deps.store.recording(job_id)
+        prior = await take_over(deps, job_id, token)
         had_files = bool(prior and prior.segments)
         recorded_s = sum(s.duration_s or 0 for s in prior.segments) if prior else 0.0
         if event.duration is not None and recorded_s >= event.duration - 0.5:
@@ -140,15 +139,17 @@ async def _halt_when_lost(keeper: Keeper, job: Job) -> None:
     job.halt("lease_lost")
 
 
-async def take_over(deps: RecorderDeps, job_id: str, token: int) -> None:
-    """Finalise the segments a dead holder left "recording": remuxed, or dropped if gone."""
-    found = await deps.store.recording(job_id)
-    for entry in [s for s in found.segments if s.state == "recording"] if found else []:
+async def take_over(deps: RecorderDeps, job_id: str, token: int) -> RecordingPart | None:
+    """Finalise the segments a dead holder left "recording" (remuxed, or dropped if gone);
+    the job as this holder starts from."""
+    doc = await deps.store.recording(job_id)
+    for entry in [s for s in doc.segments if s.state == "recording"] if doc else []:
         final = await deps.media.take_over(entry, token)
         if final is None:
-            await deps.store.segment_dropped(job_id, token, entry.path)
+            doc = await deps.store.segment_dropped(job_id, token, entry.path)
         else:
-            await deps.store.segment_finalised(job_id, token, final, replaces=entry.path)
+            doc = await deps.store.segment_finalised(job_id, token, final, replaces=entry.path)
+    return doc
 
 
 async def _session(
@@ -172,7 +173,7 @@ async def _session(
     part_base = next_part(prior)
     writes: set[asyncio.Task[None]] = set()
 
-    async def fenced(write: Awaitable[None]) -> None:
+    async def fenced(write: Awaitable[object]) -> None:
         """A write the store refuses means the job is not ours any more: stop recording."""
         try:
             await write

@@ -19,8 +19,9 @@ from services.recorder.media import FfmpegMedia
 from services.recorder.recording import PROGRESS_EVERY
 from services.recorder.settings import RecorderSettings
 from shared.bus import Delivery
+from shared.documents import KvDocuments
 from shared.events import Event, RecordingRequested, RoomLive
-from shared.job_store import JobStore, KvDocuments
+from shared.job_store import JobStore
 from shared.jobs import JobRequest
 from shared.lease import KvLeases
 from shared.logging import get_logger

@@ -28,8 +28,9 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
 from shared import lease as leases
 from shared.bus import TRANSIENT, Delivery
+from shared.documents import KvDocuments
 from shared.events import Event, WatchDeleted, WatchPaused, WatchRequested, WatchResumed
-from shared.job_store import JobStore, KvDocuments
+from shared.job_store import JobStore
 from shared.logging import get_logger
 from shared.service import BaseService
 from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, SCHEDULER

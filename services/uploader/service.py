@@ -11,8 +11,9 @@ from services.uploader.handlers import UploaderDeps, on_recording_finished
 from services.uploader.s3 import ObjectStore, create_client
 from services.uploader.settings import UploaderSettings
 from shared.bus import Delivery
+from shared.documents import KvDocuments
 from shared.events import Event, RecordingFinished
-from shared.job_store import JobStore, KvDocuments
+from shared.job_store import JobStore
 from shared.lease import KvLeases
 from shared.logging import get_logger, redact_text
 from shared.service import BaseService

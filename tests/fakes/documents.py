@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.job_store import Conflict
+from shared.documents import Conflict
 
 
 class MemoryDocuments:

@@ -27,7 +27,7 @@ from services.gateway.settings import GatewaySettings
 from shared import events as ev
 from shared import jobs
 from shared.bus import Bus
-from shared.job_store import Claim, Outcome
+from shared.jobs import Claim, Outcome
 from shared.secrets import SecretBox, new_key
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
 from shared.watchers import GetRequest, ListReply, ListRequest, Watcher

@@ -9,18 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.bus import Bus
+from shared.documents import KvDocuments
 from shared.events import UploadedFile
-from shared.job_store import (
-    Claim,
-    JobExists,
-    JobFinished,
-    JobStore,
-    KvDocuments,
-    Outcome,
-    StaleHolder,
-    Totals,
-)
-from shared.jobs import JobRequest, SegmentEntry
+from shared.job_store import JobExists, JobFinished, JobStore, StaleHolder
+from shared.jobs import Claim, JobRequest, Outcome, SegmentEntry, Totals
 from shared.subjects import JOBS_BUCKET
 from tests.fakes.documents import MemoryDocuments
 

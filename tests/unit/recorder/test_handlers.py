@@ -22,8 +22,8 @@ from shared.events import (
     RecordingRequested,
     RecordingStarted,
 )
-from shared.job_store import Claim, JobStore, Outcome
-from shared.jobs import JobRequest, RecordingPart, SegmentEntry
+from shared.job_store import JobStore
+from shared.jobs import Claim, JobRequest, Outcome, RecordingPart, SegmentEntry
 from shared.lease import LEASE_DOUBT, Holder
 from shared.subjects import LEASE_RENEW
 from shared.tiktok import UserNotFound, WafBlocked
