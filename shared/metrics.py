@@ -21,7 +21,7 @@ NATS_RECONNECTS = Counter(
 )
 MESSAGES = Counter(
     f"{PREFIX}_messages_total",
-    "JetStream messages handled by a durable consumer, by outcome (ack, nak, term)",
+    "JetStream messages handled by a durable consumer, by outcome (ack, nak, term, left)",
     ["durable", "outcome"],
 )
 HANDLER_SECONDS = Histogram(
