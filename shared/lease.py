@@ -151,10 +151,10 @@ class Keeper:
                     log.warning("lease.doubtful", lease=self.lease.name, seconds=LEASE_DOUBT)
                     self.lost.set()
                 continue
-            if not renewed or self.clock() - self.renewed_at >= LEASE_DOUBT:
-                # Refused, or renewed only after a gap longer than the TTL allows: someone
-                # may have held it meanwhile and written with a newer token.
-                log.warning("lease.lost", lease=self.lease.name, renewed=renewed)
+            if not renewed:
+                # Refused: it lapsed, and someone may hold it and write with a newer token.
+                # (A renewal that succeeds proves no one took it meanwhile, however late.)
+                log.warning("lease.lost", lease=self.lease.name)
                 self.lost.set()
                 return
             self.renewed_at = self.clock()
