@@ -119,8 +119,10 @@ class Keeper:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_renewed: Callable[[], Awaitable[object]] | None = None,
+        every: float = LEASE_RENEW,
     ) -> None:
         self.lease = lease
+        self.every = every
         self.clock = clock
         self.on_renewed = on_renewed
         self.lost = asyncio.Event()
@@ -142,7 +144,7 @@ class Keeper:
 
     async def _run(self) -> None:
         while not self.lost.is_set():
-            await asyncio.sleep(LEASE_RENEW)
+            await asyncio.sleep(self.every)
             try:
                 renewed = await self.lease.renew()
             except Exception as exc:  # NATS away or erring: is the lease still ours?

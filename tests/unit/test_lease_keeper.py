@@ -1,0 +1,82 @@
+"""The Keeper steps down when its lease is refused or cannot be renewed for LEASE_DOUBT."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.lease import LEASE_DOUBT, Keeper
+
+
+class Lease:
+    """A lease whose renewals answer as told: True, False, or raise (NATS away)."""
+
+    name = "room.1"
+    token = 7
+
+    def __init__(self) -> None:
+        self.answer: bool | Exception = True
+        self.renewals: asyncio.Queue[None] = asyncio.Queue()
+
+    async def renew(self) -> bool:
+        self.renewals.put_nowait(None)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    async def release(self) -> None:
+        return None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_refused_renewal_loses_the_lease() -> None:
+    lease = Lease()
+    async with Keeper(lease, every=0.001) as keeper:
+        await asyncio.wait_for(_renewed(lease, 3), 5)
+        assert keeper.fresh()
+        lease.answer = False
+        await asyncio.wait_for(keeper.lost.wait(), 5)
+        assert not keeper.fresh()
+
+
+async def test_renewals_failing_for_lease_doubt_step_down_but_a_blip_does_not() -> None:
+    lease, clock = Lease(), Clock()
+    async with Keeper(lease, clock=clock, every=0.001) as keeper:
+        lease.answer = ConnectionError("nats away")
+        await asyncio.wait_for(_renewed(lease, 5), 5)
+        assert not keeper.lost.is_set()  # a blip: the TTL leaves room for the next try
+        clock.now += LEASE_DOUBT
+        await asyncio.wait_for(keeper.lost.wait(), 5)
+
+
+async def test_a_process_frozen_past_lease_doubt_is_not_fresh_before_it_renews() -> None:
+    lease, clock = Lease(), Clock()
+    keeper = Keeper(lease, clock=clock)  # not started: nothing renews
+    assert keeper.fresh()
+    clock.now += LEASE_DOUBT + 0.1  # woken from a freeze
+    assert not keeper.fresh()
+
+
+async def test_a_late_renewal_that_succeeds_keeps_the_lease() -> None:
+    lease, clock = Lease(), Clock()
+    renewed = asyncio.Event()
+
+    async def on_renewed() -> None:
+        renewed.set()
+
+    async with Keeper(lease, clock=clock, every=0.001, on_renewed=on_renewed) as keeper:
+        clock.now += LEASE_DOUBT + 1  # late, but the server took it: no one held it meanwhile
+        await asyncio.wait_for(renewed.wait(), 5)
+        assert keeper.fresh()
+        assert not keeper.lost.is_set()
+
+
+async def _renewed(lease: Lease, times: int) -> None:
+    for _ in range(times):
+        await lease.renewals.get()
