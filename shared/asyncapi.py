@@ -1,10 +1,10 @@
 """The event catalogue: an AsyncAPI 3.0 document generated from shared.events and shared.subjects.
 
 Nothing in it is written by hand that the code already declares: the JSON Schemas come from the
-msgspec types (``msgspec.json.schema_components``), the subjects from the event tags, the
-stream, consumers and buckets from :mod:`shared.subjects`. ``tlr asyncapi`` writes it to
-``docs/asyncapi.json``; a test fails when the checked-in file differs; the gateway serves it at
-``GET /asyncapi.json``.
+msgspec types (:mod:`shared.msgspec_schemas`), the subjects from the event tags, the stream,
+consumers and buckets from :mod:`shared.subjects` (:mod:`shared.asyncapi_nats`). The gateway
+serves it at ``GET /asyncapi.json``; ``tlr asyncapi`` (:mod:`tlr.asyncapi_file`) writes it to
+``docs/asyncapi.json``; a test fails when the checked-in file differs.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
-import msgspec.inspect as mi
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from nats.micro.service import ServicePing
 
-from shared import files, generated, jobs, watchers
+from shared import asyncapi_nats, files, generated, msgspec_schemas, watchers
 from shared.config import Settings
 from shared.events import (
     EVENT_TYPES,
@@ -38,9 +35,8 @@ from shared.events import (
     WatchRequested,
     WatchResumed,
 )
-from shared.subjects import DURABLES, EVENTS, JOBS, Durable, subject_for
+from shared.subjects import DURABLES, EVENTS, subject_for
 
-DOC_PATH = Path("docs/asyncapi.json")
 SERVER = "nats"
 CONTENT_TYPE = "application/json"
 SCHEMAS = "#/components/schemas/"
@@ -123,14 +119,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         ServicePing,
     ),
-)
-
-# The documents of KV bucket ``jobs`` by key; the values are JSON except ``room.<room_id>``.
-JOB_KEYS: tuple[tuple[str, type[Any] | None], ...] = (
-    (jobs.request_key("<id>"), jobs.JobRequest),
-    (jobs.recording_key("<id>"), jobs.RecordingPart),
-    (jobs.upload_key("<id>"), jobs.UploadPart),
-    (jobs.room_key("<room_id>"), None),
 )
 
 
@@ -282,117 +270,15 @@ def _endpoint_parts(
     return ident, channels, messages, operation
 
 
-def _durable_info(durable: Durable) -> dict[str, Any]:
-    c = durable.config
-    return {
-        "description": c.description,
-        "filter_subjects": list(c.filter_subjects or []),
-        "deliver_policy": c.deliver_policy.value if c.deliver_policy else None,
-        "ack_policy": c.ack_policy.value if c.ack_policy else None,
-        "ack_wait_s": c.ack_wait,
-        "max_ack_pending": c.max_ack_pending,
-        "max_deliver": c.max_deliver,
-    }
-
-
-def _nats_extension() -> dict[str, Any]:
-    """Where the events are kept and who reads them: the stream, durables and KV ``jobs``."""
-    assert EVENTS.name is not None
-    keys: dict[str, Any] = {}
-    for key, doc_type in JOB_KEYS:
-        if doc_type is None:
-            keys[key] = {
-                "description": "The job that owns the room's recording: its id as plain text.",
-                "schema": {"type": "string"},
-            }
-        else:
-            keys[key] = {
-                "description": _doc(doc_type),
-                "schema": _ref(SCHEMAS + doc_type.__name__),
-            }
-    return {
-        "streams": {
-            EVENTS.name: {
-                "description": EVENTS.description,
-                "subjects": list(EVENTS.subjects or []),
-                "retention": EVENTS.retention.value if EVENTS.retention else None,
-                "storage": EVENTS.storage.value if EVENTS.storage else None,
-                "discard": EVENTS.discard.value if EVENTS.discard else None,
-                "max_age_s": EVENTS.max_age,
-                "duplicate_window_s": EVENTS.duplicate_window,
-                "consumers": {
-                    d.name: _durable_info(d) for d in DURABLES if d.stream == EVENTS.name
-                },
-            }
-        },
-        "kv": {
-            JOBS.bucket: {
-                "description": JOBS.description,
-                "history": JOBS.history,
-                "ttl_s": JOBS.ttl,
-                "keys": keys,
-            }
-        },
-    }
-
-
 def _schemas() -> dict[str, Any]:
     types: list[Any] = [*EVENT_TYPES]
     for endpoint in ENDPOINTS:
         types += [t for t in (endpoint.request, endpoint.reply) if t is not None]
-    types += [t for _, t in JOB_KEYS if t is not None]
-    _, components = msgspec.json.schema_components(types, ref_template=SCHEMAS + "{name}")
-    for name, struct in _structs(types).items():
-        _set_defaults(components.get(name), struct)
-    normalised: dict[str, Any] = generated.normalised(components)
+    types += [t for _, t in asyncapi_nats.JOB_KEYS if t is not None]
+    normalised: dict[str, Any] = generated.normalised(
+        msgspec_schemas.components(types, ref_template=SCHEMAS + "{name}")
+    )
     return normalised
-
-
-def _structs(types: list[Any]) -> dict[str, mi.StructType | mi.DataclassType]:
-    """Every struct or dataclass reachable from ``types``, by its component name (class name)."""
-    found: dict[str, mi.StructType | mi.DataclassType] = {}
-    pending: list[mi.Type] = list(mi.multi_type_info(types))
-    while pending:
-        info = pending.pop()
-        if isinstance(info, mi.StructType | mi.DataclassType):
-            if info.cls.__name__ not in found:
-                found[info.cls.__name__] = info
-                pending += [f.type for f in info.fields]
-        elif isinstance(info, mi.Metadata):
-            pending.append(info.type)
-        elif isinstance(info, mi.UnionType):
-            pending += info.types
-        elif isinstance(info, mi.DictType):
-            pending += [info.key_type, info.value_type]
-        elif isinstance(info, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
-            pending.append(info.item_type)
-        elif isinstance(info, mi.TupleType):
-            pending += info.item_types
-    return found
-
-
-# Factories whose value is a constant a schema can state: an empty collection.
-_EMPTY_FACTORIES: tuple[Any, ...] = (list, dict, set, frozenset, tuple)
-
-
-def _set_defaults(schema: dict[str, Any] | None, struct: mi.StructType | mi.DataclassType) -> None:
-    """Each property's ``default``: the field's static default or empty collection, else none.
-
-    msgspec 0.22 and 0.23 render factory defaults differently; deriving every default here
-    keeps the document a function of the code, not of the msgspec version. Any other factory's
-    value (a fresh id, the current time, a struct) is no constant a schema could state.
-    """
-    properties = (schema or {}).get("properties", {})
-    for field in struct.fields:
-        prop = properties.get(field.encode_name)
-        if prop is None:
-            continue
-        if field.default is not msgspec.NODEFAULT:
-            prop["default"] = msgspec.to_builtins(field.default)
-        elif field.default_factory in _EMPTY_FACTORIES:
-            prop["default"] = msgspec.to_builtins(field.default_factory())
-        else:
-            prop.pop("default", None)
 
 
 def _server() -> dict[str, Any]:
@@ -460,24 +346,10 @@ def build() -> dict[str, Any]:
         "channels": channels,
         "operations": operations,
         "components": {"schemas": _schemas(), "messages": messages},
-        "x-nats": _nats_extension(),
+        "x-nats": asyncapi_nats.extension(SCHEMAS),
     }
 
 
 def render() -> str:
     """The document as the checked-in file holds it: sorted keys, so it compares byte for byte."""
     return json.dumps(build(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def write(path: Path = DOC_PATH) -> None:
-    generated.write_text(path, render())
-
-
-def stale(path: Path = DOC_PATH) -> bool:
-    """True when ``path`` is missing or differs from what the code generates."""
-    return generated.is_stale(path, render())
-
-
-def main_asyncapi(check: bool, path: Path = DOC_PATH) -> int:
-    """``tlr asyncapi [--check]``: write the document, or exit 1 when the file is stale."""
-    return generated.check_or_write(path, render(), check=check, command="tlr asyncapi")

@@ -45,7 +45,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _asyncapi(args: argparse.Namespace) -> int:
-    from shared.asyncapi import main_asyncapi
+    from tlr.asyncapi_file import main_asyncapi
 
     return main_asyncapi(args.check, Path(args.path))
 

@@ -43,9 +43,10 @@ from shared.events import (
     WatchResumed,
 )
 from shared.subjects import DURABLES, EVENTS, subject_for
+from tlr import asyncapi_file
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC_FILE = ROOT / asyncapi.DOC_PATH
+DOC_FILE = ROOT / asyncapi_file.DOC_PATH
 EVENTS_MD = ROOT / "docs" / "events.md"
 SCANNED = ("shared", "services")
 DOC_URI = "urn:tlr:asyncapi"
@@ -162,8 +163,8 @@ def addresses(doc: dict[str, Any]) -> set[str]:
 
 
 def test_checked_in_document_is_current() -> None:
-    assert not asyncapi.stale(DOC_FILE), (
-        f"{asyncapi.DOC_PATH} differs from what the code generates: run `tlr asyncapi` "
+    assert not asyncapi_file.stale(DOC_FILE), (
+        f"{asyncapi_file.DOC_PATH} differs from what the code generates: run `tlr asyncapi` "
         "and commit it"
     )
 
@@ -175,11 +176,11 @@ def test_generation_is_deterministic(doc: dict[str, Any]) -> None:
 
 def test_main_writes_then_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "docs" / "asyncapi.json"
-    assert asyncapi.main_asyncapi(check=True, path=path) == 1  # missing
-    assert asyncapi.main_asyncapi(check=False, path=path) == 0
-    assert asyncapi.main_asyncapi(check=True, path=path) == 0
+    assert asyncapi_file.main_asyncapi(check=True, path=path) == 1  # missing
+    assert asyncapi_file.main_asyncapi(check=False, path=path) == 0
+    assert asyncapi_file.main_asyncapi(check=True, path=path) == 0
     path.write_text(path.read_text().replace('"room.live"', '"room.dead"'))
-    assert asyncapi.main_asyncapi(check=True, path=path) == 1
+    assert asyncapi_file.main_asyncapi(check=True, path=path) == 1
     assert "run `tlr asyncapi`" in capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import generated
+from tlr import generated_files
 
 SCHEMA_URL = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
 DEFAULT_PATH = Path("docs/postman/tlr.postman_collection.json")
@@ -266,14 +267,14 @@ def render(doc: JsonObject | None = None) -> str:
 
 
 def write(path: Path = DEFAULT_PATH) -> Path:
-    return generated.write_text(path, render())
+    return generated_files.write_text(path, render())
 
 
 def stale(path: Path = DEFAULT_PATH) -> bool:
     """True when the file at ``path`` is missing or differs from a fresh generation."""
-    return generated.is_stale(path, render())
+    return generated_files.is_stale(path, render())
 
 
 def main_postman(check: bool, path: Path = DEFAULT_PATH) -> int:
     """`tlr postman [--check]`: write the collection, or exit 1 when it is out of date."""
-    return generated.check_or_write(path, render(), check=check, command="tlr postman")
+    return generated_files.check_or_write(path, render(), check=check, command="tlr postman")
