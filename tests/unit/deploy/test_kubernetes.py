@@ -1,0 +1,345 @@
+"""The Kubernetes manifests (deploy/k8s) are valid and run each service as its settings expect."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from nats.js.api import StorageType
+from pydantic_settings import BaseSettings
+
+from shared.config import Settings
+from shared.subjects import DURABLES, EVENTS_STREAM, RATELIMIT, RECORDERS, UPLOADER
+from tests.unit.deploy.helpers import (
+    GATEWAY_PORT,
+    K8S,
+    K8S_VERSION,
+    METRICS_PORT,
+    MIN_NATS,
+    SERVICE_UID,
+    SERVICES,
+    SETTINGS,
+    all_env_names,
+    env_names,
+    version_of,
+)
+
+
+@cache
+def manifests() -> dict[str, list[dict[str, Any]]]:
+    found = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+            assert docs, path
+            found[path.name] = docs
+    return found
+
+
+def objects(kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        doc["metadata"]["name"]: doc
+        for docs in manifests().values()
+        for doc in docs
+        if doc["kind"] == kind
+    }
+
+
+def container(deployment: str) -> dict[str, Any]:
+    (only,) = objects("Deployment")[deployment]["spec"]["template"]["spec"]["containers"]
+    assert isinstance(only, dict)
+    return only
+
+
+def pod_spec(deployment: str) -> dict[str, Any]:
+    spec = objects("Deployment")[deployment]["spec"]["template"]["spec"]
+    assert isinstance(spec, dict)
+    return spec
+
+
+def configmap() -> dict[str, str]:
+    data = objects("ConfigMap")["tlr-config"]["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+def secret_keys() -> set[str]:
+    return set(objects("Secret")["tlr-secrets"]["stringData"])
+
+
+def pod_env(deployment: str) -> dict[str, str | None]:
+    """What a service sees: the ConfigMap (envFrom), then its own env (value or None)."""
+    ctr = container(deployment)
+    env: dict[str, str | None] = {}
+    for source in ctr.get("envFrom", []):
+        assert source["configMapRef"]["name"] in objects("ConfigMap")
+        env.update(configmap())
+    for var in ctr.get("env", []):
+        env[var["name"]] = var.get("value")
+    return env
+
+
+def container_port(deployment: str, port: str | int) -> int:
+    if isinstance(port, int):
+        return port
+    (number,) = [p["containerPort"] for p in container(deployment)["ports"] if p["name"] == port]
+    assert isinstance(number, int)
+    return number
+
+
+def test_kustomization_lists_every_manifest_and_nothing_else() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(manifests())
+    assert kustomization["namespace"] == "tlr"
+    assert [image["name"] for image in kustomization["images"]] == ["tlr"]
+
+
+def test_builtin_kinds_are_valid_kubernetes_objects() -> None:
+    for name, docs in manifests().items():
+        for doc in docs:
+            if doc["apiVersion"].startswith("keda.sh/"):
+                continue
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            assert doc["kind"] == "Namespace" or doc["metadata"]["namespace"] == "tlr", name
+
+
+def test_a_deployment_per_service_runs_its_module() -> None:
+    assert set(objects("Deployment")) == set(SERVICES)
+    for name in SERVICES:
+        ctr = container(name)
+        assert ctr["command"] == ["python", "-m", f"services.{name}"]
+        assert ctr["image"].split(":")[0] == "tlr"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_probes_and_ports(name: str) -> None:
+    ctr = container(name)
+    liveness, readiness = ctr["livenessProbe"]["httpGet"], ctr["readinessProbe"]["httpGet"]
+    assert liveness["path"] == "/healthz"
+    assert readiness["path"] == "/ready"
+    port = GATEWAY_PORT if name == "gateway" else METRICS_PORT
+    assert container_port(name, liveness["port"]) == port
+    assert container_port(name, readiness["port"]) == port
+    if name == "gateway":
+        assert int(str(pod_env(name)["GATEWAY_PORT"])) == port
+    else:
+        assert liveness["port"] == "metrics"
+        assert int(str(pod_env(name)["METRICS_PORT"])) == port
+    annotations = objects("Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_has_a_service_on_its_metrics_port(name: str) -> None:
+    svc = objects("Service")[name]
+    labels = objects("Deployment")[name]["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    wanted = "http" if name == "gateway" else "metrics"
+    assert container_port(name, ports[wanted]["targetPort"]) == ports[wanted]["port"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_pods_run_as_the_image_user_without_privileges(name: str) -> None:
+    pod = pod_spec(name)["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == SERVICE_UID
+    ctr = container(name)["securityContext"]
+    assert ctr["allowPrivilegeEscalation"] is False
+    assert ctr["readOnlyRootFilesystem"] is True
+    assert ctr["capabilities"]["drop"] == ["ALL"]
+    resources = container(name)["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_pods_get_only_real_settings(name: str) -> None:
+    assert set(pod_env(name)) - env_names(name) <= set(configmap())
+    for var in container(name).get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert ref["name"] == "tlr-secrets"
+            assert ref["key"] in secret_keys()
+        assert var["name"] in env_names(name), f"{name} would ignore {var['name']}"
+
+
+def test_configmap_and_secret_hold_only_settings() -> None:
+    assert set(configmap()) - all_env_names() == set()
+    assert secret_keys() - all_env_names() == set()
+    assert {"SECRET_KEY", "API_KEYS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secret_keys()
+
+
+def test_configmap_values_are_accepted_by_every_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key in all_env_names():
+            monkeypatch.delenv(key)
+    for key, value in configmap().items():
+        monkeypatch.setenv(key, value)
+    for settings_type in SETTINGS.values():
+        settings: BaseSettings = settings_type()
+        assert isinstance(settings, Settings)
+        assert settings.nats_replicas == 3
+
+
+def volume_claims(name: str) -> dict[str, str]:
+    """mountPath -> PVC name of a Deployment."""
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod_spec(name).get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+    return {
+        m["mountPath"]: claims[m["name"]]
+        for m in container(name).get("volumeMounts", [])
+        if m["name"] in claims
+    }
+
+
+def test_recordings_are_one_read_write_many_claim_shared_by_three_services() -> None:
+    pvcs = objects("PersistentVolumeClaim")
+    for name in ("recorder", "uploader", "indexer"):
+        recordings = str(pod_env(name)["RECORDINGS_DIR"])
+        assert volume_claims(name)[recordings] == "recordings", name
+    assert pvcs["recordings"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+@pytest.mark.parametrize(
+    ("name", "variable", "claim"),
+    [("indexer", "INDEX_DB", "indexer-state"), ("scheduler", "SCHEDULER_DB", "scheduler-state")],
+)
+def test_sqlite_state_is_on_its_own_read_write_once_claim(
+    name: str, variable: str, claim: str
+) -> None:
+    folder = str(Path(str(pod_env(name)[variable])).parent)
+    assert volume_claims(name)[folder] == claim
+    assert objects("PersistentVolumeClaim")[claim]["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_replicas_and_strategies_follow_who_owns_what() -> None:
+    deployments = objects("Deployment")
+    # A leader and a standby each; they share a ReadWriteOnce SQLite volume, so one node.
+    for name in ("indexer", "scheduler"):
+        assert deployments[name]["spec"]["replicas"] == 2, name
+        affinity = pod_spec(name)["affinity"]["podAffinity"]
+        (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == name
+    # Replica counts owned by an autoscaler are not in the Deployment (apply would reset them).
+    for name in ("gateway", "recorder", "uploader"):
+        assert "replicas" not in deployments[name]["spec"], name
+
+
+def test_recorder_gets_time_to_finalize_its_segments() -> None:
+    assert pod_spec("recorder")["terminationGracePeriodSeconds"] >= 60
+    for name in SERVICES:
+        assert pod_spec(name)["terminationGracePeriodSeconds"] >= 30
+
+
+def test_gateway_scales_on_cpu_from_two_replicas() -> None:
+    hpa = objects("HorizontalPodAutoscaler")["gateway"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "gateway",
+    }
+    assert hpa["spec"]["minReplicas"] == 2
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+
+
+SCALED_OBJECT_SPEC = {
+    "scaleTargetRef",
+    "pollingInterval",
+    "cooldownPeriod",
+    "initialCooldownPeriod",
+    "idleReplicaCount",
+    "minReplicaCount",
+    "maxReplicaCount",
+    "fallback",
+    "advanced",
+    "triggers",
+}
+JETSTREAM_METADATA = {
+    "natsServerMonitoringEndpoint",
+    "account",
+    "stream",
+    "consumer",
+    "lagThreshold",
+    "activationLagThreshold",
+    "useHttps",
+}
+
+
+def test_keda_scales_recorders_and_uploaders_on_their_durables() -> None:
+    scaled = objects("ScaledObject")
+    assert set(scaled) == {"recorder", "uploader"}
+    durables = {d.name for d in DURABLES if d.stream == EVENTS_STREAM}
+    nats_host = configmap()["NATS_URL"].split("://", 1)[1].rsplit(":", 1)[0]
+    consumers = {}
+    for name, obj in scaled.items():
+        assert obj["apiVersion"] == "keda.sh/v1alpha1"
+        spec = obj["spec"]
+        assert set(spec) <= SCALED_OBJECT_SPEC
+        assert spec["scaleTargetRef"]["name"] in objects("Deployment")
+        assert 1 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+        # KEDA's behaviour block is an HPA's: check it with the HPA schema.
+        behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        hpa = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "maxReplicas": spec["maxReplicaCount"],
+                "behavior": behavior,
+            },
+        }
+        kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        meta = trigger["metadata"]
+        assert set(meta) == JETSTREAM_METADATA
+        assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata is strings only"
+        assert meta["natsServerMonitoringEndpoint"] == f"{nats_host}:8222"
+        assert meta["account"] == "$G"
+        assert meta["stream"] == EVENTS_STREAM
+        assert meta["consumer"] in durables
+        assert meta["useHttps"] == "false"
+        assert int(meta["lagThreshold"]) >= 1
+        assert int(meta["activationLagThreshold"]) >= 0
+        consumers[meta["consumer"]] = (spec["scaleTargetRef"]["name"], int(meta["lagThreshold"]))
+    assert consumers[RECORDERS.name][0] == "recorder"
+    assert consumers[UPLOADER.name][0] == "uploader"
+    # A recorder holds a message per recording: the target must leave free slots per pod.
+    assert consumers[RECORDERS.name][1] < int(configmap()["MAX_RECORDINGS"])
+    assert consumers[UPLOADER.name][1] >= int(configmap()["UPLOAD_CONCURRENCY"])
+
+
+def test_recorder_scale_down_is_slow() -> None:
+    spec = objects("ScaledObject")["recorder"]["spec"]
+    down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert down["stabilizationWindowSeconds"] >= 600
+    assert spec["minReplicaCount"] >= 2
+
+
+def test_nats_helm_values_match_the_cluster_the_services_expect() -> None:
+    values = yaml.safe_load((K8S / "helm" / "nats-values.yaml").read_text())
+    config = values["config"]
+    assert config["jetstream"]["enabled"] is True
+    assert config["cluster"]["enabled"] is True
+    assert config["cluster"]["replicas"] == int(configmap()["NATS_REPLICAS"]) == 3
+    if RATELIMIT.storage == StorageType.MEMORY:
+        assert config["jetstream"]["memoryStore"]["enabled"] is True
+    assert config["monitor"]["port"] == 8222
+    assert values["service"]["ports"]["monitor"]["enabled"] is True
+    assert version_of(f"nats:{values['container']['image']['tag']}")[:2] >= MIN_NATS
+    assert "nats.nats.svc.cluster.local:4222" in configmap()["NATS_URL"]
