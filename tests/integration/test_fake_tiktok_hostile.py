@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from shared.tiktok.waf import parse_challenge, solve, solve_in_thread
-from tests.integration.test_fake_tiktok import (
+from tests.integration.fake_tiktok.helpers import (
     WAIT_S,
     live_user,
     room_info,
