@@ -1,4 +1,4 @@
-"""The one way services talk to NATS: connect, provision, publish events, consume durables."""
+"""The one way services talk to NATS: connect, provision, publish (shared.consumer consumes)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 import nats
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, PubAck, StreamConfig
 from nats.js.kv import KeyValue
 
 from shared import events as ev
 from shared import metrics
-from shared.errors import NotMine, PermanentError, RetryLater
 from shared.logging import get_logger
 from shared.subjects import (
     BUCKETS,
@@ -33,6 +28,9 @@ from shared.subjects import (
     subject_for,
     with_replicas,
 )
+
+if TYPE_CHECKING:
+    from shared.consumer import Consumer, Handler
 
 log = get_logger(__name__)
 
@@ -49,19 +47,6 @@ TRANSIENT = (
     nats.js.errors.ServiceUnavailableError,
     asyncio.TimeoutError,
 )
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What a handler may know about the message besides its event (handlers never see NATS)."""
-
-    subject: str
-    num_delivered: int
-    stream_seq: int
-    in_progress: Callable[[], Awaitable[None]]
-
-
-Handler = Callable[[ev.Event, Delivery], Awaitable[None]]
 
 
 class Bus:
@@ -249,6 +234,9 @@ class Bus:
         concurrency: int = 1,
         heartbeat: float | None = None,
     ) -> Consumer:
+        # Imported here: shared.consumer builds on this module (Bus, TRANSIENT).
+        from shared.consumer import Consumer
+
         return Consumer(self, durable, handler, concurrency=concurrency, heartbeat=heartbeat)
 
 
@@ -256,174 +244,4 @@ def _server_of(nc: Client) -> str:
     return str(nc.connected_url.netloc) if nc.connected_url else ""
 
 
-def retry_delay(num_delivered: int, *, base: float = 1.0, cap: float = 60.0) -> float:
-    """Exponential nak delay: 1, 2, 4 ... seconds, capped."""
-    return float(min(cap, base * 2 ** max(0, num_delivered - 1)))
-
-
-class Consumer:
-    """Pulls a durable and runs a handler per message: ack on success, nak on error, term poison.
-
-    It pulls only as many messages as it has free slots, because ``max_ack_pending`` is shared
-    by every process on the durable: a busy process must leave work to the others.
-    """
-
-    def __init__(
-        self,
-        bus: Bus,
-        durable: Durable,
-        handler: Handler,
-        *,
-        concurrency: int = 1,
-        heartbeat: float | None = None,
-        fetch_timeout: float = 1.0,
-    ) -> None:
-        self.bus = bus
-        self.durable = durable
-        self.handler = handler
-        self.concurrency = concurrency
-        self.heartbeat = heartbeat
-        self.fetch_timeout = fetch_timeout
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
-    async def run(self, stop: asyncio.Event, *, grace: float = 10.0) -> None:
-        """Consume until ``stop`` is set, then let handlers in flight finish within ``grace``."""
-        sub = await self.bus.js.pull_subscribe_bind(self.durable.name, stream=self.durable.stream)
-        try:
-            while not stop.is_set():
-                free = self.concurrency - len(self._tasks)
-                if free <= 0:
-                    await self._wait_for_slot(stop)
-                    continue
-                try:
-                    msgs = await sub.fetch(free, timeout=self.fetch_timeout)
-                except nats.errors.TimeoutError:
-                    continue
-                except (*TRANSIENT, nats.js.errors.APIError) as exc:
-                    log.warning("bus.fetch_failed", durable=self.durable.name, error=repr(exc))
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
-                    continue
-                if stop.is_set():
-                    # Pulled while we began to drain: hand them straight back.
-                    for msg in msgs:
-                        await self._settle(msg, "nak", delay=0)
-                    break
-                for msg in msgs:
-                    task = asyncio.create_task(self._handle(msg))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-        finally:
-            await self._finish(grace)
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _wait_for_slot(self, stop: asyncio.Event) -> None:
-        stopper = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({*self._tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-
-    async def _finish(self, grace: float) -> None:
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-
-    async def _handle(self, msg: Msg) -> None:
-        name = self.durable.name
-        try:
-            event = ev.decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            log.error("bus.poison_message", durable=name, subject=msg.subject, error=str(exc))
-            await self._settle(msg, "term")
-            return
-        md = msg.metadata
-        delivery = Delivery(
-            subject=msg.subject,
-            num_delivered=md.num_delivered or 1,
-            stream_seq=md.sequence.stream if md.sequence else 0,
-            in_progress=msg.in_progress,
-        )
-        heart = asyncio.create_task(self._beat(msg)) if self.heartbeat else None
-        started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(**log_context(event)):
-            try:
-                await self.handler(event, delivery)
-            except asyncio.CancelledError:
-                # Shutdown with the handler unfinished: hand the message to another process now.
-                await self._settle(msg, "nak", delay=0)
-                raise
-            except NotMine as exc:
-                log.warning("bus.handler_not_mine", durable=name, reason=str(exc))
-                metrics.MESSAGES.labels(name, "left").inc()
-            except PermanentError as exc:
-                log.error("bus.handler_rejected", durable=name, error=str(exc))
-                await self._settle(msg, "term")
-            except RetryLater as exc:
-                log.info("bus.handler_retry_later", durable=name, reason=str(exc), delay=exc.delay)
-                await self._settle(msg, "nak", delay=exc.delay)
-            except Exception:
-                delay = retry_delay(delivery.num_delivered)
-                log.exception(
-                    "bus.handler_failed",
-                    durable=name,
-                    num_delivered=delivery.num_delivered,
-                    retry_in=delay,
-                )
-                await self._settle(msg, "nak", delay=delay)
-            else:
-                await self._settle(msg, "ack")
-            finally:
-                if heart:
-                    heart.cancel()
-                elapsed = time.perf_counter() - started
-                metrics.HANDLER_SECONDS.labels(name).observe(elapsed)
-                log.debug("bus.handled", durable=name, duration=round(elapsed, 3))
-
-    async def _beat(self, msg: Msg) -> None:
-        assert self.heartbeat
-        while True:
-            await asyncio.sleep(self.heartbeat)
-            with contextlib.suppress(*TRANSIENT):
-                await msg.in_progress()
-
-    async def _settle(self, msg: Msg, outcome: str, *, delay: float | None = None) -> None:
-        metrics.MESSAGES.labels(self.durable.name, outcome).inc()
-        try:
-            if outcome == "ack":
-                await msg.ack()
-            elif outcome == "term":
-                await msg.term()
-            else:
-                await msg.nak(delay=delay or None)
-        except (*TRANSIENT, nats.errors.MsgAlreadyAckdError) as exc:
-            # The server redelivers after ack_wait; handlers are idempotent.
-            log.warning("bus.settle_failed", outcome=outcome, error=repr(exc))
-
-
-def log_context(event: ev.Event) -> dict[str, Any]:
-    """What every log line about ``event`` carries: the correlation id that came from the
-    gateway, the job as ``task_id`` (the API's name for it) and the room or URL when known."""
-    context: dict[str, Any] = {
-        "correlation_id": event.correlation_id,
-        "event_type": event.type_name(),
-        "event_id": event.event_id,
-    }
-    pairs = (("job_id", "task_id"), ("task_id", "task_id"), ("room_id", "room_id"), ("url", "url"))
-    for field, key in pairs:
-        value = getattr(event, field, None)
-        if value:
-            context[key] = value
-    return context
-
-
-__all__ = ["Bus", "Consumer", "Delivery", "Handler", "retry_delay"]
+__all__ = ["TRANSIENT", "Bus"]

@@ -11,8 +11,9 @@ from nats.micro.service import Group, Service
 from typing_extensions import TypeVar
 
 from shared import micro
-from shared.bus import Bus, Consumer, Handler
+from shared.bus import Bus
 from shared.config import Settings
+from shared.consumer import Consumer, Handler
 from shared.logging import get_logger
 from shared.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED
 from shared.subjects import Durable

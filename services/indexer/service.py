@@ -30,7 +30,8 @@ from services.indexer.scan import rebuild
 from services.indexer.settings import IndexerSettings
 from services.indexer.store import IndexStore
 from shared import lease as leases
-from shared.bus import TRANSIENT, Delivery
+from shared.bus import TRANSIENT
+from shared.consumer import Delivery
 from shared.events import Event, FileDeleted, RecordingFinished, UploadDone
 from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
 from shared.logging import get_logger

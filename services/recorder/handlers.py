@@ -11,7 +11,7 @@ from __future__ import annotations
 from services.recorder.deps import RecorderDeps, Work
 from services.recorder.outcome import fail_or_retry, finish
 from services.recorder.recording import record
-from shared.bus import Delivery
+from shared.consumer import Delivery
 from shared.errors import ErrorCode, NotMine, RetryLater
 from shared.events import RoomLive
 from shared.job_store import JobFinished, StaleHolder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.recorder import metrics
 from services.recorder.deps import RecorderDeps, Work
-from shared.bus import Delivery
+from shared.consumer import Delivery
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordedFile, RecordingFinished, RoomLive, utc_now
 from shared.jobs import Outcome, Totals

@@ -17,7 +17,7 @@ from services.recorder.deps import Job, RecorderDeps, Work
 from services.recorder.media import SessionPlan
 from services.recorder.outcome import fail_or_retry, finish
 from services.recorder.session import Progress, RecordedSegment, SessionResult, StreamLookup
-from shared.bus import Delivery
+from shared.consumer import Delivery
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordingStarted
 from shared.job_store import Refused

@@ -18,7 +18,7 @@ from services.recorder.handlers import on_recording_work
 from services.recorder.media import FfmpegMedia
 from services.recorder.recording import PROGRESS_EVERY
 from services.recorder.settings import RecorderSettings
-from shared.bus import Delivery
+from shared.consumer import Delivery
 from shared.documents import KvDocuments
 from shared.events import Event, RecordingRequested, RoomLive
 from shared.job_store import JobStore

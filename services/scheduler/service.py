@@ -27,7 +27,8 @@ from services.scheduler.poller import PollDeps, pace, poll_once
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
 from shared import lease as leases
-from shared.bus import TRANSIENT, Delivery
+from shared.bus import TRANSIENT
+from shared.consumer import Delivery
 from shared.documents import KvDocuments
 from shared.events import Event, WatchDeleted, WatchPaused, WatchRequested, WatchResumed
 from shared.job_store import JobStore

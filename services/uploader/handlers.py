@@ -38,7 +38,7 @@ from services.uploader.s3 import (
     object_key,
 )
 from services.uploader.settings import UploaderSettings
-from shared.bus import Delivery, retry_delay
+from shared.consumer import Delivery, retry_delay
 from shared.errors import ErrorCode, NotMine, PermanentError, RetryLater
 from shared.events import (
     DeleteReason,

@@ -10,7 +10,7 @@ from nats.micro.service import Group
 from services.uploader.handlers import UploaderDeps, on_recording_finished
 from services.uploader.s3 import ObjectStore, create_client
 from services.uploader.settings import UploaderSettings
-from shared.bus import Delivery
+from shared.consumer import Delivery
 from shared.documents import KvDocuments
 from shared.events import Event, RecordingFinished
 from shared.job_store import JobStore

@@ -10,7 +10,8 @@ import pytest
 from nats.js.api import ConsumerInfo
 
 from shared import events as ev
-from shared.bus import Bus, Delivery
+from shared.bus import Bus
+from shared.consumer import Delivery
 from shared.errors import PermanentError, RetryLater
 from shared.subjects import (
     BUCKETS,

@@ -13,7 +13,7 @@ from services.recorder.handlers import on_recording_work
 from services.recorder.outcome import MAX_RETRIES
 from services.recorder.recording import LeaseNotFresh
 from services.recorder.settings import RecorderSettings
-from shared.bus import Delivery
+from shared.consumer import Delivery
 from shared.errors import ErrorCode, NotMine, RetryLater
 from shared.events import (
     Event,

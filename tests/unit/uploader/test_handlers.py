@@ -15,7 +15,7 @@ from services.uploader.handlers import (
     on_recording_finished,
 )
 from services.uploader.settings import UploaderSettings
-from shared.bus import Delivery
+from shared.consumer import Delivery
 from shared.errors import ErrorCode, PermanentError, RetryLater
 from shared.events import RecordedFile, RecordingFinished, UploadDone, UploadedFile
 from shared.job_store import JobStore
