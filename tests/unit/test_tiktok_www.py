@@ -1,7 +1,7 @@
 """www.tiktok.com as a browser meets it: the WAF proof of work, redirects, headers, cookies,
 and the resolution chain (profile page, live page, signed api-live) with its not-found rule.
 
-No network: httpx.MockTransport plays TikTok, the way test_tiktok_parsing does.
+No network: httpx.MockTransport plays TikTok, the way tests/unit/tiktok_parsing does.
 """
 
 from __future__ import annotations
