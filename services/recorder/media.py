@@ -13,13 +13,8 @@ from typing import Protocol
 import httpx
 
 from services.recorder.ffmpeg import remux
-from services.recorder.session import (
-    Progress,
-    RecordedSegment,
-    RecordingSession,
-    SessionResult,
-    StreamLookup,
-)
+from services.recorder.session import RecordingSession
+from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
 from shared.jobs import SegmentEntry
 from shared.logging import get_logger
 from shared.tiktok import StreamCandidate

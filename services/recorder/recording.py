@@ -16,7 +16,7 @@ from services.recorder import metrics
 from services.recorder.deps import Job, RecorderDeps, Work
 from services.recorder.media import SessionPlan
 from services.recorder.outcome import fail_or_retry, finish
-from services.recorder.session import Progress, RecordedSegment, SessionResult, StreamLookup
+from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
 from shared.consumer import Delivery
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordingStarted

@@ -22,177 +22,47 @@ Guarantees:
 ``duration`` counts recorded MEDIA time summed over every segment of this session (gaps
 while disconnected or paused do not count), so the files add up to the requested length. It
 is a total across reconnects, unlike the upstream CLI, which restarts its timer on each one.
+
+The pull and its watchdog are in stream.py; the remuxes and the hooks run in background.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal
 
 import httpx
 
-from services.recorder import metrics
-from services.recorder.ffmpeg import remux
-from services.recorder.flv import FlvFormatError, FlvReader
+from services.recorder.background import Background
 from services.recorder.segmenter import (
     DEFAULT_FLUSH_BYTES,
     Segmenter,
     SegmentInfo,
     SegmentWriteError,
 )
+from services.recorder.session_types import (
+    FileHook,
+    LookupFn,
+    OpenPathFn,
+    Progress,
+    ProgressHook,
+    Reason,
+    SegmentHook,
+    SessionResult,
+    StreamHook,
+    StreamLookup,
+)
+from services.recorder.stream import StreamPuller, Watch
 from shared.errors import ErrorCode
 from shared.logging import get_logger
 from shared.tiktok.models import StreamCandidate
 
 log = get_logger(__name__)
 
-Reason = Literal["ended", "duration", "stopped", "error"]
-_HOOK_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class StreamLookup:
-    """What the room looks like now. When live, ``candidates`` (HTTP-FLV URLs, best first)
-    or a single ``url`` say where to pull from."""
-
-    status: Literal["live", "paused", "ended"]
-    url: str | None = None
-    candidates: tuple[StreamCandidate, ...] = ()
-
-    @property
-    def urls(self) -> tuple[StreamCandidate, ...]:
-        if self.candidates:
-            return self.candidates
-        return (StreamCandidate("unknown", self.url),) if self.url else ()
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedSegment:
-    """A finished file. ``remuxed`` False means ``path`` is the raw FLV (the remux failed)."""
-
-    path: Path
-    size: int
-    duration_s: float | None
-    part: int
-    remuxed: bool
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Periodic progress for job status."""
-
-    bytes: int
-    """Bytes received so far, all connections."""
-    bitrate: float
-    """Bits per second received over the last interval."""
-    recorded_s: float
-    segments: int
-    reconnects: int
-    stalls: int
-
-
-@dataclass(frozen=True, slots=True)
-class SessionResult:
-    files: list[RecordedSegment]
-    """In part order; MP4s, or raw FLVs where the remux failed."""
-    reason: Reason
-    error_code: ErrorCode | None
-    reconnects: int
-    stalls: int
-    bytes: int
-    """Bytes received from the CDN, all connections."""
-    error: str | None = None
-    """A human-readable cause when ``reason`` is ``error``."""
-
-
-LookupFn = Callable[[], Awaitable[StreamLookup]]
-OpenPathFn = Callable[[int, datetime], Path]
-SegmentHook = Callable[[SegmentInfo], Awaitable[None]]
-FileHook = Callable[[RecordedSegment], Awaitable[None]]
-ProgressHook = Callable[[Progress], Awaitable[None]]
-StreamHook = Callable[[StreamCandidate], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class _Conn:
-    """How one connection ended."""
-
-    kind: Literal["eof", "stall", "stop", "limit", "http", "error"]
-    media: bool = False
-    status: int | None = None
-    detail: str = ""
-
-    @property
-    def dead(self) -> bool:
-        """The URL is not worth waiting for: it answered an error status, or closed (or
-        failed) before any media. A listed rung can be dead while others play (StreamCap
-        #120; upstream 7.7 counts a connection under ~4 KB as dead)."""
-        return self.kind == "http" or (self.kind in ("eof", "error") and not self.media)
-
-
-class _Watch:
-    """Expires an ``asyncio.timeout`` block when the stream goes quiet or ``stop`` is set.
-
-    The idle check is one timer per ``read_timeout`` (re-armed from ``last``), not one per
-    chunk: the streaming loop only stores the time of the latest chunk in ``last``.
-    """
-
-    def __init__(self, stop: asyncio.Event, idle: float | None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = stop
-        self._idle = idle
-        self._cm: asyncio.Timeout | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._waiter: asyncio.Task[Literal[True]] | None = None
-        self.why: Literal["stall", "stop"] | None = None
-        self.last = self._loop.time()
-
-    def arm(self, cm: asyncio.Timeout) -> None:
-        self._cm = cm
-        self.last = self._loop.time()
-        if self._idle is not None:
-            self._handle = self._loop.call_at(self.last + self._idle, self._check)
-        if self._stop.is_set():
-            self._fire("stop")
-        else:
-            self._waiter = self._loop.create_task(self._stop.wait())
-            self._waiter.add_done_callback(self._on_stop)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self._waiter is not None:
-            self._waiter.remove_done_callback(self._on_stop)
-            self._waiter.cancel()
-            self._waiter = None
-
-    def _check(self) -> None:
-        assert self._idle is not None
-        due = self.last + self._idle
-        if self._loop.time() >= due:
-            self._handle = None
-            self._fire("stall")
-        else:
-            self._handle = self._loop.call_at(due, self._check)
-
-    def _on_stop(self, task: asyncio.Task[Literal[True]]) -> None:
-        if not task.cancelled():
-            self._fire("stop")
-
-    def _fire(self, why: Literal["stall", "stop"]) -> None:
-        if self.why is None and self._cm is not None:
-            self.why = why
-            self._cm.reschedule(self._loop.time())
-
 
 class _Fatal(Exception):
+    """The session cannot go on; ``code`` is the error it ends with."""
+
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -258,43 +128,38 @@ class RecordingSession:
             msg = "duration must be > 0 (or None)"
             raise ValueError(msg)
         self._lookup = lookup
-        self._http = http
-        self._ffmpeg = ffmpeg
-        self._read_timeout = read_timeout
         self._lookup_timeout = lookup_timeout
-        self._timeouts = httpx.Timeout(
-            connect=connect_timeout, read=read_timeout, write=connect_timeout, pool=connect_timeout
-        )
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._give_up_after = give_up_after
         self._stop = stop if stop is not None else asyncio.Event()
-        self._on_segment_closed = on_segment_closed
-        self._on_file = on_file
         self._on_progress = on_progress
         self._on_stream = on_stream
-        self._streaming: StreamCandidate | None = None
-        self._rounds = 0
-        self._progress_interval = progress_interval
-        self._limiter = remux_limiter
+        self._background = Background(
+            ffmpeg=ffmpeg,
+            limiter=remux_limiter,
+            on_segment_closed=on_segment_closed,
+            on_file=on_file,
+        )
         self._segmenter = Segmenter(
             open_path,
-            on_close=self._segment_closed,
+            on_close=self._background.segment_closed,
             flush_bytes=flush_bytes,
             budget_ms=None if duration is None else round(duration * 1000),
             max_segment_ms=None if max_segment_s is None else round(max_segment_s * 1000),
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._puller = StreamPuller(
+            http=http,
+            segmenter=self._segmenter,
+            stop=self._stop,
+            read_timeout=read_timeout,
+            connect_timeout=connect_timeout,
+            progress_interval=progress_interval,
+            on_stream=self._stream_changed,
+            on_tick=self._progress,
+        )
         self._progress_task: asyncio.Task[None] | None = None
-        self._files: list[RecordedSegment] = []
-        self._aborting = False
         self._started = False
-        self._connections = 0
-        self.reconnects = 0
-        self.stalls = 0
-        self.bytes_received = 0
-        self._bytes_counted = 0  # part of bytes_received already added to the metric
-        self._progress_mark = (0.0, 0)  # (loop time, bytes) of the last progress report
 
     # --- read-only state (for callers and tests) ----------------------------------------
 
@@ -314,6 +179,18 @@ class RecordingSession:
     @property
     def current_segment(self) -> SegmentInfo | None:
         return self._segmenter.current
+
+    @property
+    def reconnects(self) -> int:
+        return self._puller.reconnects
+
+    @property
+    def stalls(self) -> int:
+        return self._puller.stalls
+
+    @property
+    def bytes_received(self) -> int:
+        return self._puller.bytes_received
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -340,14 +217,14 @@ class RecordingSession:
             except SegmentWriteError as exc:
                 if code is None:
                     reason, code, error = "error", _write_error_code(exc), str(exc)
-            self._count_bytes()
-            await self._drain()
+            self._puller.count_bytes()
+            await self._background.drain()
         except BaseException:
             await self._abort()
             raise
         if reason == "ended" and not self._segmenter.closed:
             reason, code, error = "error", ErrorCode.LIVE_OFFLINE, "the live was not on"
-        files = sorted(self._files, key=lambda f: f.part)
+        files = sorted(self._background.files, key=lambda f: f.part)
         log.info(
             "recorder.session_finished",
             reason=reason,
@@ -404,7 +281,7 @@ class RecordingSession:
                 delay, backoff = backoff, self._next(backoff)
                 continue
 
-            conn = await self._pull(found.urls)
+            conn = await self._puller.pull(found.urls)
             if conn.kind == "stop":
                 return "stopped"
             if conn.kind == "limit":
@@ -437,7 +314,7 @@ class RecordingSession:
         return self._stop.is_set()
 
     async def _lookup_guarded(self) -> StreamLookup:
-        watch = _Watch(self._stop, None)
+        watch = Watch(self._stop, None)
         try:
             async with asyncio.timeout(self._lookup_timeout) as cm:
                 watch.arm(cm)
@@ -450,250 +327,38 @@ class RecordingSession:
                 raise _Stopped from None
             raise
 
-    async def _pull(self, candidates: tuple[StreamCandidate, ...]) -> _Conn:
-        """Connect to the candidates in turn until one is not dead; how that one ended.
+    # --- hooks and abort -----------------------------------------------------------------
 
-        A dead candidate is skipped for this connection only: the next lookup tries the
-        list from the top again (a rung can come back).
-        """
-        if self._rounds:
-            self.reconnects += 1
-            metrics.RECONNECTS.inc()
-        self._rounds += 1
-        conn = _Conn("error", detail="no stream URL")
-        for candidate in candidates:
-            conn = await self._connect(candidate)
-            self._segmenter.close(_close_reason(conn))
-            if not conn.dead:
-                return conn
-            metrics.DEAD_STREAMS.inc()
-            log.warning(
-                "recorder.stream_dead",
-                quality=candidate.quality,
-                source=candidate.source,
-                kind=conn.kind,
-                status=conn.status,
-                detail=conn.detail,
-            )
-            if self._stop.is_set():
-                break
-        return conn
-
-    def _media_from(self, candidate: StreamCandidate) -> None:
-        """Media flows from ``candidate``: say so when it is not the one it last came from."""
-        if candidate == self._streaming:
-            return
-        self._streaming = candidate
-        log.info("recorder.stream", quality=candidate.quality, source=candidate.source)
+    def _stream_changed(self, candidate: StreamCandidate) -> None:
         if self._on_stream is not None:
-            self._spawn(_call_hook("on_stream", self._on_stream(candidate)))
-
-    async def _connect(self, candidate: StreamCandidate) -> _Conn:
-        """Pull one HTTP-FLV response into the segmenter; report how it ended."""
-        url = candidate.url
-        self._connections += 1
-        segmenter = self._segmenter
-        segmenter.new_segment()
-        reader = FlvReader()
-        loop = asyncio.get_running_loop()
-        now = loop.time
-        watch = _Watch(self._stop, self._read_timeout)
-        media = False
-        next_progress = now() + self._progress_interval
-        if self._connections == 1:
-            self._progress_mark = (now(), 0)
-        log.info("recorder.connecting", url=url.split("?", 1)[0], attempt=self._connections)
-        try:
-            async with asyncio.timeout(None) as cm:
-                watch.arm(cm)
-                try:
-                    async with self._http.stream(
-                        "GET", url, timeout=self._timeouts, follow_redirects=True
-                    ) as response:
-                        if response.status_code != httpx.codes.OK:
-                            return _Conn("http", status=response.status_code)
-                        async for chunk in response.aiter_bytes():
-                            watch.last = t = now()
-                            self.bytes_received += len(chunk)
-                            tags = reader.feed(chunk)
-                            if not tags:
-                                continue
-                            if reader.tags_out == len(tags):  # the first tags: header is known
-                                assert reader.header is not None
-                                segmenter.set_stream(reader.header)
-                            write = segmenter.write
-                            for tag in tags:
-                                write(tag)
-                            if not media and segmenter.current is not None:
-                                media = True
-                                self._media_from(candidate)
-                            if segmenter.limit_reached:
-                                return _Conn("limit", media=media)
-                            if t >= next_progress:
-                                next_progress = t + self._progress_interval
-                                self._progress(t)
-                finally:
-                    watch.close()
-        except TimeoutError:
-            if watch.why == "stop":
-                return _Conn("stop", media=media)
-            if watch.why == "stall":
-                return self._stalled(media, "watchdog")
-            return _Conn("error", media=media, detail="timeout")
-        except httpx.ReadTimeout:
-            return self._stalled(media, "read timeout")
-        except (httpx.HTTPError, httpx.InvalidURL, OSError, FlvFormatError) as exc:
-            if isinstance(exc, SegmentWriteError):
-                raise _Fatal(_write_error_code(exc), str(exc)) from exc
-            return _Conn("error", media=media, detail=f"{type(exc).__name__}: {exc}")
-        finally:
-            self._count_bytes()
-        return _Conn("eof", media=media)
-
-    def _stalled(self, media: bool, how: str) -> _Conn:
-        self.stalls += 1
-        metrics.STALLS.inc()
-        log.warning("recorder.stalled", how=how, read_timeout=self._read_timeout)
-        return _Conn("stall", media=media, detail=how)
-
-    # --- segments, remuxes and hooks -------------------------------------------------------
-
-    def _segment_closed(self, info: SegmentInfo) -> None:
-        """Segmenter callback (synchronous): start finalising the file in the background."""
-        metrics.SEGMENTS.inc()
-        log.info(
-            "recorder.segment_closed",
-            part=info.index,
-            path=str(info.path),
-            bytes=info.bytes,
-            duration_s=info.duration_ms / 1000,
-            reason=info.cut_reason,
-        )
-        if self._aborting:
-            self._files.append(_raw(info, None))
-            return
-        if self._on_segment_closed is not None:  # apart, so a slow hook cannot delay the remux
-            self._spawn(_call_hook("on_segment_closed", self._on_segment_closed(info)))
-        self._spawn(self._finalise(info))
-
-    async def _finalise(self, info: SegmentInfo) -> None:
-        try:
-            result = await remux(
-                info.path, info.path.with_suffix(".mp4"), ffmpeg=self._ffmpeg, limiter=self._limiter
-            )
-        except asyncio.CancelledError:
-            self._files.append(_raw(info, "remux cancelled"))
-            raise
-        except Exception as exc:  # a bug must not lose the file from the result
-            log.exception("recorder.remux_crashed", path=str(info.path))
-            segment = _raw(info, repr(exc))
-        else:
-            segment = RecordedSegment(
-                path=result.path,
-                size=result.size,
-                duration_s=result.duration_s
-                if result.duration_s is not None
-                else info.duration_ms / 1000,
-                part=info.index,
-                remuxed=result.ok,
-                error=result.error,
-            )
-        if not segment.remuxed:
-            metrics.REMUX_FAILURES.inc()
-        self._files.append(segment)
-        log.info(
-            "recorder.segment_final",
-            part=segment.part,
-            path=str(segment.path),
-            remuxed=segment.remuxed,
-            duration_s=segment.duration_s,
-        )
-        if self._on_file is not None:
-            await _call_hook("on_file", self._on_file(segment))
+            self._background.hook("on_stream", self._on_stream(candidate))
 
     def _progress(self, t: float) -> None:
-        self._count_bytes()
         if self._on_progress is None:
             return
         if self._progress_task is not None and not self._progress_task.done():
             return
-        last_t, last_bytes = self._progress_mark
-        self._progress_mark = (t, self.bytes_received)
-        bitrate = (self.bytes_received - last_bytes) * 8 / (t - last_t) if t > last_t else 0.0
         progress = Progress(
             bytes=self.bytes_received,
-            bitrate=bitrate,
+            bitrate=self._puller.bitrate(t),
             recorded_s=self.recorded_s,
             segments=len(self._segmenter.closed),
             reconnects=self.reconnects,
             stalls=self.stalls,
         )
-        self._progress_task = self._spawn(_call_hook("on_progress", self._on_progress(progress)))
-
-    def _count_bytes(self) -> None:
-        new = self.bytes_received - self._bytes_counted
-        if new:
-            metrics.BYTES.inc(new)
-            self._bytes_counted = self.bytes_received
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _drain(self) -> None:
-        """Wait for every remux and hook (they may start more while we wait)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._progress_task = self._background.hook("on_progress", self._on_progress(progress))
 
     async def _abort(self) -> None:
         """run() is being cancelled: close the file, cancel and reap every background task."""
-        self._aborting = True
+        self._background.keep_raw()
         with contextlib.suppress(Exception):
             self._segmenter.close("cancelled")
-        self._count_bytes()
-        tasks = set(self._tasks)
-        for task in tasks:
-            task.cancel()
-        while any(not task.done() for task in tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait(tasks)
-        for task in tasks:
-            if not task.cancelled():
-                task.exception()  # retrieved: nothing left to report
+        self._puller.count_bytes()
+        await self._background.cancel()
 
 
 class _Stopped(Exception):
     """The stop event was set during a lookup."""
-
-
-async def _call_hook(name: str, awaitable: Awaitable[None]) -> None:
-    try:
-        async with asyncio.timeout(_HOOK_TIMEOUT_S):
-            await awaitable
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("recorder.hook_failed", hook=name)
-
-
-def _raw(info: SegmentInfo, error: str | None) -> RecordedSegment:
-    size = 0
-    with contextlib.suppress(OSError):
-        size = info.path.stat().st_size
-    return RecordedSegment(
-        path=info.path,
-        size=size,
-        duration_s=info.duration_ms / 1000,
-        part=info.index,
-        remuxed=False,
-        error=error,
-    )
-
-
-def _close_reason(conn: _Conn) -> str:
-    return {"stop": "stopped", "limit": "duration"}.get(conn.kind, "disconnected")
 
 
 def _code_of(exc: BaseException | None, default: ErrorCode) -> ErrorCode:

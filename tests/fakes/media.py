@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from services.recorder.media import SessionPlan
-from services.recorder.session import Progress, Reason, RecordedSegment, SessionResult
+from services.recorder.session_types import Progress, Reason, RecordedSegment, SessionResult
 from shared.errors import ErrorCode
 from shared.jobs import SegmentEntry
 

@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 
 from services.recorder.ffmpeg import FfmpegMissingError, ffmpeg_binary, remux
 from services.recorder.segmenter import SegmentInfo
-from services.recorder.session import Progress, RecordingSession, SessionResult, StreamLookup
+from services.recorder.session import RecordingSession
+from services.recorder.session_types import Progress, SessionResult, StreamLookup
 from shared.errors import ErrorCode
 from shared.naming import render
 from shared.tiktok import StreamCandidate
