@@ -1,9 +1,10 @@
 """``tlr demo``: the whole path on one machine with no internet, narrated.
 
 The fake TikTok (``tlr.fake_tiktok``) and an S3 server (moto, a dev dependency) start as child
-processes, ``tlr up``'s stack starts on free ports, and then the demo acts as a user would over
-the REST API: it registers a watcher, makes the fake host go live for ~20 s, follows the job,
-lists the files, checks that every MP4 decodes, and shows what each service's ``/metrics`` saw.
+processes, ``tlr up``'s stack starts on free ports (all three: :mod:`tlr.demo_stack`), and then
+the demo acts as a user would over the REST API: it registers a watcher, makes the fake host go
+live for ~20 s, follows the job, lists the files, checks that every MP4 decodes, and shows what
+each service's ``/metrics`` saw.
 Everything lives under ``var/demo/`` (wiped at the next run); the services' logs go to
 ``var/demo/stack.log``.
 """
@@ -11,19 +12,12 @@ Everything lives under ``var/demo/`` (wiped at the next run); the services' logs
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,17 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.events import utc_now
 from shared.runtime import stop_on_signals
 from shared.watchers import watcher_key
-from tlr.devstack import DevStackSettings, up
-from tlr.nats_server import die_with_parent
+from tlr.demo_stack import HOST, DemoFailed, demo_stack, pick_ports, poll_until, prepare
 
-T = TypeVar("T")
-
-HOST = "tlr_demo"
 LIVE_SECONDS = 20.0
 POLL_INTERVAL = 10  # the smallest the API accepts
-BUCKET = "tlr-demo"
-MARKER = ".tlr-demo"
-STEP_TIMEOUT = 90.0
 # What each service's /metrics should show after the demo (all must be non-zero).
 KEY_METRICS: dict[str, tuple[str, ...]] = {
     "gateway": ("tlr_http_requests_total", "tlr_jobs_total"),
@@ -61,152 +48,9 @@ KEY_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-class DemoFailed(Exception):
-    """A step of the demo did not happen in time; the message says which."""
-
-
-@dataclass(frozen=True)
-class Ports:
-    gateway: int
-    nats: int
-    nats_monitor: int
-    metrics_base: int  # scheduler, recorder, uploader, indexer: base .. base+3
-    fake: int
-    s3: int
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_ports() -> Ports:
-    """Free ports for everything, so a demo runs beside a `tlr up` or another project."""
-    taken: set[int] = set()
-
-    def one() -> int:
-        while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port: int = s.getsockname()[1]
-            if port not in taken:
-                taken.add(port)
-                return port
-
-    base = 20000
-    while not all(_bindable(p) for p in range(base, base + 4)):
-        base += 4
-    taken.update(range(base, base + 4))
-    return Ports(one(), one(), one(), base, one(), one())
-
-
 def _say(text: str = "") -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-async def _until(
-    what: str, probe: Callable[[], Awaitable[T | None]], *, timeout: float = STEP_TIMEOUT
-) -> T:
-    """Call ``probe`` every half second until it returns a value; DemoFailed after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = ""
-    while True:
-        try:
-            value = await probe()
-        except (httpx.HTTPError, DemoFailed) as exc:  # a service restarting: try again
-            last = f" (last answer: {exc})"
-        else:
-            if value is not None:
-                return value
-        if loop.time() > deadline:
-            msg = f"timed out after {timeout:.0f} s waiting for {what}{last}"
-            raise DemoFailed(msg)
-        await asyncio.sleep(0.5)
-
-
-def _prepare(var_dir: Path) -> None:
-    """Start from an empty folder; refuse to wipe one the demo did not make."""
-    if var_dir.exists():
-        if not (var_dir / MARKER).exists() and any(var_dir.iterdir()):
-            msg = f"{var_dir} exists and was not made by `tlr demo`; remove it or pick another"
-            raise DemoFailed(msg)
-        shutil.rmtree(var_dir)
-    var_dir.mkdir(parents=True)
-    (var_dir / MARKER).write_text("made by tlr demo; wiped at the next run\n")
-
-
-def _spawn(
-    argv: list[str], log: IO[bytes], *, stdout_pipe: bool = False
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if stdout_pipe else log,
-        stderr=log,
-        start_new_session=True,
-        preexec_fn=die_with_parent if sys.platform == "linux" else None,
-    )
-
-
-async def _start_fake(ports: Ports, var_dir: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    # Installed with `tlr` itself, so the demo runs from any folder, not only a checkout.
-    argv = [sys.executable, "-m", "tlr.fake_tiktok", "--port", str(ports.fake)]
-    argv += ["--media-dir", str(var_dir / "fake-media"), "--user", HOST]
-    proc = _spawn(argv, log, stdout_pipe=True)
-    assert proc.stdout is not None
-    # It prints its base URL once it listens.
-    line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
-    if not line.startswith(b"http"):
-        msg = "the fake TikTok did not start; see var/demo/stack.log"
-        raise DemoFailed(msg)
-    return proc
-
-
-async def _start_s3(ports: Ports, log: IO[bytes]) -> subprocess.Popen[bytes] | None:
-    if importlib.util.find_spec("moto") is None:
-        return None  # installed without the dev extras: record and index, no upload
-    proc = _spawn(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports.s3)], log
-    )
-
-    async def listening() -> bool | None:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", ports.s3)
-        except OSError:
-            return None
-        writer.close()
-        return True
-
-    await _until("the S3 server to listen", listening, timeout=30)
-    return proc
-
-
-def _stack_env(ports: Ports, var_dir: Path, fake: str, s3: bool) -> dict[str, str]:
-    env = {
-        "TIKTOK_WEB_BASE": fake,
-        "TIKTOK_WEBCAST_BASE": fake,
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_PORT": str(ports.gateway),
-        "API_KEYS": "demo-" + os.urandom(12).hex(),
-        "LOG_FORMAT": "json",
-        "RECORDINGS_DIR": str(var_dir / "stack" / "recordings"),
-    }
-    if s3:
-        env |= {
-            "S3_BUCKET": BUCKET,
-            "S3_ENDPOINT_URL": f"http://127.0.0.1:{ports.s3}",
-            # moto accepts any credentials; these exist only inside this demo.
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo-only-not-a-secret",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    return env
 
 
 def _sum_samples(text: str, name: str) -> float:
@@ -230,42 +74,14 @@ class Demo:
         self.s3 = False
 
     async def run(self, stop: asyncio.Event) -> int:
-        _prepare(self.var_dir)
+        prepare(self.var_dir)
         log_path = self.var_dir / "stack.log"
-        procs: list[subprocess.Popen[bytes]] = []
         with log_path.open("ab") as log:
-            try:
-                _say(f"Starting the fake TikTok, an S3 server and the stack (logs: {log_path}) ...")
-                procs.append(await _start_fake(self.ports, self.var_dir, log))
-                fake = f"http://127.0.0.1:{self.ports.fake}"
-                s3_proc = await _start_s3(self.ports, log)
-                if s3_proc is not None:
-                    procs.append(s3_proc)
-                    self.s3 = True
-                env = _stack_env(self.ports, self.var_dir, fake, self.s3)
-                os.environ.update(env)  # the stack's children inherit this process's environment
-                stack = DevStackSettings(
-                    var_dir=self.var_dir / "stack",
-                    nats_port=self.ports.nats,
-                    nats_monitor_port=self.ports.nats_monitor,
-                    metrics_port_base=self.ports.metrics_base,
-                )
-                stack_stop = asyncio.Event()
-                running = asyncio.create_task(up(stack, stop=stack_stop, output=log))
-                try:
-                    return await self._race(stop, running, self._story(env["API_KEYS"], fake))
-                finally:
-                    stack_stop.set()
-                    with contextlib.suppress(Exception):
-                        await running
-            finally:
-                for proc in procs:
-                    proc.terminate()
-                for proc in procs:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        await asyncio.to_thread(proc.wait, 10)
-                    if proc.poll() is None:
-                        proc.kill()
+            _say(f"Starting the fake TikTok, an S3 server and the stack (logs: {log_path}) ...")
+            async with demo_stack(self.ports, self.var_dir, log) as stack:
+                self.s3 = stack.s3
+                story = self._story(stack.api_key, stack.fake)
+                return await self._race(stop, stack.running, story)
 
     async def _race(
         self, stop: asyncio.Event, running: asyncio.Task[int], story: Awaitable[int]
@@ -306,7 +122,7 @@ class Demo:
         async def ready() -> bool | None:
             return True if (await api.get("/ready")).status_code == 200 else None
 
-        await _until("the API to be ready", ready)
+        await poll_until("the API to be ready", ready)
         _say(f"API ready at {self.api} (key in this process only)\n")
 
         body: dict[str, Any] = {
@@ -328,7 +144,7 @@ class Demo:
                 return str(current)
             return None
 
-        job_id = await _until(
+        job_id = await poll_until(
             "the watcher to detect the live and a recorder to start", recording_job
         )
         _say(f"3. Live detected; recording job {job_id} STARTED. Recording ~{LIVE_SECONDS:.0f} s:")
@@ -351,7 +167,7 @@ class Demo:
             job = _json(await api.get(f"/jobs/{job_id}"))
             return job if job["status"] in ("SUCCESS", "FAILURE", "CANCELLED") else None
 
-        job = await _until("the recording to finish", finished)
+        job = await poll_until("the recording to finish", finished)
         if self.s3:
 
             async def uploaded() -> dict[str, Any] | None:
@@ -359,7 +175,7 @@ class Demo:
                 upload = job.get("upload") or {}
                 return job if upload.get("state") in ("SUCCESS", "FAILURE") else None
 
-            job = await _until("the upload to S3", uploaded)
+            job = await poll_until("the upload to S3", uploaded)
         _say(f"\nGET /jobs/{job_id}\n{json.dumps(job, indent=2)}")
         cid = job.get("correlation_id")
         _say(f"   Every service logged this job with correlation_id {cid}:")
@@ -375,7 +191,7 @@ class Demo:
                 return list(items)
             return None
 
-        files = await _until("the files to be indexed", listed)
+        files = await poll_until("the files to be indexed", listed)
         _say(f"\nGET /files?job_id={job_id}")
         await self._show_files(files)
         await self._show_metrics(api)
