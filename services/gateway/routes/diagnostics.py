@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from services.gateway.deps import SettingsDep
 from services.gateway.errors import ApiError
-from services.gateway.schemas import ROOM_ID_PATTERN, check_room_id, check_target_url
+from services.gateway.validators import ROOM_ID_PATTERN, check_room_id, check_target_url
 from shared.errors import ErrorCode
 from shared.tiktok import TikTokClient, diagnose
 from shared.tiktok.factory import client_from_settings, signer_from_settings

@@ -11,16 +11,8 @@ from services.gateway import commands
 from services.gateway.deps import LinkDep
 from services.gateway.errors import JSON_BODY_RESPONSES, ApiError, documented
 from services.gateway.micro_client import query_files
-from services.gateway.schemas import (
-    FileItem,
-    FileList,
-    IsoDatetime,
-    RebuildResult,
-    RoomId,
-    S3Object,
-    check_room_id,
-    check_target_url,
-)
+from services.gateway.schemas import FileItem, FileList, RebuildResult, S3Object
+from services.gateway.validators import IsoDatetime, RoomId, check_room_id, check_target_url
 from shared import files
 from shared.errors import ErrorCode
 from shared.tiktok.targets import parse_target
