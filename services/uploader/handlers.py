@@ -5,7 +5,7 @@ upload asked? -> already SUCCESS (republish upload.done)? -> take the job's uplo
 S3 configured? -> resolve paths -> per file: HEAD (skip what the store already holds) or
 upload, with retries -> remove the local copies if asked -> SUCCESS in ``job.<id>.up`` ->
 ``upload.done``. Every write to the job carries the lease's token: an uploader that froze
-past its lease cannot overwrite what its successor wrote.
+past its lease cannot overwrite what its successor wrote. The per-file work is in files.py.
 
 A job never gets lost to an outage: transient failures leave it queued in JetStream (RETRY,
 nak with a growing delay). Only a job that cannot succeed fails (FAILURE, term): a file that
@@ -16,27 +16,27 @@ job fails as a whole (no upload.done), but its other files are still uploaded an
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
 from typing import NoReturn, Protocol
 
-import aiohttp
-import botocore.exceptions
 import structlog
 
 from services.uploader import metrics
-from services.uploader.s3 import (
-    BucketMissing,
-    IntegrityError,
-    ObjectStore,
-    error_code,
-    is_transient,
-    object_key,
+from services.uploader.files import (
+    OPERATOR_DELAY,
+    Deferred,
+    Missing,
+    Planned,
+    Progress,
+    Stored,
+    describe,
+    plan,
+    size_of,
+    sync_file,
 )
+from services.uploader.s3 import ObjectStore
 from services.uploader.settings import UploaderSettings
 from shared.consumer import Delivery, retry_delay
 from shared.errors import ErrorCode, NotMine, PermanentError, RetryLater
@@ -44,7 +44,6 @@ from shared.events import (
     DeleteReason,
     Event,
     FileDeleted,
-    RecordedFile,
     RecordingFinished,
     UploadDone,
     UploadedFile,
@@ -52,29 +51,16 @@ from shared.events import (
 from shared.job_store import JobFinished, JobStore, StaleHolder
 from shared.jobs import UpState
 from shared.lease import Holder, Keeper, Leases
-from shared.logging import get_logger, redact_text
+from shared.logging import get_logger
 
 log = get_logger(__name__)
 
 
 # Redelivery delays after an outage: 1, 2, 4 ... s, capped so a job resumes soon after the
-# store is back. A refusal or a missing configuration needs a person: check once a minute.
+# store is back (a refusal or a missing configuration waits OPERATOR_DELAY, see files.py).
 RETRY_BASE = 1.0
 RETRY_CAP = 20.0
-OPERATOR_DELAY = 60.0
-# Within one delivery, the pause before the 2nd, 3rd ... try of a file: 0.5, 1, 2 ... s.
-ATTEMPT_BACKOFF = 0.5
 BUSY_DELAY = 5.0
-
-# What the object store (or the way to it) may raise; anything else is a bug or a local fault.
-S3_FAILURES = (
-    botocore.exceptions.BotoCoreError,
-    botocore.exceptions.ClientError,
-    IntegrityError,
-    BucketMissing,
-    aiohttp.ClientError,
-    asyncio.TimeoutError,
-)
 
 
 class Publisher(Protocol):
@@ -103,29 +89,6 @@ class Held:
     token: int
     keeper: Keeper
     attempt: int  # JetStream's delivery count
-
-
-@dataclass(frozen=True)
-class Planned:
-    """A file of the job: where it is on disk and where it goes."""
-
-    recorded: RecordedFile
-    path: Path
-    relative: str  # normalized, posix, under RECORDINGS_DIR
-    key: str
-
-
-class _Deferred(Exception):
-    """The store cannot take the job now: RETRY, and the job goes back to the queue."""
-
-    def __init__(self, code: str, message: str, delay: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.delay = delay  # None: the growing outage backoff
-
-
-class _Missing(Exception):
-    """A file is neither on disk nor in the bucket."""
 
 
 async def on_recording_finished(
@@ -189,38 +152,6 @@ async def _held(
         metrics.ACTIVE.dec()
 
 
-def plan(settings: UploaderSettings, files: list[RecordedFile]) -> list[Planned]:
-    """Each file's absolute path and key (blocking: it resolves symlinks).
-
-    Raises:
-        ValueError: a path is absolute, empty, or leads outside RECORDINGS_DIR.
-    """
-    root = settings.recordings_dir.resolve()
-    out = []
-    for f in files:
-        rel = PurePosixPath(f.path)
-        if not f.path or rel.is_absolute() or ".." in rel.parts or rel == PurePosixPath("."):
-            msg = f"path {f.path!r} is not a file under RECORDINGS_DIR"
-            raise ValueError(msg)
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root) or path == root:
-            msg = f"path {f.path!r} leads outside RECORDINGS_DIR"
-            raise ValueError(msg)
-        relative = rel.as_posix()
-        out.append(Planned(f, root / rel, relative, object_key(settings.s3_prefix, relative)))
-    return out
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A file the bucket is confirmed to hold."""
-
-    planned: Planned
-    size: int
-    etag: str
-    on_disk: bool  # False when only the bucket still has it
-
-
 async def _upload_job(
     event: RecordingFinished,
     delivery: Delivery,
@@ -229,7 +160,7 @@ async def _upload_job(
     store: ObjectStore,
     planned: list[Planned],
 ) -> None:
-    sizes = await asyncio.to_thread(lambda: [_size_of(p.path) for p in planned])
+    sizes = await asyncio.to_thread(lambda: [size_of(p.path) for p in planned])
     # A file already gone from disk counts with its recorded size (it may be in the bucket).
     total = sum(p.recorded.size if s is None else s for p, s in zip(planned, sizes, strict=True))
 
@@ -241,7 +172,7 @@ async def _upload_job(
         bytes_total=total,
     )
     log.info("uploader.started", files=len(planned), bytes=total, attempt=delivery.num_delivered)
-    progress = _Progress(deps.jobs, event.job_id, held.token)
+    progress = Progress(deps.jobs, event.job_id, held.token)
     stored: list[Stored] = []
     missing: list[str] = []
     try:
@@ -250,17 +181,25 @@ async def _upload_job(
                 msg = f"the upload lease of job {event.job_id} was lost"
                 raise StaleHolder(msg)
             try:
-                stored.append(await _sync_file(deps, store, p, progress))
-            except _Missing:
+                stored.append(
+                    await sync_file(
+                        store,
+                        p,
+                        progress,
+                        attempts=deps.settings.s3_attempts,
+                        stopping=deps.stopping,
+                    )
+                )
+            except Missing:
                 missing.append(p.recorded.path)
             progress.commit()
-    except _Deferred as exc:
+    except Deferred as exc:
         await _defer(deps, event, delivery, held, exc.code, str(exc), exc.delay)
     except (StaleHolder, JobFinished):
         raise
     except Exception as exc:
         # A local fault or a bug: say so in the job; the consume loop retries with backoff.
-        await _set_state(deps, event, held, "RETRY", ErrorCode.INTERNAL, _describe(exc))
+        await _set_state(deps, event, held, "RETRY", ErrorCode.INTERNAL, describe(exc))
         raise
 
     if missing:
@@ -288,83 +227,6 @@ async def _upload_job(
     await _announce(deps, event, uploaded)
 
 
-async def _sync_file(
-    deps: UploaderDeps, store: ObjectStore, p: Planned, progress: _Progress
-) -> Stored:
-    """Make sure the bucket holds ``p``: S3_ATTEMPTS tries, exponential backoff between them.
-
-    Raises:
-        _Deferred: the store is unreachable (after the last try) or refuses the upload.
-        _Missing: the file is neither on disk nor in the bucket.
-    """
-    attempts = deps.settings.s3_attempts
-    started = time.perf_counter()
-    for attempt in range(1, attempts + 1):
-        progress.rewind()
-        try:
-            result = await _try_file(store, p, progress)
-        except S3_FAILURES as exc:
-            if isinstance(exc, botocore.exceptions.ClientError) and (
-                error_code(exc) == "NoSuchBucket"
-            ):
-                store.forget_bucket()  # e.g. a restarted store: create it on the next try
-            if not is_transient(exc):
-                metrics.FILES.labels("failed").inc()
-                raise _Deferred(ErrorCode.S3_ERROR, _describe(exc), OPERATOR_DELAY) from exc
-            if attempt == attempts:
-                metrics.FILES.labels("failed").inc()
-                raise _Deferred(ErrorCode.S3_UNAVAILABLE, _describe(exc)) from exc
-            kind = "integrity" if isinstance(exc, IntegrityError) else "transient"
-            metrics.RETRIES.labels(kind).inc()
-            pause = ATTEMPT_BACKOFF * 2 ** (attempt - 1)
-            log.warning(
-                "uploader.retry", path=p.relative, attempt=attempt, in_s=pause, error=_describe(exc)
-            )
-            if await _pause(deps, pause):
-                msg = f"shutting down during retries: {_describe(exc)}"
-                raise _Deferred(ErrorCode.S3_UNAVAILABLE, msg, 0) from exc
-        else:
-            metrics.FILE_SECONDS.observe(time.perf_counter() - started)
-            return result
-    raise AssertionError  # unreachable: the last try returns or raises
-
-
-async def _try_file(store: ObjectStore, p: Planned, progress: _Progress) -> Stored:
-    await store.ensure_bucket()
-    size = await asyncio.to_thread(_size_of, p.path)
-    remote = await store.head(p.key)
-    if size is None:
-        # Gone from disk: fine if the bucket has it (we uploaded it, removed it and stopped
-        # before recording SUCCESS); nothing can bring it back otherwise.
-        if remote is not None and remote.size == p.recorded.size:
-            metrics.FILES.labels("already_present").inc()
-            log.info("uploader.missing_but_stored", path=p.relative, key=p.key)
-            await progress.add(remote.size)
-            return Stored(p, remote.size, remote.etag, on_disk=False)
-        log.error("uploader.file_missing", path=p.relative, key=p.key)
-        raise _Missing(p.relative)
-    # A redelivery must not upload twice: same size and same ETag means the same bytes.
-    if remote is not None and remote.size == size:
-        expected = await store.expected_etag(p.path, size)
-        if remote.etag == expected:
-            metrics.FILES.labels("already_present").inc()
-            log.info("uploader.already_present", path=p.relative, key=p.key)
-            await progress.add(size)
-            return Stored(p, size, expected, on_disk=True)
-    etag = await store.upload(p.path, p.key, size, progress.add)
-    metrics.FILES.labels("uploaded").inc()
-    metrics.BYTES.inc(size)
-    log.info(
-        "uploader.uploaded",
-        path=p.relative,
-        key=p.key,
-        size=size,
-        etag=etag,
-        multipart=store.is_multipart(size),
-    )
-    return Stored(p, size, etag, on_disk=True)
-
-
 async def _release_local(
     deps: UploaderDeps, event: RecordingFinished, store: ObjectStore, s: Stored
 ) -> UploadedFile:
@@ -373,7 +235,7 @@ async def _release_local(
         return _entry(store, s)
     path = s.planned.path
     if s.on_disk:
-        current = await asyncio.to_thread(_size_of, path)
+        current = await asyncio.to_thread(size_of, path)
         if current != s.size:
             # Rewritten since it was verified: what is on disk is not what the bucket holds.
             log.warning("uploader.local_changed_kept", path=s.planned.relative, size=current)
@@ -405,28 +267,6 @@ def _entry(store: ObjectStore, s: Stored, *, local_deleted: bool = False) -> Upl
         etag=s.etag,
         local_deleted=local_deleted,
     )
-
-
-class _Progress:
-    """``bytes_done`` of ``job.<id>.up``, written after each part or file."""
-
-    def __init__(self, jobs: JobStore, job_id: str, token: int) -> None:
-        self.jobs = jobs
-        self.job_id = job_id
-        self.token = token
-        self.committed = 0  # bytes of the files finished so far
-        self.done = 0
-
-    def rewind(self) -> None:
-        """A file starts (again): its bytes count from zero."""
-        self.done = self.committed
-
-    def commit(self) -> None:
-        self.committed = self.done
-
-    async def add(self, n: int) -> None:
-        self.done += n
-        await self.jobs.upload_progress(self.job_id, self.token, self.done)
 
 
 async def _set_state(
@@ -495,24 +335,3 @@ async def _announce(
             files=files,
         )
     )
-
-
-async def _pause(deps: UploaderDeps, seconds: float) -> bool:
-    """Sleep ``seconds`` unless the service stops first; True when it is stopping."""
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(deps.stopping.wait(), seconds)
-    return deps.stopping.is_set()
-
-
-def _size_of(path: Path) -> int | None:
-    """Size of the regular file at ``path``; None when there is none (blocking)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
-
-
-def _describe(exc: BaseException) -> str:
-    # Error texts name endpoints and keys, never credentials; URLs are redacted anyway.
-    return redact_text(f"{type(exc).__name__}: {exc}")[:500]

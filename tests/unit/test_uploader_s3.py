@@ -10,7 +10,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from services.uploader.handlers import plan
+from services.uploader.files import plan
 from services.uploader.s3 import (
     IntegrityError,
     is_transient,

@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.uploader.handlers import (
-    BUSY_DELAY,
-    OPERATOR_DELAY,
-    UploaderDeps,
-    on_recording_finished,
-)
+from services.uploader.files import OPERATOR_DELAY
+from services.uploader.handlers import BUSY_DELAY, UploaderDeps, on_recording_finished
 from services.uploader.settings import UploaderSettings
 from shared.consumer import Delivery
 from shared.errors import ErrorCode, PermanentError, RetryLater
