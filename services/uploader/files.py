@@ -8,6 +8,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import aiohttp
 import botocore.exceptions
@@ -16,7 +17,8 @@ from services.uploader import metrics
 from services.uploader.s3 import (
     BucketMissing,
     IntegrityError,
-    ObjectStore,
+    OnProgress,
+    RemoteObject,
     error_code,
     is_transient,
     object_key,
@@ -28,6 +30,25 @@ from shared.job_store import JobStore
 from shared.logging import get_logger, redact_text
 
 log = get_logger(__name__)
+
+
+class Objects(Protocol):
+    """The object store as the uploader's handlers use it (``s3.ObjectStore`` over S3)."""
+
+    bucket: str
+
+    def is_multipart(self, size: int) -> bool: ...
+
+    def forget_bucket(self) -> None: ...
+
+    async def ensure_bucket(self) -> None: ...
+
+    async def head(self, key: str) -> RemoteObject | None: ...
+
+    async def expected_etag(self, path: Path, size: int) -> str: ...
+
+    async def upload(self, path: Path, key: str, size: int, on_progress: OnProgress) -> str: ...
+
 
 # A refusal or a missing configuration needs a person: check once a minute.
 OPERATOR_DELAY = 60.0
@@ -123,7 +144,7 @@ def plan(settings: UploaderSettings, files: list[RecordedFile]) -> list[Planned]
 
 
 async def sync_file(
-    store: ObjectStore, p: Planned, progress: Progress, *, attempts: int, stopping: asyncio.Event
+    store: Objects, p: Planned, progress: Progress, *, attempts: int, stopping: asyncio.Event
 ) -> Stored:
     """Make sure the bucket holds ``p``: ``attempts`` tries, exponential backoff between them;
     ``stopping`` set cuts the backoff short.
@@ -163,7 +184,7 @@ async def sync_file(
     raise AssertionError  # unreachable: the last try returns or raises
 
 
-async def _try_file(store: ObjectStore, p: Planned, progress: Progress) -> Stored:
+async def _try_file(store: Objects, p: Planned, progress: Progress) -> Stored:
     await store.ensure_bucket()
     size = await asyncio.to_thread(size_of, p.path)
     remote = await store.head(p.key)

@@ -28,6 +28,7 @@ from services.uploader.files import (
     OPERATOR_DELAY,
     Deferred,
     Missing,
+    Objects,
     Planned,
     Progress,
     Stored,
@@ -36,7 +37,6 @@ from services.uploader.files import (
     size_of,
     sync_file,
 )
-from services.uploader.s3 import ObjectStore
 from services.uploader.settings import UploaderSettings
 from shared.consumer import Delivery, retry_delay
 from shared.errors import ErrorCode, NotMine, PermanentError, RetryLater
@@ -75,7 +75,7 @@ class UploaderDeps:
     settings: UploaderSettings
     jobs: JobStore
     leases: Leases
-    store: ObjectStore | None  # None while S3_BUCKET is unset
+    store: Objects | None  # None while S3_BUCKET is unset
     publisher: Publisher
     clock: Callable[[], float] = time.monotonic
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -157,7 +157,7 @@ async def _upload_job(
     delivery: Delivery,
     deps: UploaderDeps,
     held: Held,
-    store: ObjectStore,
+    store: Objects,
     planned: list[Planned],
 ) -> None:
     sizes = await asyncio.to_thread(lambda: [size_of(p.path) for p in planned])
@@ -228,7 +228,7 @@ async def _upload_job(
 
 
 async def _release_local(
-    deps: UploaderDeps, event: RecordingFinished, store: ObjectStore, s: Stored
+    deps: UploaderDeps, event: RecordingFinished, store: Objects, s: Stored
 ) -> UploadedFile:
     """Remove the confirmed file from disk when DELETE_LOCAL_AFTER_UPLOAD says so."""
     if not deps.settings.delete_local_after_upload:
@@ -258,7 +258,7 @@ async def _release_local(
     return _entry(store, s, local_deleted=True)
 
 
-def _entry(store: ObjectStore, s: Stored, *, local_deleted: bool = False) -> UploadedFile:
+def _entry(store: Objects, s: Stored, *, local_deleted: bool = False) -> UploadedFile:
     return UploadedFile(
         path=s.planned.recorded.path,
         bucket=store.bucket,

@@ -1,4 +1,4 @@
-"""An ``ObjectStore`` in a dict: the bucket the uploader's handler unit tests upload to."""
+"""An object store in a dict (the uploader's `files.Objects` Protocol), with MD5 ETags like S3."""
 
 from __future__ import annotations
 
