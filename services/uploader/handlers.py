@@ -10,7 +10,9 @@ past its lease cannot overwrite what its successor wrote. The per-file work is i
 A job never gets lost to an outage: transient failures leave it queued in JetStream (RETRY,
 nak with a growing delay). Only a job that cannot succeed fails (FAILURE, term): a file that
 escapes RECORDINGS_DIR, or one missing locally that the bucket does not hold either. Such a
-job fails as a whole (no upload.done), but its other files are still uploaded and kept.
+job ends FAILURE FILE_MISSING naming the missing files, but its other files are uploaded and
+released like a success's (removed locally if asked, file.deleted), listed in ``job.<id>.up``
+and announced by an upload.done that names only them.
 """
 
 from __future__ import annotations
@@ -202,17 +204,24 @@ async def _upload_job(
         await _set_state(deps, event, held, "RETRY", ErrorCode.INTERNAL, describe(exc))
         raise
 
+    # What is confirmed in the bucket is released even when another file is missing: a job
+    # that can never succeed must not pin its uploaded files on disk for ever.
+    uploaded = [await _release_local(deps, event, store, s) for s in stored]
+
     if missing:
         metrics.FILES.labels("missing").inc(len(missing))
+        kept = "removed locally" if deps.settings.delete_local_after_upload else "kept locally"
         msg = (
             f"{len(missing)} file(s) missing locally and absent from bucket {store.bucket}: "
-            f"{', '.join(missing)}. The job's upload failed as a whole; its other "
-            f"{len(stored)} file(s) are in the bucket and kept locally."
+            f"{', '.join(missing)}. The job's upload failed; its other "
+            f"{len(uploaded)} file(s) are in the bucket ({kept})."
         )
-        files = [_entry(store, s) for s in stored]
-        await _fail(deps, event, held, ErrorCode.FILE_MISSING, msg, files)
-
-    uploaded = [await _release_local(deps, event, store, s) for s in stored]
+        # upload.done for the partial set: it is how the index learns where those files are
+        # (else they stay "waiting for upload", out of retention's reach). Sent before the
+        # FAILURE, which has no re-announce path: a crash in between redelivers, and the
+        # repeat is deduplicated by its event id.
+        await _announce(deps, event, uploaded)
+        await _fail(deps, event, held, ErrorCode.FILE_MISSING, msg, uploaded)
 
     await deps.jobs.upload_ended(
         event.job_id,

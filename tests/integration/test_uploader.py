@@ -381,21 +381,30 @@ async def test_redelivery_after_lost_status_skips_stored_files(
     assert [f.size for f in doc.files] == [kept.size, removed.size]
 
 
-async def test_missing_file_fails_the_job_and_saves_the_rest(
+async def test_missing_file_fails_the_job_and_releases_the_rest(
     bus: Bus, nats_server: NatsServer, s3_server: S3Server, s3: S3Client, root: Path, bucket: str
 ) -> None:
+    """One missing file fails the job, but the uploaded ones are released, not pinned."""
     present = make_file(root, "7001/here.mp4", 10_000)
     absent = RecordedFile(path="7001/never-written.mp4", size=10_000)
-    async with UploaderService(bus, settings_for(nats_server, s3_server, root, bucket)):
+    settings = settings_for(nats_server, s3_server, root, bucket, delete_local_after_upload=True)
+    async with UploaderService(bus, settings):
         ack = await bus.publish(finished("j9", present, absent))
         doc = await wait_upload(bus, "j9", "FAILURE")
         await wait_settled(bus, ack.seq)  # terminated, not redelivered forever
     assert doc.error_code == ErrorCode.FILE_MISSING
     assert doc.error_message is not None
     assert absent.path in doc.error_message
-    assert [f.path for f in doc.files] == [present.path]
+    assert [(f.path, f.local_deleted) for f in doc.files] == [(present.path, True)]
     assert await versions(s3, bucket) == {present.path: 1}
-    assert await events_on(bus, UploadDone) == []
+    assert not (root / present.path).exists()  # safe in the bucket: released
+    [deleted] = await events_on(bus, FileDeleted)
+    assert isinstance(deleted, FileDeleted)
+    assert (deleted.path, deleted.reason, deleted.job_id) == (present.path, "uploaded", "j9")
+    # upload.done names the partial set, so the index learns where those files are.
+    [done] = await events_on(bus, UploadDone)
+    assert isinstance(done, UploadDone)
+    assert done.files == doc.files
 
 
 async def test_path_outside_recordings_dir_is_refused(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from services.uploader.handlers import BUSY_DELAY, UploaderDeps, on_recording_fi
 from services.uploader.settings import UploaderSettings
 from shared.consumer import Delivery
 from shared.errors import ErrorCode, PermanentError, RetryLater
-from shared.events import RecordedFile, RecordingFinished, UploadDone, UploadedFile
+from shared.events import FileDeleted, RecordedFile, RecordingFinished, UploadDone, UploadedFile
 from shared.job_store import JobStore
 from shared.jobs import UploadPart
 from shared.lease import Holder
@@ -175,3 +175,28 @@ async def test_a_job_that_asks_no_upload_is_left_alone(world: World) -> None:
     assert await world.jobs.upload(JOB) is None
     assert world.uploads == []
     assert world.publisher.events == []
+
+
+async def test_a_missing_file_fails_the_job_but_releases_the_uploaded_ones(world: World) -> None:
+    world_deleting = world
+    here = world.file(f"{ROOM}/here.mp4", b"kept safe")
+    absent = RecordedFile(path=f"{ROOM}/never.mp4", size=5)
+    deps = world_deleting.deps
+    settings = deps.settings.model_copy(update={"delete_local_after_upload": True})
+    event = RecordingFinished(job_id=JOB, room_id=ROOM, files=[here, absent], upload_s3=True)
+    with pytest.raises(PermanentError):
+        await on_recording_finished(event, delivery(), replace(deps, settings=settings))
+
+    doc = await world.upload()
+    assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.FILE_MISSING)
+    assert doc.error_message is not None
+    assert absent.path in doc.error_message
+    assert [(f.path, f.local_deleted) for f in doc.files] == [(here.path, True)]
+    assert not (world.root / here.path).exists()
+    events = world_deleting.publisher.events
+    assert [(e.path, e.reason) for e in events if isinstance(e, FileDeleted)] == [
+        (here.path, "uploaded")
+    ]
+    [done] = world_deleting.done()
+    assert done.files == doc.files
+    assert world.leases.held == {}
