@@ -72,6 +72,7 @@ class _Pass:
 
     now: float
     updates: dict[str, tuple[Watcher, float]] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)  # each row's version as read
 
     def done(self, w: Watcher, outcome: str, next_check: float | None = None) -> None:
         """A check ended; without ``next_check`` it succeeded (failures and error cleared)."""
@@ -105,10 +106,11 @@ def job_id_for(w: Watcher, room_id: str) -> str:
 async def poll_once(deps: PollDeps, now: float | None = None) -> int:
     """Check every due watcher once; returns how many were due."""
     now = time.time() if now is None else now
-    due = await deps.store.due(now, MAX_DUE)
-    if not due:
+    rows = await deps.store.due(now, MAX_DUE)
+    if not rows:
         return 0
-    state = _Pass(now)
+    state = _Pass(now, versions={w.key: version for w, version in rows})
+    due = [w for w, _ in rows]
     by_egress: dict[str, list[Watcher]] = defaultdict(list)
     clients: dict[str, TikTokClient] = {}
     for w in due:
@@ -129,7 +131,11 @@ async def poll_once(deps: PollDeps, now: float | None = None) -> int:
         if isinstance(outcome, BaseException):
             raise outcome
     if state.updates:
-        await deps.store.put_many(list(state.updates.values()))
+        rows_out = [(w, nxt, state.versions[key]) for key, (w, nxt) in state.updates.items()]
+        written = await deps.store.save_checked(rows_out)
+        if written < len(rows_out):
+            # Commands (delete, pause, resume, update) landed during the pass: they win.
+            log.info("scheduler.pass_outdated", skipped=len(rows_out) - written)
     return len(state.updates)
 
 

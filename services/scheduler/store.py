@@ -1,11 +1,14 @@
 """The scheduler's SQLite store of watchers (aiosqlite); the scheduler is its only writer.
 
 Each row keeps the whole :class:`~shared.watchers.Watcher` as JSON, plus the columns the
-polling query needs (status, next check time) so "which watchers are due" is one index scan.
+polling query needs (status, next check time) so "which watchers are due" is one index scan,
+and a ``version`` that every write bumps: a poll pass writes a row back only if no command
+changed it meanwhile (a watcher deleted or paused during a pass stays so).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -22,7 +25,8 @@ CREATE TABLE IF NOT EXISTS watchers (
     status TEXT NOT NULL,
     next_check REAL NOT NULL,
     created REAL NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS watchers_due ON watchers (status, next_check);
 """
@@ -42,7 +46,23 @@ class WatcherStore:
         # WAL: a standby scheduler can read (status endpoints) while the leader writes.
         self._db = await connect_wal(self.path, schema=_SCHEMA)
         await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._add_version_column()
         return self
+
+    async def _add_version_column(self) -> None:
+        """A file from before ``version``: add it (existing rows start at 0)."""
+        async with self.db.execute("PRAGMA table_info(watchers)") as cur:
+            columns = {row[1] for row in await cur.fetchall()}
+        if "version" in columns:
+            return
+        try:
+            await self.db.execute(
+                "ALTER TABLE watchers ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
+            )
+            await self.db.commit()
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another instance added it first
+                raise
 
     async def __aexit__(
         self,
@@ -67,10 +87,12 @@ class WatcherStore:
         await self.put_many([(watcher, next_check)])
 
     async def put_many(self, rows: list[tuple[Watcher, float]]) -> None:
-        """Insert or replace watchers in one transaction."""
+        """Insert or replace watchers in one transaction (a command's write: it always wins)."""
         await self.db.executemany(
-            "INSERT OR REPLACE INTO watchers (key, status, next_check, created, doc) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO watchers (key, status, next_check, created, doc) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET status = excluded.status, "
+            "next_check = excluded.next_check, created = excluded.created, "
+            "doc = excluded.doc, version = watchers.version + 1",
             [
                 (w.key, w.status, nxt, w.created_at.timestamp(), msgspec.json.encode(w).decode())
                 for w, nxt in rows
@@ -78,20 +100,35 @@ class WatcherStore:
         )
         await self.db.commit()
 
+    async def save_checked(self, rows: list[tuple[Watcher, float, int]]) -> int:
+        """Write what a poll pass learned: ``(watcher, next_check, version read)``.
+
+        A row is written only if it is still active at the version the pass read: a watcher
+        deleted, paused, resumed or re-registered during the pass keeps what the command made
+        of it (the pass's news about it is stale). Returns how many rows were written.
+        """
+        cur = await self.db.executemany(
+            "UPDATE watchers SET next_check = ?, doc = ?, version = version + 1 "
+            "WHERE key = ? AND version = ? AND status = 'active'",
+            [(nxt, msgspec.json.encode(w).decode(), w.key, ver) for w, nxt, ver in rows],
+        )
+        await self.db.commit()
+        return max(0, cur.rowcount)
+
     async def delete(self, key: str) -> bool:
         cur = await self.db.execute("DELETE FROM watchers WHERE key = ?", (key,))
         await self.db.commit()
         return cur.rowcount > 0
 
-    async def due(self, now: float, limit: int) -> list[Watcher]:
-        """Active watchers whose next check is due, most overdue first."""
+    async def due(self, now: float, limit: int) -> list[tuple[Watcher, int]]:
+        """Active watchers whose next check is due, most overdue first, with their version."""
         async with self.db.execute(
-            "SELECT doc FROM watchers WHERE status = 'active' AND next_check <= ? "
+            "SELECT doc, version FROM watchers WHERE status = 'active' AND next_check <= ? "
             "ORDER BY next_check LIMIT ?",
             (now, limit),
         ) as cur:
             rows = await cur.fetchall()
-        return [_decoder.decode(r[0]) for r in rows]
+        return [(_decoder.decode(r[0]), int(r[1])) for r in rows]
 
     async def active(self) -> list[Watcher]:
         async with self.db.execute("SELECT doc FROM watchers WHERE status = 'active'") as cur:

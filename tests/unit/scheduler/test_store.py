@@ -1,0 +1,60 @@
+"""The watcher store: a poll pass writes back only rows no command changed; old files upgrade."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from services.scheduler.store import WatcherStore
+from shared.watchers import Watcher
+
+
+def _watcher(key: str) -> Watcher:
+    return Watcher(key=key, task_id=f"task-{key}", created_at=datetime.now(UTC))
+
+
+async def test_a_pass_writes_only_rows_unchanged_since_it_read_them(tmp_path: Path) -> None:
+    async with WatcherStore(tmp_path / "w.sqlite3") as store:
+        for key in ("@a", "@b", "@c", "@d"):
+            await store.put(_watcher(key), next_check=0)
+        read = {w.key: (w, version) for w, version in await store.due(1.0, 10)}
+        await store.delete("@a")
+        paused = _watcher("@b")
+        paused.status = "paused"
+        await store.put(paused, next_check=0)
+        await store.put(_watcher("@c"), next_check=0)  # re-registered: same status, newer
+        rows = []
+        for w, version in read.values():
+            w.last_outcome = "offline"
+            rows.append((w, 100.0, version))
+        assert await store.save_checked(rows) == 1
+        assert await store.get("@a") is None
+        b = await store.get("@b")
+        assert b is not None
+        assert b.status == "paused"
+        c = await store.get("@c")
+        assert c is not None
+        assert c.last_outcome is None
+        d = await store.get("@d")
+        assert d is not None
+        assert d.last_outcome == "offline"
+
+
+async def test_a_file_from_before_versions_gets_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE watchers (key TEXT PRIMARY KEY, status TEXT NOT NULL, "
+            "next_check REAL NOT NULL, created REAL NOT NULL, doc TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO watchers VALUES (?, 'active', 0, 0, ?)",
+            ("@old", '{"key":"@old","task_id":"t","created_at":"2026-01-01T00:00:00Z"}'),
+        )
+    async with WatcherStore(path) as store:
+        [(found, version)] = await store.due(1.0, 10)
+        assert (found.key, version) == ("@old", 0)
+        assert await store.save_checked([(found, 50.0, version)]) == 1
+    async with WatcherStore(path) as store:  # opened again: nothing to add
+        assert await store.due(1.0, 10) == []
