@@ -6,7 +6,9 @@ the oldest files anywhere. With RETENTION_UPLOADED_FIRST, files safe in S3 go be
 
 Only indexed files are candidates, so a recording in progress (not indexed until it finishes)
 is never one; a file written in the last :data:`RECENT_GUARD` seconds is skipped anyway, and a
-file whose job asked for an upload stays until its S3 copy exists.
+file whose job asked for an upload stays until its S3 copy exists. The index may not know a
+file's job or its wish (a rebuild found it): before deleting a file not in S3, the job
+documents are asked whether its job is still running or still owes the upload (jobs.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from services.indexer import metrics
+from services.indexer.jobs import JobGuard, JobReader
 from services.indexer.paths import inside
 from services.indexer.schema import to_us
 from services.indexer.settings import IndexerSettings
@@ -42,7 +45,7 @@ _BATCH = 100
 _US_PER_DAY = 86_400_000_000
 
 Reason = Literal["retention", "quota", "disk_floor"]
-Outcome = Literal["deleted", "missing", "recent", "refused"]
+Outcome = Literal["deleted", "missing", "recent", "refused", "held"]
 
 
 def free_bytes(root: Path) -> int:
@@ -63,6 +66,7 @@ class RetentionDeps:
     # lags (say, rebuilt from disk before the recording.finished saying "upload") could
     # delete a file that is waiting for its upload.
     caught_up: Callable[[], Awaitable[bool]] = _always
+    jobs: JobReader | None = None  # the job documents; None: the index's flags alone decide
     free_bytes: Callable[[Path], int] = free_bytes
     clock: Callable[[], float] = time.time
 
@@ -76,6 +80,7 @@ class Retention:
         self.last_deleted: dict[str, int] = {}
         self.waiting_for_events = False  # a pass is held back until the index catches up
         self._lock = asyncio.Lock()
+        self._guard: JobGuard | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass at once, then every interval, until ``stop``; a failed pass is logged."""
@@ -108,6 +113,8 @@ class Retention:
     async def run_pass(self) -> dict[str, int]:
         """One pass of the three rules; files deleted, by reason."""
         async with self._lock:
+            # Job documents read afresh each pass, each job once.
+            self._guard = JobGuard(self.deps.jobs) if self.deps.jobs is not None else None
             s = self.deps.settings
             deleted: Counter[str] = Counter()
             if s.retention_days > 0:
@@ -179,6 +186,9 @@ class Retention:
 
     async def _delete(self, c: Candidate, reason: Reason) -> Outcome:
         """Unlink one file, update the index, announce it."""
+        if not c.uploaded and (why := await self._held(c)):
+            log.info("indexer.file_held", path=c.path, job_id=c.job_id, why=why)
+            return "held"
         outcome = await asyncio.to_thread(_unlink, self.deps.root, c.path, self._now_s())
         if outcome in ("recent", "refused"):
             return outcome
@@ -205,6 +215,21 @@ class Retention:
             # The file is gone and the index says so; only the announcement is lost.
             log.warning("indexer.publish_failed", path=c.path, error=repr(exc))
         return outcome
+
+    async def _held(self, c: Candidate) -> str | None:
+        """Why the job documents say ``c`` must stay (running, upload owed), or None."""
+        guard = self._guard
+        if guard is None:
+            return None
+        try:
+            job_id = c.job_id
+            if job_id is None and c.room_id is not None:
+                job_id = (await guard.owners([(c.path, c.room_id)])).get(c.path)
+            return None if job_id is None else (await guard.view(job_id)).holds(c.path)
+        except Exception as exc:
+            # Unknown is not "free to delete": a file deleted before its upload is lost.
+            log.warning("indexer.jobs_unreadable", path=c.path, error=repr(exc))
+            return "job documents unreadable"
 
     async def _measure(self) -> int | None:
         """Free bytes on the recordings' file system, into the gauges."""

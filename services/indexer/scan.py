@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from services.indexer.jobs import JobGuard
 from services.indexer.paths import inside
 from services.indexer.schema import from_us
 from services.indexer.store import IndexStore
-from shared.files import IndexedFile, RebuildReply
+from shared.files import IndexedFile, RebuildReply, S3Location
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -79,8 +80,9 @@ def room_of(path: str) -> str | None:
     return first if first.isascii() and first.isdigit() else None
 
 
-async def rebuild(store: IndexStore, root: Path) -> RebuildReply:
-    """Reconcile the index with the disk under ``root``."""
+async def rebuild(store: IndexStore, root: Path, guard: JobGuard | None = None) -> RebuildReply:
+    """Reconcile the index with the disk under ``root``; ``guard`` names the jobs of files
+    found without one, so retention keeps those a job still records or must upload."""
     started = time.monotonic()
     found = await asyncio.to_thread(walk, root, time.time())
     added = updated = removed = 0
@@ -106,6 +108,12 @@ async def rebuild(store: IndexStore, root: Path) -> RebuildReply:
             # Check again: a recording may have finished (and been indexed) since the walk.
             gone = await asyncio.to_thread(_gone, root, missing)
             removed += await store.forget_local(gone) if gone else 0
+    if guard is not None:
+        try:
+            await _attach(store, guard, paths)
+        except Exception as exc:
+            # The job documents are unreachable: retention asks them again before deleting.
+            log.warning("indexer.rebuild_jobs_unknown", error=repr(exc))
     reply = RebuildReply(scanned=len(paths), added=added, updated=updated, removed=removed)
     log.info(
         "indexer.rebuilt",
@@ -116,6 +124,21 @@ async def rebuild(store: IndexStore, root: Path) -> RebuildReply:
         seconds=round(time.monotonic() - started, 3),
     )
     return reply
+
+
+async def _attach(store: IndexStore, guard: JobGuard, paths: list[str]) -> None:
+    """Give the files found without a job the job that recorded them, its upload wish and,
+    when its upload part lists them, their S3 copy (whose upload.done was seen by a lost
+    index, or has yet to come)."""
+    for start in range(0, len(paths), _BATCH):
+        owners = await guard.owners(await store.unowned(paths[start : start + _BATCH]))
+        rows = []
+        for path, job_id in owners.items():
+            view = await guard.view(job_id)
+            up = view.uploaded.get(path)
+            s3 = S3Location(bucket=up.bucket, key=up.key, etag=up.etag) if up else None
+            rows.append((path, job_id, view.wants_upload, s3))
+        await store.attach(rows)
 
 
 def _scanned(path: str, size: int, mtime: int) -> IndexedFile:

@@ -78,6 +78,10 @@ UPSERT_FINISHED = f"""{INSERT} ON CONFLICT (path) DO UPDATE SET
 UPSERT_UPLOADED = f"""{INSERT} ON CONFLICT (path) DO UPDATE SET
     s3_bucket = excluded.s3_bucket, s3_key = excluded.s3_key, s3_etag = excluded.s3_etag,
     local = CASE WHEN ? THEN 0 ELSE local END"""
+# A rebuild found the file's job in the job documents (see jobs.py): events win over it.
+ATTACH = """UPDATE files SET job_id = ?, upload_wanted = MAX(upload_wanted, ?),
+    s3_bucket = COALESCE(s3_bucket, ?), s3_key = COALESCE(s3_key, ?),
+    s3_etag = COALESCE(s3_etag, ?) WHERE path = ? AND job_id IS NULL"""
 # A file the job wanted uploaded is kept until its S3 copy exists.
 DELETABLE = "local = 1 AND NOT (upload_wanted = 1 AND s3_key IS NULL)"
 

@@ -25,6 +25,7 @@ from services.indexer.handlers import (
     on_recording_finished,
     on_upload_done,
 )
+from services.indexer.jobs import JobGuard
 from services.indexer.retention import Retention, RetentionDeps
 from services.indexer.scan import rebuild
 from services.indexer.settings import IndexerSettings
@@ -32,11 +33,13 @@ from services.indexer.store import IndexStore
 from shared import lease as leases
 from shared.bus import TRANSIENT
 from shared.consumer import Delivery
+from shared.documents import KvDocuments
 from shared.events import Event, FileDeleted, RecordingFinished, UploadDone
 from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
+from shared.job_store import JobStore
 from shared.logging import get_logger
 from shared.service import BaseService
-from shared.subjects import CLAIMS_BUCKET, INDEXER
+from shared.subjects import CLAIMS_BUCKET, INDEXER, JOBS_BUCKET
 
 log = get_logger(__name__)
 
@@ -67,6 +70,7 @@ class IndexerService(BaseService[IndexerSettings]):
     async def _start(self, group: Group, settings: IndexerSettings) -> None:
         root = settings.recordings_dir
         self.deps = IndexerDeps(store=self.store, root=root)
+        self.jobs = JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET)))
         self.retention = Retention(
             RetentionDeps(
                 store=self.store,
@@ -74,6 +78,7 @@ class IndexerService(BaseService[IndexerSettings]):
                 settings=settings,
                 publish=self.bus.publish,
                 caught_up=self._caught_up,
+                jobs=self.jobs,
             )
         )
         self._rebuilding = asyncio.Lock()
@@ -127,7 +132,7 @@ class IndexerService(BaseService[IndexerSettings]):
     async def rebuild(self) -> RebuildReply:
         """Reconcile the index with RECORDINGS_DIR (one scan at a time)."""
         async with self._rebuilding:
-            reply = await rebuild(self.store, self.deps.root)
+            reply = await rebuild(self.store, self.deps.root, JobGuard(self.jobs))
         metrics.REBUILDS.inc()
         metrics.FILES.set(await self.store.count())
         return reply

@@ -24,6 +24,7 @@ from typing import Any, Self
 import aiosqlite
 
 from services.indexer.schema import (
+    ATTACH,
     COLUMNS,
     DELETABLE,
     INDEXES,
@@ -35,7 +36,7 @@ from services.indexer.schema import (
     from_row,
     to_row,
 )
-from shared.files import FilePage, FileQuery, IndexedFile
+from shared.files import FilePage, FileQuery, IndexedFile, S3Location
 from shared.sqlite import connect_wal
 
 _TOTALS_CACHED = 4096  # filter tuples whose total is remembered (LRU)
@@ -344,6 +345,29 @@ class IndexStore:
                 [(size, mtime, path) for path, size, mtime in changes],
             )
             return max(0, cur.rowcount)
+
+    async def unowned(self, paths: Sequence[str]) -> list[tuple[str, str]]:
+        """(path, room id) of those of ``paths`` indexed with a room but no job nor S3 copy."""
+        found: list[tuple[str, str]] = []
+        for start in range(0, len(paths), _IN_BATCH):
+            batch = paths[start : start + _IN_BATCH]
+            sql = (
+                f"SELECT path, room_id FROM files WHERE path IN ({','.join('?' * len(batch))}) "
+                "AND job_id IS NULL AND s3_key IS NULL AND room_id IS NOT NULL"
+            )
+            found += [(r[0], r[1]) for r in await self._fetch(sql, batch)]
+        return found
+
+    async def attach(self, rows: Sequence[tuple[str, str, bool, S3Location | None]]) -> None:
+        """Give (path, job id, upload wanted, S3 copy) to rows that have no job yet."""
+        if not rows:
+            return
+        args = [
+            (job, int(wanted), *((s3.bucket, s3.key, s3.etag) if s3 else (None,) * 3), path)
+            for path, job, wanted, s3 in rows
+        ]
+        async with self._writing() as db:
+            await db.executemany(ATTACH, args)
 
     async def local_after(self, after_id: int, limit: int) -> list[tuple[int, str]]:
         """(id, path) of rows said to be on disk, by id, after ``after_id``."""

@@ -25,12 +25,15 @@ from shared.events import (
     FileDeleted,
     RecordedFile,
     RecordingFinished,
+    RecordingOptions,
     UploadDone,
     UploadedFile,
     utc_now,
 )
+from shared.job_store import JobStore
+from shared.jobs import Claim, JobRequest, Outcome, SegmentEntry
 from shared.subjects import INDEXER, subject_for
-from tests.helpers import eventually
+from tests.helpers import eventually, job_store
 from tlr.nats_server import NatsServer
 
 ROOM_A = "7000000000000000001"
@@ -487,3 +490,63 @@ async def test_a_standby_indexes_when_the_leader_stops(
     finally:
         for service in running:
             await service.__aexit__(None, None, None)
+
+
+async def recorded(
+    store: JobStore, job_id: str, room: str, path: str, *, upload: bool, done: bool
+) -> None:
+    """``job_id`` in KV ``jobs`` as a recorder leaves it: ``path`` finalised, maybe finished."""
+    options = RecordingOptions(upload_s3=upload)
+    await store.submit(JobRequest(job_id=job_id, room_id=room, options=options))
+    claim = Claim(recorder_id="rec-1", room_id=room, title=None, unique_id=None, attempt=1)
+    await store.claim(job_id, 1, claim)
+    await store.segment_opened(job_id, 1, SegmentEntry(path=path))
+    await store.segment_finalised(job_id, 1, SegmentEntry(path=path, size=1000, state="final"))
+    if done:
+        await store.finish(job_id, Outcome(state="SUCCESS"), token=1)
+
+
+async def test_a_rebuild_keeps_files_their_jobs_still_need(
+    bus: Bus, indexer: Indexer, root: Path, deleted: Subscription
+) -> None:
+    """A lost INDEX_DB, then a rebuild on demand: files the index learns from disk alone keep
+    their job's claim on them (an upload owed, a recording running) through retention."""
+    store = await job_store(bus)
+    owed = put(root, f"{ROOM_A}/2026/01/01/owed.mp4", age=9 * DAY)
+    live = put(root, f"{ROOM_B}/2026/01/01/live.mp4", age=9 * DAY)
+    stray = put(root, f"{ROOM_B}/2026/01/01/stray.mp4", age=9 * DAY)  # no job knows it
+    await recorded(store, "job-owed", ROOM_A, owed, upload=True, done=True)
+    await store.upload_ended(
+        "job-owed", 1, "RETRY", uploader_id="up-1", attempt=1, error=("S3_UNAVAILABLE", "down")
+    )
+    await recorded(store, "job-live", ROOM_B, live, upload=False, done=False)
+
+    async with indexer(retention_days=1) as service:  # an empty index: the start scan
+        await first_pass_done(service)
+        (event,) = await next_deleted(deleted, 1)
+        assert event.path == stray
+        reply = await bus.nc.request(files.REBUILD, b"", timeout=30)
+        assert msgspec.json.decode(reply.data, type=files.RebuildReply).scanned == 2
+        assert await service.retention.run_pass() == {}
+        assert (root / owed).exists()
+        assert (root / live).exists()
+        rows = await by_path(bus)
+        assert (rows[owed].job_id, rows[owed].upload_wanted) == ("job-owed", True)
+        assert (rows[live].job_id, rows[live].upload_wanted) == ("job-live", False)
+
+        # The recording ends (no upload asked) and the upload lands: both may go now.
+        await store.finish("job-live", Outcome(state="SUCCESS"), token=1)
+        await bus.publish(
+            UploadDone(
+                job_id="job-owed",
+                files=[UploadedFile(path=owed, bucket="rec", key=owed, size=1000)],
+            )
+        )
+
+        async def uploaded() -> bool:
+            return (await by_path(bus))[owed].s3 is not None
+
+        await eventually(uploaded, timeout=15)
+        assert await service.retention.run_pass() == {"retention": 2}
+    assert not (root / owed).exists()
+    assert not (root / live).exists()
