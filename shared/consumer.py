@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,9 +39,20 @@ class Delivery:
 Handler = Callable[[ev.Event, Delivery], Awaitable[None]]
 
 
-def retry_delay(num_delivered: int, *, base: float = 1.0, cap: float = 60.0) -> float:
-    """Exponential nak delay: 1, 2, 4 ... seconds, capped."""
-    return float(min(cap, base * 2 ** max(0, num_delivered - 1)))
+def retry_delay(
+    num_delivered: int,
+    *,
+    base: float = 1.0,
+    cap: float = 60.0,
+    rng: Callable[[], float] = random.random,
+) -> float:
+    """Nak delay with full jitter: uniform in [0, min(cap, base * 2^(n-1))].
+
+    The ceiling grows 1, 2, 4 ... s up to ``cap``; the draw under it spreads the retries of
+    every process that failed in the same outage, so they do not all come back at once.
+    """
+    ceiling = min(cap, base * 2 ** min(max(0, num_delivered - 1), 64))
+    return float(ceiling * rng())
 
 
 class Consumer:

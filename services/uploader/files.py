@@ -24,6 +24,7 @@ from services.uploader.s3 import (
     object_key,
 )
 from services.uploader.settings import UploaderSettings
+from shared.consumer import retry_delay
 from shared.errors import ErrorCode
 from shared.events import RecordedFile
 from shared.job_store import JobStore
@@ -52,8 +53,16 @@ class Objects(Protocol):
 
 # A refusal or a missing configuration needs a person: check once a minute.
 OPERATOR_DELAY = 60.0
-# Within one delivery, the pause before the 2nd, 3rd ... try of a file: 0.5, 1, 2 ... s.
+# Within one delivery, the pause before the 2nd, 3rd ... try of a file: up to 0.5, 1, 2 ... s.
 ATTEMPT_BACKOFF = 0.5
+ATTEMPT_BACKOFF_CAP = 30.0
+
+
+def attempt_pause(attempt: int) -> float:
+    """The pause after try ``attempt`` failed: jittered (see retry_delay), so uploaders that
+    lost the store together do not come back together."""
+    return retry_delay(attempt, base=ATTEMPT_BACKOFF, cap=ATTEMPT_BACKOFF_CAP)
+
 
 # What the object store (or the way to it) may raise; anything else is a bug or a local fault.
 S3_FAILURES = (
@@ -171,7 +180,7 @@ async def sync_file(
                 raise Deferred(ErrorCode.S3_UNAVAILABLE, describe(exc)) from exc
             kind = "integrity" if isinstance(exc, IntegrityError) else "transient"
             metrics.RETRIES.labels(kind).inc()
-            pause = ATTEMPT_BACKOFF * 2 ** (attempt - 1)
+            pause = attempt_pause(attempt)
             log.warning(
                 "uploader.retry", path=p.relative, attempt=attempt, in_s=pause, error=describe(exc)
             )

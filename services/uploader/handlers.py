@@ -58,8 +58,8 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 
-# Redelivery delays after an outage: 1, 2, 4 ... s, capped so a job resumes soon after the
-# store is back (a refusal or a missing configuration waits OPERATOR_DELAY, see files.py).
+# Redelivery delays after an outage: up to 1, 2, 4 ... s (jittered), capped so a job resumes
+# soon after the store is back (a refusal or a missing configuration waits OPERATOR_DELAY).
 RETRY_BASE = 1.0
 RETRY_CAP = 20.0
 BUSY_DELAY = 5.0
