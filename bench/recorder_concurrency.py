@@ -29,6 +29,7 @@ from shared.bus import Bus  # noqa: E402
 from shared.documents import KvDocuments  # noqa: E402
 from shared.events import RecordingRequested  # noqa: E402
 from shared.job_store import JobStore  # noqa: E402
+from shared.jobs import JobRequest  # noqa: E402
 from shared.subjects import JOBS_BUCKET  # noqa: E402
 from tlr.nats_server import NatsServer  # noqa: E402
 
@@ -81,11 +82,13 @@ async def main(streams: int, window: float, profile: str) -> None:
         idle_rss = rss_mib(recorder.pid)
 
         job_ids = []
+        store = JobStore(KvDocuments(await bus.kv(JOBS_BUCKET)))
         for user in users:
             event = RecordingRequested(job_id=f"bench-{user}", url=f"@{user}", duration=36_000)
             job_ids.append(event.job_id)
+            # As the gateway does: the job first (a recorder skips a job it cannot find).
+            await store.submit(JobRequest(job_id=event.job_id, url=event.url, duration=36_000))
             await bus.publish(event)
-        store = JobStore(KvDocuments(await bus.kv(JOBS_BUCKET)))
 
         async def all_writing() -> bool:
             docs = [await store.recording(j) for j in job_ids]

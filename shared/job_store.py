@@ -72,6 +72,15 @@ def _stem(path: str) -> str:
     return path.rsplit(".", 1)[0]
 
 
+def _merge(doc: RecordingPart, files: tuple[SegmentEntry, ...]) -> None:
+    """List ``files`` in ``doc``, each in place of its raw or "recording" entry (same stem)."""
+    if not files:
+        return
+    stems = {_stem(f.path) for f in files}
+    kept = [s for s in doc.segments if _stem(s.path) not in stems]
+    doc.segments = sorted([*kept, *files], key=lambda s: (s.part, s.path))
+
+
 class JobStore:
     """Reads and intent-named writes of ``job.<id>``, ``job.<id>.rec``, ``job.<id>.up``."""
 
@@ -137,6 +146,7 @@ class JobStore:
             doc.title = claim.title
             doc.unique_id = claim.unique_id or doc.unique_id
             doc.attempt = claim.attempt
+            doc.failures = 0
             doc.error_code = doc.error_message = None
             return doc
 
@@ -212,13 +222,16 @@ class JobStore:
 
         await self._write_recording(job_id, streams)
 
-    async def handed_over(self, job_id: str, token: int, totals: Totals) -> None:
+    async def handed_over(
+        self, job_id: str, token: int, totals: Totals, files: tuple[SegmentEntry, ...] = ()
+    ) -> None:
         """Not the end: this holder stops (shutdown), another recorder continues the job."""
 
         def hand(doc: RecordingPart | None) -> RecordingPart | None:
             doc = self._fenced(doc, token)
             if doc is None:
                 return None
+            _merge(doc, files)
             doc.state = "RETRY"
             doc.bitrate_kbps = 0.0
             totals.apply(doc)
@@ -226,16 +239,19 @@ class JobStore:
 
         await self._write_recording(job_id, hand)
 
-    async def retrying(self, job_id: str, code: str, message: str) -> None:
-        """TikTok refused for now (before any lease): the job waits for another try."""
+    async def retrying(self, job_id: str, code: str, message: str) -> int:
+        """A try failed (TikTok refused for now, or a fault): the job waits for another.
+        Returns the failures since the job last recorded: hand-overs and lease waits are
+        not failures, so they do not use up the retry budget."""
 
         def retry(doc: RecordingPart | None) -> RecordingPart:
             doc = doc or RecordingPart(job_id=job_id)
             doc.state = "RETRY"
+            doc.failures += 1
             doc.error_code, doc.error_message = code, message
             return doc
 
-        await self._write_recording(job_id, retry)
+        return (await self._write_recording(job_id, retry)).failures
 
     async def finish(
         self, job_id: str, outcome: Outcome, totals: Totals | None = None, token: int = NO_TOKEN
@@ -254,6 +270,7 @@ class JobStore:
             doc = doc or RecordingPart(job_id=job_id)
             first[0] = True
             doc.state = outcome.state
+            _merge(doc, outcome.files)
             # Anything still "recording" here has no file behind it any more.
             doc.segments = [s for s in doc.segments if s.state != "recording"]
             doc.room_id = doc.room_id or outcome.room_id

@@ -78,6 +78,7 @@ class RecordingPart(msgspec.Struct, kw_only=True, omit_defaults=True):
     stream_source: StreamSource | None = None  # main, backup (another CDN) or legacy
     reconnects: int = 0
     stalls: int = 0
+    failures: int = 0  # failed tries since the job last recorded (the retry budget)
     segments: list[SegmentEntry] = msgspec.field(default_factory=list)
     returncode: int | None = None
     error_code: str | None = None
@@ -129,6 +130,9 @@ class Outcome:
     error_code: str | None = None
     error_message: str | None = None
     room_id: str | None = None
+    # The files this holder finalised, as it knows them: listed even if a write of them to
+    # the job was lost while NATS was away.
+    files: tuple[SegmentEntry, ...] = ()
 
 
 @dataclass(frozen=True)

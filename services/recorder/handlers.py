@@ -8,11 +8,14 @@ holder left -> confirm it is live -> claim the job (fenced by the lease's token)
 
 from __future__ import annotations
 
+import asyncio
+
 from services.recorder.deps import RecorderDeps, Work
-from services.recorder.outcome import fail_or_retry, finish
+from services.recorder.outcome import fail_or_retry, failed_unexpectedly, finish
 from services.recorder.recording import record
+from shared.bus import TRANSIENT
 from shared.consumer import Delivery
-from shared.errors import ErrorCode, NotMine, RetryLater
+from shared.errors import ErrorCode, HandlerError, NotMine, RetryLater
 from shared.events import RoomLive
 from shared.job_store import JobFinished, StaleHolder
 from shared.jobs import TERMINAL, Outcome
@@ -28,13 +31,29 @@ log = get_logger(__name__)
 async def on_recording_work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:
     """Record the job; returning acks it, RetryLater hands it to whichever recorder is free,
     NotMine leaves it to the newer holder that took it over."""
+    try:
+        await _work(event, delivery, deps)
+    except (HandlerError, asyncio.CancelledError, *TRANSIENT):
+        raise  # steered acks, shutdown, NATS away: not a failure of the job
+    except Exception as exc:
+        await failed_unexpectedly(deps, event, exc)
+
+
+async def _work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:
     job_id = event.job_id
     done = await deps.store.recording(job_id)
     if done is not None and done.state in TERMINAL:
+        # A redelivery: recording.finished again (same id, JetStream drops a duplicate), in
+        # case the first publish was lost after the job was written finished.
         log.info("recorder.already_finished", job_id=job_id, state=done.state)
+        await finish(deps, event, Outcome(done.state, done.error_code, done.error_message))
         return
     request = await deps.store.request(job_id)
-    if request is not None and request.desired == "cancel":
+    if request is None:
+        # Withdrawn: the gateway could not publish it and told its client so (a 503).
+        log.warning("recorder.job_withdrawn", job_id=job_id)
+        return
+    if request.desired == "cancel":
         await finish(deps, event, Outcome("CANCELLED", ErrorCode.CANCELLED, "cancelled"))
         return
     try:
@@ -52,7 +71,7 @@ async def on_recording_work(event: Work, delivery: Delivery, deps: RecorderDeps)
         if not room_id:
             raise LiveOffline(target=event.url or "")
     except TikTokError as exc:
-        await fail_or_retry(deps, event, delivery, exc)
+        await fail_or_retry(deps, event, exc)
         return
     await _wait_for_room(deps, job_id, room_id)
     lease = await deps.leases.acquire(f"room.{room_id}", Holder(deps.recorder_id, job_id))

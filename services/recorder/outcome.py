@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from services.recorder import metrics
 from services.recorder.deps import RecorderDeps, Work
-from shared.consumer import Delivery
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordedFile, RecordingFinished, RoomLive, utc_now
 from shared.jobs import Outcome, Totals
@@ -75,15 +74,30 @@ async def finish(
 async def fail_or_retry(
     deps: RecorderDeps,
     event: Work,
-    delivery: Delivery,
     exc: TikTokError,
     room_id: str | None = None,
     token: int = 0,
 ) -> None:
-    """Retryable TikTok trouble (WAF, timeouts) is retried a few times, then the job fails."""
-    ambiguous = exc.code == ErrorCode.AGE_RESTRICTED and delivery.num_delivered < AGE_RETRIES
-    if (exc.retryable and delivery.num_delivered < MAX_RETRIES) or ambiguous:
-        await deps.store.retrying(event.job_id, str(exc.code), str(exc))
-        raise RetryLater(str(exc), delay=min(60.0, 2.0**delivery.num_delivered))
+    """Retryable TikTok trouble (WAF, timeouts) is retried a few times, then the job fails.
+
+    The budget counts failures since the job last recorded (kept in the job), not deliveries:
+    hand-overs and waits for a lease do not use it up."""
+    if exc.retryable or exc.code == ErrorCode.AGE_RESTRICTED:
+        failures = await deps.store.retrying(event.job_id, str(exc.code), str(exc))
+        budget = MAX_RETRIES if exc.retryable else AGE_RETRIES
+        if failures < budget:
+            raise RetryLater(str(exc), delay=min(60.0, 2.0**failures))
     outcome = Outcome("FAILURE", str(exc.code), str(exc), room_id)
     await finish(deps, event, outcome, token=token)
+
+
+async def failed_unexpectedly(deps: RecorderDeps, event: Work, exc: Exception) -> None:
+    """A bug or a local fault: counted like any failure; once the budget is spent the job
+    fails INTERNAL instead of being retried for ever."""
+    message = f"{type(exc).__name__}: {exc}"[:500]
+    failures = await deps.store.retrying(event.job_id, ErrorCode.INTERNAL, message)
+    if failures >= MAX_RETRIES:
+        log.error("recorder.failed_unexpectedly", job_id=event.job_id, error=message)
+        await finish(deps, event, Outcome("FAILURE", ErrorCode.INTERNAL, message))
+        return
+    raise exc

@@ -18,6 +18,7 @@ from services.recorder.media import SessionPlan
 from services.recorder.outcome import fail_or_retry, finish
 from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
 from shared.consumer import Delivery
+from shared.bus import TRANSIENT
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordingStarted
 from shared.job_store import Refused
@@ -77,7 +78,7 @@ async def record(
                 # The live ended while the job changed hands: what was recorded is the result.
                 await finish(deps, event, Outcome("SUCCESS", room_id=room_id), token=token)
                 return
-            await fail_or_retry(deps, event, delivery, exc, room_id, token)
+            await fail_or_retry(deps, event, exc, room_id, token)
             return
 
         claim = Claim(deps.recorder_id, room_id, info.title, info.unique_id, delivery.num_delivered)
@@ -103,7 +104,9 @@ async def record(
             lost.cancel()
             metrics.ACTIVE.dec()
             deps.active.pop(job_id, None)
-        await _ended(deps, event, job, result, totals, token, had_files, room_id)
+        root, base = deps.settings.recordings_dir.resolve(), next_part(prior)
+        files = tuple(_entry(f, root, base + f.part) for f in result.files)
+        await _ended(deps, event, job, result, totals, token, had_files, room_id, files)
 
 
 async def _ended(
@@ -115,21 +118,25 @@ async def _ended(
     token: int,
     had_files: bool,
     room_id: str,
+    files: tuple[SegmentEntry, ...],
 ) -> None:
+    """The outcome; ``files`` (what the session finalised) are listed with it, also those
+    whose own write was lost while NATS was away."""
     totals = before.plus(result.bytes, result.reconnects, result.stalls)
     if job.reason in ("shutdown", "lease_lost"):
         # Not the end of the job: what was written is final; another recorder continues.
-        await deps.store.handed_over(event.job_id, token, totals)
+        await deps.store.handed_over(event.job_id, token, totals, files)
         msg = f"recording handed over ({job.reason})"
         raise RetryLater(msg, delay=0)
     if job.reason == "cancelled":
-        outcome = Outcome("CANCELLED", ErrorCode.CANCELLED, "cancelled", room_id)
+        outcome = Outcome("CANCELLED", ErrorCode.CANCELLED, "cancelled", room_id, files)
     elif result.error_code is None or (
         result.error_code == ErrorCode.LIVE_OFFLINE and (had_files or result.files)
     ):
-        outcome = Outcome("SUCCESS", room_id=room_id)
+        outcome = Outcome("SUCCESS", room_id=room_id, files=files)
     else:
-        outcome = Outcome("FAILURE", result.error_code, result.error or result.reason, room_id)
+        message = result.error or result.reason
+        outcome = Outcome("FAILURE", result.error_code, message, room_id, files)
     await finish(deps, event, outcome, totals, token)
 
 
@@ -174,12 +181,15 @@ async def _session(
     writes: set[asyncio.Task[None]] = set()
 
     async def fenced(write: Awaitable[object]) -> None:
-        """A write the store refuses means the job is not ours any more: stop recording."""
+        """A write the store refuses means the job is not ours any more: stop recording.
+        One lost to a NATS blip is not: the files are listed again when the job ends."""
         try:
             await write
         except Refused as exc:
             log.warning("recorder.write_refused", job_id=job_id, error=str(exc))
             job.halt("lease_lost")
+        except TRANSIENT as exc:
+            log.warning("recorder.write_failed", job_id=job_id, error=repr(exc))
 
     async def lookup() -> StreamLookup:
         # room/info, or the live page when room/info refuses a flagged IP (4003110).

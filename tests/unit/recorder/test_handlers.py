@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats.errors
 import pytest
 
 from services.recorder.deps import Job, RecorderDeps, Work
@@ -74,6 +76,7 @@ class World:
     media: FakeMedia = field(default_factory=FakeMedia)
     clock: Clock = field(default_factory=Clock)
     active: dict[str, Job] = field(default_factory=dict)
+    withdrawn: bool = False  # no request document, as after a publish the gateway undid
 
     @property
     def tiktok(self) -> FakeTikTokClient:
@@ -94,7 +97,11 @@ class World:
         )
 
     async def run(self, event: Work | None = None, attempt: int = 1) -> None:
-        await on_recording_work(event or requested(), delivery(attempt), self.deps)
+        event = event or requested()
+        if await self.store.request(event.job_id) is None and not self.withdrawn:
+            # As the gateway does before it publishes.
+            await self.store.submit(JobRequest(job_id=event.job_id, room_id=event.room_id))
+        await on_recording_work(event, delivery(attempt), self.deps)
 
     async def job(self) -> RecordingPart:
         doc = await self.store.recording(JOB)
@@ -136,13 +143,23 @@ def claim(recorder: str) -> Claim:
 # --- decisions before any recording ------------------------------------------------------------
 
 
-async def test_a_finished_job_is_acked_without_work(world: World) -> None:
+async def test_a_finished_job_is_announced_again_without_work(world: World) -> None:
+    # Written SUCCESS, then the publish of recording.finished was lost (NATS away): the
+    # redelivery must publish it, or the job is never uploaded nor indexed.
     await world.store.finish(JOB, Outcome("SUCCESS", room_id=ROOM))
     await world.run()
     assert (await world.job()).state == "SUCCESS"
+    assert [e.job_id for e in world.finished()] == [JOB]
     assert world.pool.asked == []
     assert world.tiktok.calls == []
     assert world.leases.held == {}
+
+
+async def test_a_withdrawn_job_is_not_recorded(world: World) -> None:
+    world.withdrawn = True
+    await world.run()
+    assert await world.store.recording(JOB) is None
+    assert world.tiktok.calls == []
     assert world.publisher.calls == 0
 
 
@@ -153,8 +170,10 @@ async def test_a_cancelled_request_finishes_cancelled_and_announces_it_once(worl
     await world.run(attempt=2)  # a redelivery finds the job finished
     doc = await world.job()
     assert (doc.state, doc.error_code) == ("CANCELLED", ErrorCode.CANCELLED)
+    # Announced once: the redelivery publishes it again with the same id, which JetStream
+    # (and the fake publisher) drops as a duplicate.
     assert [e.error_code for e in world.finished()] == [ErrorCode.CANCELLED]
-    assert world.publisher.calls == 1
+    assert world.publisher.calls == 2
     assert world.tiktok.calls == []
 
 
@@ -406,3 +425,64 @@ async def test_a_lease_not_fresh_opens_no_file_and_hands_the_job_over(world: Wor
     assert listed(doc) == [(f"{ROOM}/{JOB}_0.mp4", 0)]
     assert world.finished() == []
     assert world.leases.held == {}
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+class FlakyDocuments(MemoryDocuments):
+    """Documents whose next write matching ``fail_when`` times out once (NATS away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_when: Callable[[bytes], bool] | None = None
+
+    async def update(self, key: str, data: bytes, revision: int) -> int:
+        if self.fail_when is not None and self.fail_when(data):
+            self.fail_when = None
+            raise nats.errors.TimeoutError
+        return await super().update(key, data, revision)
+
+
+async def test_a_file_whose_listing_was_lost_to_a_nats_blip_is_listed_and_announced(
+    world: World,
+) -> None:
+    docs = FlakyDocuments()
+    world.store = JobStore(docs)
+    world.tiktok.live(ROOM)
+    world.media = FakeMedia([Take(1000, 2.0), Take(2000, 3.0)], pause_after_open=1)
+    task = asyncio.create_task(world.run())
+    await world.media.paused.wait()
+    # The write that lists the second file as final is lost while recording goes on.
+    docs.fail_when = lambda data: b"_1.mp4" in data and b"final" in data and b"SUCCESS" not in data
+    world.media.resume.set()
+    await task
+    assert docs.fail_when is None  # the fault did happen
+    files = [(f"{ROOM}/{JOB}_0.mp4", 0), (f"{ROOM}/{JOB}_1.mp4", 1)]
+    doc = await world.job()
+    assert (doc.state, listed(doc)) == ("SUCCESS", files)
+    [finished] = world.finished()
+    assert listed(finished) == files
+
+
+async def test_hand_overs_do_not_use_up_the_retry_budget(world: World) -> None:
+    # The 5th delivery of a job that changed recorder four times: one WAF answer is a retry.
+    url = "https://www.tiktok.com/@kim/live"
+    world.tiktok.fail("resolve", WafBlocked(endpoint="live page", reason="empty body"))
+    with pytest.raises(RetryLater):
+        await world.run(requested(room_id=None, url=url), attempt=MAX_RETRIES)
+    doc = await world.job()
+    assert (doc.state, doc.failures) == ("RETRY", 1)
+    assert world.finished() == []
+
+
+async def test_a_bug_fails_the_job_after_the_budget_instead_of_for_ever(world: World) -> None:
+    world.tiktok.fail("confirm_live", KeyError("room_id"))
+    for attempt in range(1, MAX_RETRIES):
+        with pytest.raises(KeyError):
+            await world.run(attempt=attempt)
+        assert (await world.job()).state == "RETRY"
+    await world.run(attempt=MAX_RETRIES)
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.INTERNAL)
+    assert [e.error_code for e in world.finished()] == [ErrorCode.INTERNAL]
