@@ -128,6 +128,12 @@ class Keeper:
         self.lost = asyncio.Event()
         self.renewed_at = clock()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def stopped(self) -> bool:
+        """Nothing renews the lease any more."""
+        return self._task is None or self._task.done()
 
     def fresh(self) -> bool:
         return not self.lost.is_set() and self.clock() - self.renewed_at < LEASE_DOUBT
@@ -137,13 +143,18 @@ class Keeper:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # A flag as well as a cancel: a cancellation that races a reply can be swallowed
+        # inside a NATS request, and a keeper that never stops renews a finished job's
+        # lease for ever. The wait is bounded for the same reason.
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=self.every + 1.0)
+            if not done:
+                log.error("lease.keeper_stuck", lease=self.lease.name)
 
     async def _run(self) -> None:
-        while not self.lost.is_set():
+        while not self.lost.is_set() and not self._closing:
             await asyncio.sleep(self.every)
             try:
                 renewed = await self.lease.renew()
@@ -160,6 +171,8 @@ class Keeper:
                 self.lost.set()
                 return
             self.renewed_at = self.clock()
+            if self._closing:
+                return
             if self.on_renewed is not None:
                 with contextlib.suppress(*TRANSIENT):
                     await self.on_renewed()

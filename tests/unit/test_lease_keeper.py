@@ -80,3 +80,27 @@ async def test_a_late_renewal_that_succeeds_keeps_the_lease() -> None:
 async def _renewed(lease: Lease, times: int) -> None:
     for _ in range(times):
         await lease.renewals.get()
+
+
+class Stubborn(Lease):
+    """A renewal that swallows its cancellation (as a NATS request racing a reply can)."""
+
+    async def renew(self) -> bool:
+        self.renewals.put_nowait(None)
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # swallowed: the reply "arrived"
+        return True
+
+
+async def test_a_keeper_stops_even_when_a_renewal_swallows_its_cancel() -> None:
+    lease = Stubborn()
+    keeper = Keeper(lease, every=0.001)
+
+    async def hold() -> None:
+        async with keeper:
+            await _renewed(lease, 2)
+
+    await asyncio.wait_for(hold(), 5)  # leaving the block does not hang
+    assert keeper.stopped  # and nothing renews any more
