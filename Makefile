@@ -15,7 +15,7 @@ SYNCED     := $(VENV)/.synced
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint unit integration e2e demo generate lock upgrade nats-defs bench clean
+.PHONY: install run test lint unit integration e2e chaos demo generate lock upgrade nats-defs bench clean
 
 $(UV_STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
@@ -43,8 +43,9 @@ lint: install
 	$(BIN)/tlr asyncapi --check
 	$(BIN)/tlr postman --check
 
+# The chaos scenarios take minutes each: `make test` runs only their short smoke subset.
 test: lint
-	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=70
+	$(BIN)/pytest -m "not chaos or chaos_smoke" --cov --cov-report=term --cov-fail-under=70
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -54,6 +55,10 @@ integration: install
 
 e2e: install
 	$(BIN)/pytest tests/e2e
+
+# Fault scenarios on a three-node NATS cluster (tests/chaos); the figures print at the end.
+chaos: install
+	$(BIN)/pytest -m chaos tests/chaos
 
 demo: install
 	$(BIN)/tlr demo

@@ -8,11 +8,17 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+import httpx
+import nats
+import nats.errors
 
 _CLIENT = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 _HTTP = re.compile(r"Starting http monitor on [^\s]*:(\d+)")
@@ -51,6 +57,23 @@ def nats_server_binary() -> str:
     raise NatsServerError(msg)
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (routes need theirs known before any node starts)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """A node's place in a cluster: the cluster's name, its route port, every node's routes."""
+
+    name: str
+    port: int
+    routes: tuple[str, ...]
+
+
 class NatsServer:
     """One nats-server with JetStream, on loopback. Port 0 means "any free port".
 
@@ -66,8 +89,12 @@ class NatsServer:
         http_port: int = 0,
         host: str = "127.0.0.1",
         config: Path | None = None,
+        server_name: str | None = None,
+        cluster: ClusterRoutes | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
+        self.server_name = server_name
+        self.cluster = cluster
         self.port = port
         self.http_port = http_port
         self.host = host
@@ -95,6 +122,17 @@ class NatsServer:
             "-sd", str(self.store_dir),
             "-l", str(self.log_file),
         ]  # fmt: skip
+        if self.server_name is not None:
+            argv += ["--server_name", self.server_name]
+        if self.cluster is not None:
+            argv += [
+                "--cluster", f"nats://{self.host}:{self.cluster.port}",
+                "--cluster_name", self.cluster.name,
+                "--routes", ",".join(self.cluster.routes),
+                # Clients keep to the URLs they were given: a fault proxy in front of a node
+                # must not be bypassed by a URL the cluster advertises.
+                "--no_advertise",
+            ]  # fmt: skip
         return argv
 
     async def start(self, *, timeout: float = 10.0) -> Self:
@@ -161,6 +199,122 @@ class NatsServer:
 
     async def __aenter__(self) -> Self:
         return await self.start() if not self.running else self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class NatsCluster:
+    """``size`` JetStream nodes routed together on loopback (n1, n2, ...), each with its store.
+
+    For fault tests: a node can be killed (SIGKILL), stopped and started again on the same
+    ports and store, frozen (SIGSTOP) and thawed (SIGCONT); ``meta_leader`` and
+    ``stream_leader`` say which node leads what right now.
+    """
+
+    def __init__(self, root: Path, *, size: int = 3, name: str = "tlr") -> None:
+        route_ports = [free_port() for _ in range(size)]
+        routes = tuple(f"nats://127.0.0.1:{port}" for port in route_ports)
+        self.nodes = [
+            NatsServer(
+                Path(root) / f"n{i}",
+                server_name=f"n{i}",
+                cluster=ClusterRoutes(name, port, routes),
+            )
+            for i, port in enumerate(route_ports, start=1)
+        ]
+        self.frozen: set[str] = set()
+
+    @property
+    def client_urls(self) -> list[str]:
+        return [node.client_url for node in self.nodes]
+
+    def node(self, server_name: str) -> NatsServer:
+        return next(n for n in self.nodes if n.server_name == server_name)
+
+    async def start(self, *, timeout: float = 30.0) -> Self:
+        """Start every node, then wait until JetStream answers through the elected meta leader."""
+        await asyncio.gather(*(node.start() for node in self.nodes if not node.running))
+        await self.wait_ready(timeout=timeout)
+        return self
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            self.thaw(node)  # a stopped process would keep SIGTERM pending
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+
+    async def kill(self, node: NatsServer) -> None:
+        """A crash: SIGKILL, store left as it was."""
+        self.thaw(node)
+        await node.stop(signal.SIGKILL)
+
+    async def start_node(self, node: NatsServer) -> None:
+        """Start a stopped or killed node again: same ports, same store."""
+        await node.start()
+
+    def freeze(self, node: NatsServer) -> None:
+        """A hung node (GC pause, VM stall): SIGSTOP; its sockets stay open and silent."""
+        if node.proc is not None and node.server_name not in self.frozen:
+            node.proc.send_signal(signal.SIGSTOP)
+            self.frozen.add(str(node.server_name))
+
+    def thaw(self, node: NatsServer) -> None:
+        if node.proc is not None and node.server_name in self.frozen:
+            node.proc.send_signal(signal.SIGCONT)
+        self.frozen.discard(str(node.server_name))
+
+    async def meta_leader(self) -> NatsServer | None:
+        """The node leading the JetStream meta group, as a running, unfrozen node reports it."""
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            for node in self.nodes:
+                if not node.running or node.server_name in self.frozen:
+                    continue
+                try:
+                    jsz = (await client.get(f"{node.monitor_url}/jsz")).json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                leader = (jsz.get("meta_cluster") or {}).get("leader")
+                if leader:
+                    return self.node(leader)
+        return None
+
+    async def stream_leader(self, stream: str) -> NatsServer | None:
+        """The node leading ``stream`` (``$JS.API.STREAM.INFO``: cluster.leader), if elected."""
+        urls = [n.client_url for n in self.nodes if n.running and n.server_name not in self.frozen]
+        nc = await nats.connect(urls, connect_timeout=2, max_reconnect_attempts=1)
+        try:
+            info = await nc.jetstream(timeout=2.0).stream_info(stream)
+        finally:
+            await nc.close()
+        leader = info.cluster.leader if info.cluster is not None else None
+        return self.node(leader) if leader else None
+
+    async def wait_ready(self, *, timeout: float = 30.0) -> None:
+        """Until a meta leader is elected and the JetStream API answers a client."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if await self.meta_leader() is not None:
+                urls = [n.client_url for n in self.nodes if n.running]
+                nc = await nats.connect(urls, connect_timeout=2, max_reconnect_attempts=1)
+                try:
+                    await nc.jetstream(timeout=1.0).account_info()
+                    return
+                except (nats.errors.Error, TimeoutError):
+                    pass
+                finally:
+                    await nc.close()
+            await asyncio.sleep(0.1)
+        msg = f"no JetStream meta leader after {timeout}s; see the nodes' nats-server.log"
+        raise NatsServerError(msg)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
 
     async def __aexit__(
         self,

@@ -1,0 +1,52 @@
+"""Chaos scenario steps: lives that record, progress that resumes, the figures reported."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from tests.chaos.fleet import ChaosFleet
+from tests.chaos.invariants import Live, Outcome
+from tests.helpers import eventually
+from tlr.fake_tiktok import FakeTikTok
+
+
+async def start_lives(fleet: ChaosFleet, fake: FakeTikTok, users: list[str]) -> list[Live]:
+    """Each user goes live and gets a recording; returns once every job has bytes on record."""
+    lives = []
+    for user in users:
+        await fake.create_user(user)
+        _, stream_id = await fake.go_live(user)
+        live = Live(user, stream_id)
+        live.task_id = await fleet.record(url=f"@{user}")
+        lives.append(live)
+    await asyncio.gather(*(growing(fleet, live.task_id, timeout=60) for live in lives))
+    return lives
+
+
+async def recorded_bytes(fleet: ChaosFleet, task_id: str) -> int:
+    job = await fleet.job(task_id)
+    return int(job["progress"]["bytes"]) if job["status"] == "STARTED" else -1
+
+
+async def growing(fleet: ChaosFleet, task_id: str, *, timeout: float) -> float:
+    """Wait until the job is recording and its byte count grows; the seconds it took."""
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    before = await recorded_bytes(fleet, task_id)
+
+    async def grew() -> bool:
+        now = await recorded_bytes(fleet, task_id)
+        return now > max(before, 0)
+
+    await eventually(grew, timeout=timeout, interval=0.2)
+    return loop.time() - since
+
+
+def report_outcomes(report: Callable[[str], None], outcomes: list[Outcome]) -> None:
+    for o in outcomes:
+        starts = ", ".join(f"{rid}#{part}" for rid, part in o.starts)
+        report(
+            f"job {o.task_id}: served {o.served_s:.1f}s, recorded {o.recorded_s:.1f}s, "
+            f"lost {o.lost_s:.1f}s, hand-overs {o.handovers} ({starts}), files {len(o.files)}"
+        )
