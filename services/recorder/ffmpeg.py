@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,6 +289,7 @@ async def run_ffmpeg(argv: list[str], *, timeout: float) -> _Run:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         return _Run(returncode=-1, stdout=b"", stderr=f"cannot run {argv[0]}: {exc}".encode())
@@ -300,6 +304,18 @@ async def run_ffmpeg(argv: list[str], *, timeout: float) -> _Run:
         raise
     assert proc.returncode is not None
     return _Run(returncode=proc.returncode, stdout=stdout, stderr=stderr)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the recorder dies. Without it an ffmpeg of
+    a SIGKILLed recorder goes on remuxing the file a takeover is remuxing too."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+# Loaded in the parent: the child, between fork and exec, must not look anything up.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
