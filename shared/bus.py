@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -171,7 +172,10 @@ class Bus:
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != STREAM_CONFIG_CHANGED:
                 raise
-            log.info("nats.stream_updated", stream=config.name)
+            assert config.name is not None
+            existing = (await self.js.stream_info(config.name)).config
+            config = never_fewer_replicas(existing, config)
+            log.info("nats.stream_updated", stream=config.name, replicas=config.num_replicas)
             await self.js.update_stream(config)
 
     async def resources_ready(self, *, probe_timeout: float = 1.0) -> bool:
@@ -238,6 +242,16 @@ class Bus:
         from shared.consumer import Consumer
 
         return Consumer(self, durable, handler, concurrency=concurrency, heartbeat=heartbeat)
+
+
+def never_fewer_replicas(existing: StreamConfig, wanted: StreamConfig) -> StreamConfig:
+    """``wanted``, with the existing stream's replicas if it has more: one process started
+    with the default NATS_REPLICAS=1 must not turn a cluster's R3 streams into R1."""
+    have, want = existing.num_replicas or 1, wanted.num_replicas or 1
+    if have <= want:
+        return wanted
+    log.warning("nats.replicas_kept", stream=wanted.name, replicas=have, asked=want)
+    return dataclasses.replace(wanted, num_replicas=have)
 
 
 def _server_of(nc: Client) -> str:
