@@ -223,15 +223,23 @@ class JobStore:
         await self._write_recording(job_id, streams)
 
     async def handed_over(
-        self, job_id: str, token: int, totals: Totals, files: tuple[SegmentEntry, ...] = ()
+        self,
+        job_id: str,
+        token: int,
+        totals: Totals,
+        files: tuple[SegmentEntry, ...] = (),
+        error: tuple[str, str] | None = None,
     ) -> None:
-        """Not the end: this holder stops (shutdown), another recorder continues the job."""
+        """Not the end: this holder stops (shutdown, lease lost, disk full: ``error``), and
+        the job is tried again by whichever recorder takes it."""
 
         def hand(doc: RecordingPart | None) -> RecordingPart | None:
             doc = self._fenced(doc, token)
             if doc is None:
                 return None
             _merge(doc, files)
+            if error is not None:
+                doc.error_code, doc.error_message = error
             doc.state = "RETRY"
             doc.bitrate_kbps = 0.0
             totals.apply(doc)

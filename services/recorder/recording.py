@@ -31,6 +31,8 @@ from shared.tiktok.client import TikTokClient
 
 log = get_logger(__name__)
 
+# A full disk: the next try after this long (space may come back; another host may have it).
+DISK_FULL_RETRY = 10.0
 # How often a recording writes its progress (bytes, bitrate) to its job document.
 PROGRESS_EVERY = 10.0
 # Cancels arrive at once through the service's KV watch; this re-read (every 5th lease
@@ -128,6 +130,12 @@ async def _ended(
         await deps.store.handed_over(event.job_id, token, totals, files)
         msg = f"recording handed over ({job.reason})"
         raise RetryLater(msg, delay=0)
+    if result.error_code == ErrorCode.DISK_FULL and job.reason is None:
+        # Not the live's fault: try again soon (here or on a recorder with room) for as long
+        # as the live goes on; the retry budget is for TikTok's refusals, not for this.
+        error = (str(ErrorCode.DISK_FULL), result.error or "disk full")
+        await deps.store.handed_over(event.job_id, token, totals, files, error)
+        raise RetryLater(error[1], delay=DISK_FULL_RETRY)
     if job.reason == "cancelled":
         outcome = Outcome("CANCELLED", ErrorCode.CANCELLED, "cancelled", room_id, files)
     elif result.error_code is None or (

@@ -13,7 +13,7 @@ import pytest
 from services.recorder.deps import Job, RecorderDeps, Work
 from services.recorder.handlers import on_recording_work
 from services.recorder.outcome import MAX_RETRIES
-from services.recorder.recording import LeaseNotFresh
+from services.recorder.recording import DISK_FULL_RETRY, LeaseNotFresh
 from services.recorder.settings import RecorderSettings
 from shared.consumer import Delivery
 from shared.errors import ErrorCode, NotMine, RetryLater
@@ -486,3 +486,25 @@ async def test_a_bug_fails_the_job_after_the_budget_instead_of_for_ever(world: W
     doc = await world.job()
     assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.INTERNAL)
     assert [e.error_code for e in world.finished()] == [ErrorCode.INTERNAL]
+
+
+async def test_a_full_disk_retries_the_job_and_recording_resumes(world: World) -> None:
+    world.tiktok.live(ROOM)
+    world.media = FakeMedia([Take(1000, 2.0)], ending="error", error_code=ErrorCode.DISK_FULL)
+    with pytest.raises(RetryLater) as retry:
+        await world.run()
+    assert retry.value.delay == DISK_FULL_RETRY
+    doc = await world.job()
+    # Kept for another try, with what was recorded before the disk filled.
+    assert (doc.state, doc.error_code, doc.failures) == ("RETRY", ErrorCode.DISK_FULL, 0)
+    assert listed(doc) == [(f"{ROOM}/{JOB}_0.mp4", 0)]
+    assert world.finished() == []
+    assert world.leases.held == {}
+    # Space is back: the next delivery records on, as part 1.
+    world.media = FakeMedia([Take(2000, 3.0)])
+    await world.run(attempt=2)
+    doc = await world.job()
+    assert (doc.state, listed(doc)) == (
+        "SUCCESS",
+        [(f"{ROOM}/{JOB}_0.mp4", 0), (f"{ROOM}/{JOB}_1.mp4", 1)],
+    )
