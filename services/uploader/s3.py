@@ -3,6 +3,8 @@
 Every PUT and part carries its Content-MD5 (the server refuses a body damaged in transit) and
 every answer's ETag is compared with the one computed locally, so a file counts as uploaded
 only when the store holds exactly its bytes. Files are read in a thread, one part at a time.
+A failed part is retried on its own, and an unfinished multipart upload of the key (an outage,
+a redelivery) is resumed: only the parts the store lacks are sent again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import botocore.exceptions
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from services.uploader import metrics
 from services.uploader.settings import UploaderSettings
+from shared.consumer import retry_delay
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -47,9 +51,24 @@ TRANSIENT_CODES = frozenset(
 
 OnProgress = Callable[[int], Awaitable[None]]
 
+# Tries of one part within one try of its file, with jittered pauses of up to 0.5, 1, 2 s.
+PART_ATTEMPTS = 4
+PART_BACKOFF = 0.5
+PART_BACKOFF_CAP = 8.0
+
 
 class IntegrityError(Exception):
     """The store's ETag differs from the local one: what it holds is not our file."""
+
+
+# What one part's upload may raise that another try of it may fix (see is_transient).
+PART_FAILURES = (
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    IntegrityError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+)
 
 
 class BucketMissing(Exception):
@@ -236,24 +255,18 @@ class ObjectStore:
         return digest.hex()
 
     async def _upload_parts(self, path: Path, key: str, size: int, on_progress: OnProgress) -> str:
-        created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
-        upload_id = created["UploadId"]
+        upload_id, stored = await self._resume_or_create(key)
         parts: list[CompletedPartTypeDef] = []
         digests: list[bytes] = []
         try:
             for number, (offset, length) in enumerate(part_ranges(size, self.part_size), 1):
                 body, digest = await asyncio.to_thread(read_part, path, offset, length)
-                reply = await self.client.upload_part(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=body,
-                    ContentMD5=_b64(digest),
-                )
+                if stored.get(number) == (length, digest.hex()):
+                    etag = f'"{digest.hex()}"'  # sent by an earlier try: the same bytes
+                else:
+                    etag = await self._put_part(key, upload_id, number, body, digest)
                 del body  # one part in memory at a time
-                _check(reply["ETag"], digest.hex(), key)
-                parts.append({"ETag": reply["ETag"], "PartNumber": number})
+                parts.append({"ETag": etag, "PartNumber": number})
                 digests.append(digest)
                 await on_progress(length)
             done = await self.client.complete_multipart_upload(
@@ -264,15 +277,76 @@ class ObjectStore:
             )
             expected = multipart_etag(digests)
             _check(done.get("ETag", ""), expected, key)
-        except BaseException:
-            # Parts left behind cost storage until a lifecycle rule reaps them: abort. When the
-            # store is unreachable this fails too, and the next attempt starts a new upload.
-            with contextlib.suppress(Exception):
-                await self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
-                )
+        except BaseException as exc:
+            # An outage or a shutdown keeps the parts: the next try resumes this upload. Other
+            # failures (damaged data, a refusal) abort it, else its parts cost storage until
+            # a lifecycle rule reaps them; when that fails too, the rule is the backstop.
+            if not _resumable(exc):
+                with contextlib.suppress(Exception):
+                    await self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id
+                    )
             raise
         return expected
+
+    async def _resume_or_create(self, key: str) -> tuple[str, dict[int, tuple[int, str]]]:
+        """The newest unfinished upload of ``key`` and its parts {number: (size, ETag)}, or a
+        new upload: a retry or a redelivery sends only the parts the store does not have."""
+        listed = await self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        mine = [u for u in listed.get("Uploads", []) if u.get("Key") == key and "UploadId" in u]
+        if mine:
+            upload_id = max(mine, key=lambda u: str(u.get("Initiated", "")))["UploadId"]
+            parts: dict[int, tuple[int, str]] = {}
+            marker = 0
+            try:
+                while True:
+                    page = await self.client.list_parts(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                    )
+                    for part in page.get("Parts", []):
+                        parts[part["PartNumber"]] = (part["Size"], _unquote(part["ETag"]))
+                    if not page.get("IsTruncated"):
+                        return upload_id, parts
+                    marker = page["NextPartNumberMarker"]
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) != "NoSuchUpload":  # aborted or reaped meanwhile: start anew
+                    raise
+        created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        return created["UploadId"], {}
+
+    async def _put_part(
+        self, key: str, upload_id: str, number: int, body: bytes, digest: bytes
+    ) -> str:
+        """Upload one part, retried on its own: a failed part must not cost the parts before."""
+        for attempt in range(1, PART_ATTEMPTS + 1):
+            try:
+                reply = await self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ContentMD5=_b64(digest),
+                )
+                _check(reply["ETag"], digest.hex(), key)
+            except PART_FAILURES as exc:
+                gone = isinstance(exc, botocore.exceptions.ClientError) and (
+                    error_code(exc) == "NoSuchUpload"
+                )
+                if attempt == PART_ATTEMPTS or gone or not is_transient(exc):
+                    raise
+                metrics.RETRIES.labels("part").inc()
+                await asyncio.sleep(retry_delay(attempt, base=PART_BACKOFF, cap=PART_BACKOFF_CAP))
+            else:
+                return reply["ETag"]
+        raise AssertionError  # unreachable: the last try returns or raises
+
+
+def _resumable(exc: BaseException) -> bool:
+    """Whether an unfinished multipart upload is worth keeping after ``exc``."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    return is_transient(exc) and not isinstance(exc, IntegrityError)
 
 
 def _b64(digest: bytes) -> str:
