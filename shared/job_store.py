@@ -17,7 +17,9 @@ terminal rule applies.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 import msgspec
@@ -63,9 +65,32 @@ class JobExists(Exception):
     """A job with this id was submitted already."""
 
 
+class IdempotentJob(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``idem.<hash>``: the job a request under an Idempotency-Key made (gateway), and all it
+    takes to start it again until it is known started: its request document and its event."""
+
+    v: int = 1
+    body_hash: str  # of the normalised request: the same key with another body is refused
+    request: JobRequest
+    event: msgspec.Raw  # the encoded starting event, re-published as is (same event id)
+    started: bool = False  # stored and published; a retry then only answers
+    created_at: datetime = msgspec.field(default_factory=utc_now)
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+
+def idempotency_key(scope: str, key: str) -> str:
+    """Where ``key`` of ``scope`` (an API key's name or hash) is kept: hashed, since either
+    may be something a reader of the bucket must not learn."""
+    return "idem." + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
+
+
 _request = msgspec.json.Decoder(JobRequest)
 _recording = msgspec.json.Decoder(RecordingPart)
 _upload = msgspec.json.Decoder(UploadPart)
+_idempotent = msgspec.json.Decoder(IdempotentJob)
 
 
 def _stem(path: str) -> str:
@@ -131,6 +156,40 @@ class JobStore:
 
         await self._cas(request_key(job_id), _request, cancel)
         return await self.request(job_id)
+
+    # --- idempotency keys (gateway) ---------------------------------------------------------
+
+    async def idempotent_job(self, scope: str, key: str) -> IdempotentJob | None:
+        """The job ``key`` of ``scope`` made, if any (kept as long as the jobs: KV's TTL)."""
+        found = await self.docs.read(idempotency_key(scope, key))
+        return _idempotent.decode(found[0]) if found else None
+
+    async def remember_idempotency(self, scope: str, key: str, job: IdempotentJob) -> IdempotentJob:
+        """Bind ``key`` of ``scope`` to ``job`` unless it is bound already: create-only, so of
+        two concurrent requests under one key only one makes a job. Returns the binding that
+        holds (``job``, or the one stored first)."""
+        for _ in range(MAX_CAS_ROUNDS):
+            try:
+                await self.docs.create(idempotency_key(scope, key), msgspec.json.encode(job))
+            except Conflict:
+                found = await self.idempotent_job(scope, key)
+                if found is not None:
+                    return found
+                continue  # deleted between the two calls: bind it again
+            return job
+        msg = "too many concurrent bindings of one idempotency key"
+        raise RuntimeError(msg)
+
+    async def idempotent_job_started(self, scope: str, key: str) -> None:
+        """The job of ``key`` is stored and its event published: a retry only answers now."""
+
+        def mark(doc: IdempotentJob | None) -> IdempotentJob | None:
+            if doc is None or doc.started:
+                return None
+            doc.started = True
+            return doc
+
+        await self._cas(idempotency_key(scope, key), _idempotent, mark)
 
     # --- the recording (recorder) -----------------------------------------------------------
 

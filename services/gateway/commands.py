@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,10 @@ async def _check_cookies_file(name: str, cookies_dir: Path) -> None:
 # --- recordings ---------------------------------------------------------------------------------
 
 
+# How a new job is stored and started; returns its id. An Idempotency-Key has its own.
+Start = Callable[[Bus, JobStore, jobs.JobRequest, Event], Awaitable[str]]
+
+
 async def submit_recording(
     link: NatsLink,
     store: JobStore,
@@ -106,9 +111,10 @@ async def submit_recording(
     secrets: SecretBox | None,
     cookies_dir: Path,
     correlation_id: str,
+    start: Start | None = None,
 ) -> str:
     """Record a live now: ``job.<id>`` stored PENDING, then ``recording.requested`` for the
-    recorder fleet. Returns the job id."""
+    recorder fleet (by ``start``, :func:`store_and_publish` unless given). Returns the job id."""
     options = await recording_options(ask.options, ask.output_template, secrets, cookies_dir)
     job_id = new_id()
     doc = jobs.JobRequest(
@@ -128,11 +134,10 @@ async def submit_recording(
         duration=ask.duration,
         options=options,
     )
-    await _store_and_publish(link.require_bus(), store, doc, event)
-    return job_id
+    return await (start or store_and_publish)(link.require_bus(), store, doc, event)
 
 
-async def _store_and_publish(bus: Bus, store: JobStore, doc: jobs.JobRequest, event: Event) -> None:
+async def store_and_publish(bus: Bus, store: JobStore, doc: jobs.JobRequest, event: Event) -> str:
     """Store the job, then publish what starts it; a failed publish takes the job back out."""
     await store.submit(doc)
     try:
@@ -142,6 +147,7 @@ async def _store_and_publish(bus: Bus, store: JobStore, doc: jobs.JobRequest, ev
         with contextlib.suppress(*TRANSIENT):
             await store.withdraw(doc.job_id)
         raise
+    return doc.job_id
 
 
 # --- watchers -----------------------------------------------------------------------------------
@@ -181,9 +187,10 @@ async def create_watcher(
     secrets: SecretBox | None,
     cookies_dir: Path,
     correlation_id: str,
+    start: Start | None = None,
 ) -> str:
     """Watch a room or user: ``job.<id>`` of kind watch stored, then ``watch.requested`` for
-    the scheduler. Returns the watch job's id."""
+    the scheduler (by ``start``, as for a recording). Returns the watch job's id."""
     target = watch_target(ask.room_id, ask.url)
     template = ask.options.output_template
     options = await recording_options(ask.options, template, secrets, cookies_dir)
@@ -213,8 +220,7 @@ async def create_watcher(
         poll_interval=ask.poll_interval,
         options=options,
     )
-    await _store_and_publish(link.require_bus(), store, doc, event)
-    return task_id
+    return await (start or store_and_publish)(link.require_bus(), store, doc, event)
 
 
 async def delete_watcher(link: NatsLink, store: JobStore, key: str, *, correlation_id: str) -> None:

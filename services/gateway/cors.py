@@ -13,7 +13,7 @@ from services.gateway.errors import error_response
 from shared.errors import ErrorCode
 
 ALLOW_METHODS = ("GET", "POST", "DELETE")
-ALLOW_HEADERS = ("X-API-Key", "Content-Type", "X-Correlation-ID")
+ALLOW_HEADERS = ("X-API-Key", "Content-Type", "X-Correlation-ID", "Idempotency-Key")
 # What a browser script may read of a response: the id to quote, and when to retry.
 EXPOSE_HEADERS = (
     "X-Correlation-ID",

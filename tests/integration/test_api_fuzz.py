@@ -148,8 +148,14 @@ def to_httpx(case: schemathesis.Case) -> dict[str, Any]:
     unknown = set(kwargs) - known
     assert not unknown, f"schemathesis sent transport arguments this test ignores: {unknown}"
     prepared = requests.Request(**{k: v for k, v in kwargs.items() if k in known}).prepare()
-    # httpx sets Content-Length from the content it sends.
-    headers = {k: v for k, v in prepared.headers.items() if k.lower() != "content-length"}
+    # httpx sets Content-Length from the content it sends. Values go as the bytes requests
+    # would send (latin-1): httpx takes str values only in ASCII, and a header such as
+    # Idempotency-Key is fuzzed with any character.
+    headers = {
+        k: v.encode("latin-1") if isinstance(v, str) else v
+        for k, v in prepared.headers.items()
+        if k.lower() != "content-length"
+    }
     return {
         "method": prepared.method,
         "url": prepared.url,

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from services.gateway import commands
 from services.gateway.deps import CorrelationDep, JobsDep, LinkDep, SecretsDep, SettingsDep
 from services.gateway.errors import BAD_TARGET, JSON_BODY_RESPONSES, ApiError, documented
+from services.gateway.idempotency import IdempotencyDep
 from services.gateway.schemas import RecordingCreate, TaskAccepted
 from shared.errors import ErrorCode
 
@@ -19,6 +20,7 @@ router = APIRouter(tags=["recordings"])
     summary="Record a live room now (room_id, or url / @user)",
     responses={
         **BAD_TARGET,
+        **documented(409, "The Idempotency-Key was used for another request"),
         **JSON_BODY_RESPONSES,
         **documented(503, "NATS is not reachable"),
     },
@@ -30,9 +32,14 @@ async def create_recording(
     box: SecretsDep,
     settings: SettingsDep,
     correlation_id: CorrelationDep,
+    idempotency: IdempotencyDep,
 ) -> TaskAccepted:
+    """With an ``Idempotency-Key``, a retry answers the job the first request made."""
     if (body.room_id is None) == (body.url is None):
         raise ApiError(400, ErrorCode.VALIDATION_ERROR, "give exactly one of room_id or url")
+    once = idempotency.once("POST /recordings", body) if idempotency else None
+    if once and (earlier := await once.earlier(link.require_bus(), store)):
+        return TaskAccepted(task_id=earlier)
     task_id = await commands.submit_recording(
         link,
         store,
@@ -40,5 +47,6 @@ async def create_recording(
         secrets=box,
         cookies_dir=settings.cookies_dir,
         correlation_id=correlation_id,
+        start=once.start if once else None,
     )
     return TaskAccepted(task_id=task_id)

@@ -20,6 +20,7 @@ from services.gateway.errors import (
     ApiError,
     documented,
 )
+from services.gateway.idempotency import IdempotencyDep
 from services.gateway.schemas import Ok, TaskAccepted, WatcherCreate, WatcherList, WatcherOut
 from shared.errors import ErrorCode
 from shared.watchers import watcher_key
@@ -81,7 +82,10 @@ KeyDep = Annotated[str, Depends(path_key)]
     summary="Watch a room or user and record each of its lives",
     responses={
         **BAD_TARGET,
-        **documented(409, "A watcher with this key exists"),
+        **documented(
+            409,
+            "A watcher with this key exists, or the Idempotency-Key was used for another request",
+        ),
         **JSON_BODY_RESPONSES,
         **SCHEDULER_UNAVAILABLE,
     },
@@ -93,10 +97,15 @@ async def create_watcher(
     box: SecretsDep,
     settings: SettingsDep,
     correlation_id: CorrelationDep,
+    idempotency: IdempotencyDep,
 ) -> TaskAccepted:
-    """The scheduler checks it every ``poll_interval`` seconds and records each live."""
+    """The scheduler checks it every ``poll_interval`` seconds and records each live. With an
+    ``Idempotency-Key``, a retry answers the watch job the first request made."""
     if (body.room_id is None) == (body.url is None):
         raise ApiError(400, ErrorCode.VALIDATION_ERROR, "give exactly one of room_id or url")
+    once = idempotency.once("POST /watchers", body) if idempotency else None
+    if once and (earlier := await once.earlier(link.require_bus(), store)):
+        return TaskAccepted(task_id=earlier)
     task_id = await commands.create_watcher(
         link,
         store,
@@ -104,6 +113,7 @@ async def create_watcher(
         secrets=box,
         cookies_dir=settings.cookies_dir,
         correlation_id=correlation_id,
+        start=once.start if once else None,
     )
     return TaskAccepted(task_id=task_id)
 
