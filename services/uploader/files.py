@@ -209,7 +209,8 @@ async def _try_file(store: Objects, p: Planned, progress: Progress) -> Stored:
         raise Missing(p.relative)
     # A redelivery must not upload twice: same size and same ETag means the same bytes.
     if remote is not None and remote.size == size:
-        expected = await store.expected_etag(p.path, size)
+        # An SSE-KMS/SSE-C ETag is no MD5: the size is all a HEAD can confirm there.
+        expected = await store.expected_etag(p.path, size) if remote.md5_etag else remote.etag
         if remote.etag == expected:
             metrics.FILES.labels("already_present").inc()
             log.info("uploader.already_present", path=p.relative, key=p.key)

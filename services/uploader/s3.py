@@ -13,11 +13,11 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import botocore.exceptions
@@ -81,6 +81,19 @@ class RemoteObject:
 
     size: int
     etag: str  # without the quotes S3 puts around it
+    md5_etag: bool = True  # False under SSE-KMS / SSE-C: the ETag says nothing of the bytes
+
+
+def etag_is_md5(reply: Mapping[str, Any]) -> bool:
+    """Whether an S3 answer's ETag can be the MD5 of the bytes (of each part, for multipart).
+
+    Under SSE-KMS (``x-amz-server-side-encryption: aws:kms``, or DSSE) and SSE-C
+    (``x-amz-server-side-encryption-customer-algorithm``) it is not: comparing it with a local
+    MD5 would fail for ever. Then the Content-MD5 every PUT and part carries (checked by the
+    store) and the size stand for it.
+    """
+    sse = str(reply.get("ServerSideEncryption", ""))
+    return not sse.startswith("aws:kms") and not reply.get("SSECustomerAlgorithm")
 
 
 def create_client(settings: UploaderSettings) -> AbstractAsyncContextManager[S3Client]:
@@ -230,7 +243,9 @@ class ObjectStore:
             if status_of(exc) == 404:
                 return None
             raise
-        return RemoteObject(size=head["ContentLength"], etag=_unquote(head["ETag"]))
+        return RemoteObject(
+            size=head["ContentLength"], etag=_unquote(head["ETag"]), md5_etag=etag_is_md5(head)
+        )
 
     async def expected_etag(self, path: Path, size: int) -> str:
         return await asyncio.to_thread(
@@ -250,9 +265,8 @@ class ObjectStore:
         reply = await self.client.put_object(
             Bucket=self.bucket, Key=key, Body=body, ContentMD5=_b64(digest)
         )
-        _check(reply["ETag"], digest.hex(), key)
         await on_progress(size)
-        return digest.hex()
+        return _checked(reply, digest.hex(), key)
 
     async def _upload_parts(self, path: Path, key: str, size: int, on_progress: OnProgress) -> str:
         upload_id, stored = await self._resume_or_create(key)
@@ -275,8 +289,7 @@ class ObjectStore:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
-            expected = multipart_etag(digests)
-            _check(done.get("ETag", ""), expected, key)
+            expected = _checked(done, multipart_etag(digests), key)
         except BaseException as exc:
             # An outage or a shutdown keeps the parts: the next try resumes this upload. Other
             # failures (damaged data, a refusal) abort it, else its parts cost storage until
@@ -328,7 +341,7 @@ class ObjectStore:
                     Body=body,
                     ContentMD5=_b64(digest),
                 )
-                _check(reply["ETag"], digest.hex(), key)
+                _checked(reply, digest.hex(), key)
             except PART_FAILURES as exc:
                 gone = isinstance(exc, botocore.exceptions.ClientError) and (
                     error_code(exc) == "NoSuchUpload"
@@ -355,6 +368,14 @@ def _b64(digest: bytes) -> str:
 
 def _unquote(etag: str) -> str:
     return etag.strip('"')
+
+
+def _checked(reply: Mapping[str, Any], expected: str, key: str) -> str:
+    """The object's ETag: ``expected`` once compared, or the store's when it cannot be an MD5."""
+    if not etag_is_md5(reply):
+        return _unquote(str(reply.get("ETag", "")))
+    _check(str(reply.get("ETag", "")), expected, key)
+    return expected
 
 
 def _check(etag: str, expected: str, key: str) -> None:

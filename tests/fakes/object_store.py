@@ -15,8 +15,9 @@ class MemoryObjectStore:
     ``objects`` maps keys to their bytes; ``uploads`` lists every key uploaded, in order.
     """
 
-    def __init__(self, bucket: str = "recordings") -> None:
+    def __init__(self, bucket: str = "recordings", *, sse_kms: bool = False) -> None:
         self.bucket = bucket
+        self.sse_kms = sse_kms  # ETags are then opaque (not MD5s), as under SSE-KMS
         self.objects: dict[str, bytes] = {}
         self.uploads: list[str] = []
         self.bucket_checks = 0
@@ -32,7 +33,15 @@ class MemoryObjectStore:
 
     async def head(self, key: str) -> RemoteObject | None:
         data = self.objects.get(key)
-        return None if data is None else RemoteObject(len(data), hashlib.md5(data).hexdigest())
+        if data is None:
+            return None
+        if self.sse_kms:
+            return RemoteObject(len(data), self._opaque(data), md5_etag=False)
+        return RemoteObject(len(data), hashlib.md5(data).hexdigest())
+
+    @staticmethod
+    def _opaque(data: bytes) -> str:
+        return hashlib.sha256(b"kms" + data).hexdigest()[:32]
 
     async def expected_etag(self, path: Path, size: int) -> str:
         data = await asyncio.to_thread(path.read_bytes)
@@ -43,4 +52,4 @@ class MemoryObjectStore:
         self.objects[key] = data
         self.uploads.append(key)
         await on_progress(size)
-        return hashlib.md5(data).hexdigest()
+        return self._opaque(data) if self.sse_kms else hashlib.md5(data).hexdigest()

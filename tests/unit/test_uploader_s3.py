@@ -13,6 +13,8 @@ import pytest
 from services.uploader.files import plan
 from services.uploader.s3 import (
     IntegrityError,
+    _checked,
+    etag_is_md5,
     is_transient,
     local_etag,
     multipart_etag,
@@ -102,3 +104,26 @@ def test_plan_maps_paths_to_keys(tmp_path: Path) -> None:
     [planned] = plan(settings, [RecordedFile(path="7001/./2025//a.mp4", size=1)])
     assert planned.key == "p/7001/2025/a.mp4"
     assert planned.path == tmp_path.resolve() / "7001/2025/a.mp4"
+
+
+@pytest.mark.parametrize(
+    ("reply", "md5"),
+    [
+        ({}, True),
+        ({"ServerSideEncryption": "AES256"}, True),
+        ({"ServerSideEncryption": "aws:kms"}, False),
+        ({"ServerSideEncryption": "aws:kms:dsse"}, False),
+        ({"SSECustomerAlgorithm": "AES256"}, False),
+    ],
+)
+def test_which_etags_can_be_md5s(reply: dict[str, str], md5: bool) -> None:
+    assert etag_is_md5(reply) is md5
+
+
+def test_an_opaque_etag_is_taken_not_compared_for_ever() -> None:
+    digest = hashlib.md5(b"x").hexdigest()
+    assert _checked({"ETag": f'"{digest}"'}, digest, "k") == digest
+    with pytest.raises(IntegrityError):
+        _checked({"ETag": '"0123"'}, digest, "k")
+    kms = {"ETag": '"0123"', "ServerSideEncryption": "aws:kms"}
+    assert _checked(kms, digest, "k") == "0123"

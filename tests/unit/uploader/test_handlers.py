@@ -200,3 +200,17 @@ async def test_a_missing_file_fails_the_job_but_releases_the_uploaded_ones(world
     [done] = world_deleting.done()
     assert done.files == doc.files
     assert world.leases.held == {}
+
+
+async def test_under_sse_kms_a_stored_file_is_recognised_by_size_not_uploaded_again(
+    world: World,
+) -> None:
+    world.bucket = MemoryObjectStore(sse_kms=True)
+    files = [world.file(f"{ROOM}/a.mp4", b"encrypted at rest")]
+    await world.run(files)
+    assert (await world.upload()).state == "SUCCESS"
+    await world.jobs.docs.delete(f"job.{JOB}.up")  # a crash before SUCCESS was written
+
+    await world.run(files, attempt=2)
+    assert (await world.upload()).state == "SUCCESS"
+    assert world.uploads == [f"{ROOM}/a.mp4"]  # once: the opaque ETag did not force a re-upload
