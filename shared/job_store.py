@@ -17,9 +17,7 @@ terminal rule applies.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from datetime import datetime
 from typing import TypeVar
 
 import msgspec
@@ -29,6 +27,7 @@ from shared.events import UploadedFile, utc_now
 from shared.jobs import (
     TERMINAL,
     Claim,
+    IdempotentJob,
     JobRequest,
     Outcome,
     RecordingPart,
@@ -36,6 +35,7 @@ from shared.jobs import (
     Totals,
     UploadPart,
     UpState,
+    idempotency_key,
     recording_key,
     request_key,
     room_key,
@@ -63,28 +63,6 @@ class JobFinished(Refused):
 
 class JobExists(Exception):
     """A job with this id was submitted already."""
-
-
-class IdempotentJob(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """``idem.<hash>``: the job a request under an Idempotency-Key made (gateway), and all it
-    takes to start it again until it is known started: its request document and its event."""
-
-    v: int = 1
-    body_hash: str  # of the normalised request: the same key with another body is refused
-    request: JobRequest
-    event: msgspec.Raw  # the encoded starting event, re-published as is (same event id)
-    started: bool = False  # stored and published; a retry then only answers
-    created_at: datetime = msgspec.field(default_factory=utc_now)
-
-    @property
-    def job_id(self) -> str:
-        return self.request.job_id
-
-
-def idempotency_key(scope: str, key: str) -> str:
-    """Where ``key`` of ``scope`` (an API key's name or hash) is kept: hashed, since either
-    may be something a reader of the bucket must not learn."""
-    return "idem." + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
 
 
 _request = msgspec.json.Decoder(JobRequest)

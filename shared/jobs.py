@@ -13,6 +13,7 @@ contend.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -120,6 +121,28 @@ def upload_key(job_id: str) -> str:
 
 def room_key(room_id: str) -> str:
     return f"room.{room_id}"
+
+
+class IdempotentJob(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``idem.<hash>``: the job a request under an Idempotency-Key made (gateway), and all it
+    takes to start it again until it is known started: its request document and its event."""
+
+    v: int = 1
+    body_hash: str  # of the normalised request: the same key with another body is refused
+    request: JobRequest
+    event: msgspec.Raw  # the encoded starting event, re-published as is (same event id)
+    started: bool = False  # stored and published; a retry then only answers
+    created_at: datetime = msgspec.field(default_factory=utc_now)
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+
+def idempotency_key(scope: str, key: str) -> str:
+    """Where ``key`` of ``scope`` (an API key's name or hash) is kept: hashed, since either
+    may be something a reader of the bucket must not learn."""
+    return "idem." + hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from services.gateway.deps import ApiKeyDep
 from shared import events as ev
 from shared import jobs
 from shared.bus import Bus
-from shared.job_store import IdempotentJob, JobExists, JobStore
+from shared.job_store import JobExists, JobStore
+from shared.jobs import IdempotentJob
 
 HEADER = "Idempotency-Key"
 # 1-128 printable ASCII characters; none at either end is a space, which HTTP would drop.
