@@ -168,7 +168,8 @@ class RecordingFinished(Event, frozen=True, tag="recording.finished"):
 
 
 class UploadDone(Event, frozen=True, tag="upload.done"):
-    """Every file of a job is safe in object storage."""
+    """The files of a job that are safe in object storage: all of them, or, when some were
+    missing locally (the upload then ends FAILURE FILE_MISSING), those that were uploaded."""
 
     job_id: str
     files: list[UploadedFile] = msgspec.field(default_factory=list)
