@@ -20,6 +20,9 @@ EGRESS_BACKOFF = Gauge(
 WATCHERS_BACKING_OFF = Gauge(
     f"{_P}_watchers_backing_off", "Watchers whose next check is delayed by errors"
 )
+PASS_FAILURES = Counter(
+    f"{_P}_pass_failures_total", "Poll passes that raised (log: scheduler.pass_failed)"
+)
 LIVES_DETECTED = Counter(f"{_P}_lives_detected_total", "room.live published")
 DETECTION_SECONDS = Histogram(
     f"{_P}_detection_seconds",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.scheduler import metrics
-from services.scheduler.budget import Budget
+from services.scheduler.budget import Budget, BudgetStopped
 from services.scheduler.store import WatcherStore
 from shared.errors import ErrorCode
 from shared.events import Event, RoomLive
@@ -30,6 +30,7 @@ from shared.job_store import JobExists, JobStore
 from shared.jobs import JobRequest
 from shared.logging import get_logger
 from shared.tiktok import RoomInfo, TikTokClient, TikTokError
+from shared.tiktok.targets import is_room_id
 from shared.watchers import Watcher
 
 log = get_logger(__name__)
@@ -120,6 +121,9 @@ async def poll_once(deps: PollDeps, now: float | None = None) -> int:
         except ValueError as exc:  # SecretError, CookiesError, a proxy URL no client takes
             _unusable(w, exc, state)
             continue
+        except Exception as exc:  # a fault of this watcher's options: not the others' concern
+            _broken(w, exc, state)
+            continue
         by_egress[egress].append(w)
         clients.setdefault(egress, client)
     # Every egress finishes (or stops) before an error propagates: no orphaned checks.
@@ -127,16 +131,23 @@ async def poll_once(deps: PollDeps, now: float | None = None) -> int:
         *(_poll_egress(deps, e, clients[e], ws, state) for e, ws in by_egress.items()),
         return_exceptions=True,
     )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    for error in errors:
+        if isinstance(error, BudgetStopped) or not isinstance(error, Exception):
+            raise error  # stopping: what this pass learned is dropped (due again next time)
+    await _save(deps, state)
+    if errors:
+        raise errors[0]  # after the other egresses' news is saved: one egress stops no other
+    return len(state.updates)
+
+
+async def _save(deps: PollDeps, state: _Pass) -> None:
     if state.updates:
         rows_out = [(w, nxt, state.versions[key]) for key, (w, nxt) in state.updates.items()]
         written = await deps.store.save_checked(rows_out)
         if written < len(rows_out):
             # Commands (delete, pause, resume, update) landed during the pass: they win.
             log.info("scheduler.pass_outdated", skipped=len(rows_out) - written)
-    return len(state.updates)
 
 
 async def pace(deps: PollDeps) -> None:
@@ -178,6 +189,9 @@ async def _poll_egress(
             if _failed(deps, egress, w, exc, state):
                 return  # the egress is throttled: the rest waits for the next pass
             continue
+        except Exception as exc:
+            _broken(w, exc, state)
+            continue
         deps.budget.succeeded(egress)
         if ref.room_id:
             w.room_id = ref.room_id
@@ -185,6 +199,7 @@ async def _poll_egress(
         else:
             _offline(w, state)
 
+    checkable = [w for w in checkable if _valid_room(w, state)]
     checkable = _fill_batches(checkable, deps.batch_size, state.now)
     positives: list[Watcher] = []
     for batch in _chunks(checkable, deps.batch_size):
@@ -195,6 +210,10 @@ async def _poll_egress(
             for w in batch:
                 _failed(deps, egress, w, exc, state)
             return
+        except Exception as exc:
+            for w in batch:
+                _broken(w, exc, state)
+            continue
         deps.budget.succeeded(egress)
         for w in batch:
             if alive.get(w.room_id or ""):
@@ -203,27 +222,40 @@ async def _poll_egress(
                 _offline(w, state)
 
     for w in positives:
-        assert w.room_id is not None
-        if w.live_state == "live" and w.current_job_id == job_id_for(w, w.room_id):
-            state.done(w, "live")  # still the same live: already recording
-            continue
-        # check_alive has said "alive" for rooms that are not (TIKTOK.md #454): confirm.
-        await deps.budget.take(egress, "room_info")
         try:
-            info = await client.room_info(w.room_id)
-        except TikTokError as exc:
-            if exc.code == ErrorCode.AGE_RESTRICTED:
-                # Alive but gated: the recorder has the cookies to deal with it.
-                await _went_live(deps, w, None, state)
-                continue
-            if _failed(deps, egress, w, exc, state):
-                return
-            continue
-        deps.budget.succeeded(egress)
-        if info.is_live or info.is_paused:
-            await _went_live(deps, w, info, state)
-        else:
-            _offline(w, state)
+            if await _confirm(deps, egress, client, w, state):
+                return  # the egress is throttled: the rest waits for the next pass
+        except BudgetStopped:
+            raise
+        except Exception as exc:  # the job store or the bus failed for this one: next one
+            _broken(w, exc, state)
+
+
+async def _confirm(
+    deps: PollDeps, egress: str, client: TikTokClient, w: Watcher, state: _Pass
+) -> bool:
+    """A room check_alive calls alive: record it unless it is already; True when the whole
+    egress must back off."""
+    assert w.room_id is not None
+    if w.live_state == "live" and w.current_job_id == job_id_for(w, w.room_id):
+        state.done(w, "live")  # still the same live: already recording
+        return False
+    # check_alive has said "alive" for rooms that are not (TIKTOK.md #454): confirm.
+    await deps.budget.take(egress, "room_info")
+    try:
+        info = await client.room_info(w.room_id)
+    except TikTokError as exc:
+        if exc.code == ErrorCode.AGE_RESTRICTED:
+            # Alive but gated: the recorder has the cookies to deal with it.
+            await _went_live(deps, w, None, state)
+            return False
+        return _failed(deps, egress, w, exc, state)
+    deps.budget.succeeded(egress)
+    if info.is_live or info.is_paused:
+        await _went_live(deps, w, info, state)
+    else:
+        _offline(w, state)
+    return False
 
 
 def _fill_batches(checkable: list[Watcher], size: int, now: float) -> list[Watcher]:
@@ -270,6 +302,30 @@ def _failed(deps: PollDeps, egress: str, w: Watcher, exc: TikTokError, state: _P
     delay = min(ERROR_BACKOFF_MAX, w.poll_interval * 2.0 ** min(w.failures, 10))
     state.failed(w, exc.code, exc.message, next_check=state.now + delay)
     return False
+
+
+def _valid_room(w: Watcher, state: _Pass) -> bool:
+    """A room id TikTok (or an old row) gave that is no room id fails this watcher alone:
+    check_alive refuses the whole batch it would be in."""
+    if w.room_id and is_room_id(w.room_id):
+        return True
+    log.warning("scheduler.invalid_room_id", key=w.key, room_id=w.room_id)
+    w.failures += 1
+    detail = f"unexpected answer from TikTok: room id {w.room_id!r} is not 15-20 digits"
+    delay = min(ERROR_BACKOFF_MAX, w.poll_interval * 2.0 ** min(w.failures, 10))
+    state.failed(w, ErrorCode.SERVICE_UNAVAILABLE, detail, next_check=state.now + delay)
+    return False
+
+
+def _broken(w: Watcher, exc: Exception, state: _Pass) -> None:
+    """A fault no error mapping knows (a bug, a store or bus error) while checking ``w``:
+    its error, not the pass's. Checked again after a poll interval, then less and less often.
+    The message names only the type: the details (maybe a proxy URL) go to the log."""
+    log.exception("scheduler.check_failed", key=w.key, error=repr(exc))  # in an except
+    w.failures += 1
+    delay = min(ERROR_BACKOFF_MAX, w.poll_interval * 2.0 ** min(w.failures - 1, 10))
+    message = f"internal error ({type(exc).__name__}); the scheduler's log has the details"
+    state.failed(w, ErrorCode.INTERNAL, message, next_check=time.time() + delay)
 
 
 def _unusable(w: Watcher, exc: ValueError, state: _Pass) -> None:

@@ -42,6 +42,10 @@ log = get_logger(__name__)
 
 LEADER_LEASE = "leader.scheduler"
 IDLE_TICK = 0.5
+# After a pass that raised, the next waits this long, doubling while they keep failing: a
+# broken store or bus is not hammered, and the loop never ends while the lease is held.
+PASS_BACKOFF = 1.0
+PASS_BACKOFF_MAX = 30.0
 PACE_EVERY = 10.0  # seconds between recomputing each egress's rate from its watchers
 BAD_REQUEST, NOT_FOUND = "400", "404"  # nats.micro error codes, read by the gateway
 
@@ -99,24 +103,35 @@ class SchedulerService(BaseService[SchedulerSettings]):
         await asyncio.gather(consumer.run(lost), self._poll(lost), return_exceptions=True)
 
     async def _poll(self, stop: asyncio.Event) -> None:
+        """Poll passes until ``stop``. No exception ends it: the lease would be kept by a
+        scheduler that no longer polls, and no standby would take over."""
         paced = float("-inf")
         loop = asyncio.get_running_loop()
+        failed = 0
         while not stop.is_set():
+            pause = IDLE_TICK
             try:
                 if loop.time() - paced > PACE_EVERY:
                     await pace(self.deps)
                     paced = loop.time()
                 checked = await poll_once(self.deps)
                 metrics.WATCHERS_ACTIVE.set(await self.store.count_active())
-            except TRANSIENT as exc:
-                log.warning("scheduler.poll_failed", error=repr(exc))
-                checked = 0
+                failed = 0
             except BudgetStopped:
                 # What this pass learned is dropped: those watchers are due again next time.
                 return
+            except Exception as exc:
+                failed += 1
+                pause = min(PASS_BACKOFF_MAX, PASS_BACKOFF * 2.0 ** (failed - 1))
+                metrics.PASS_FAILURES.inc()
+                if isinstance(exc, TRANSIENT):  # NATS away for a moment: no stack needed
+                    log.warning("scheduler.pass_failed", error=repr(exc), retry_in_s=pause)
+                else:
+                    log.exception("scheduler.pass_failed", error=repr(exc), retry_in_s=pause)
+                checked = 0
             if not checked:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), IDLE_TICK)
+                    await asyncio.wait_for(stop.wait(), pause)
 
     async def _on_command(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
         match event:

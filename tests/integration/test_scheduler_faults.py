@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.scheduler.service import SchedulerService
 from shared.bus import Bus
+from shared.errors import ErrorCode
 from shared.events import WatchDeleted, WatchPaused, WatchRequested
+from shared.metrics import PREFIX
 from shared.tiktok import RoomRef, TikTokClient
 from shared.watchers import Watcher
 from tests.helpers import eventually
@@ -30,11 +34,15 @@ class Faulty:
         self.waiting = asyncio.Event()  # a check_alive is held at the gate
         self.checks_after_gate = 0  # check_alive calls made after the gate opened
         self.room_ids: dict[str, str] = {}  # unique id -> the room id TikTok "returns"
+        self.broken: set[str] = set()  # unique ids whose resolve hits a bug of ours
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
     async def resolve(self, target: str) -> RoomRef:
+        if target.lstrip("@") in self.broken:
+            msg = "a bug no error mapping knows"
+            raise RuntimeError(msg)
         ref = await self.real.resolve(target)
         bad = self.room_ids.get(target.lstrip("@"))
         return ref if bad is None else RoomRef(room_id=bad, unique_id=ref.unique_id)
@@ -114,3 +122,91 @@ async def test_a_command_during_a_slow_pass_wins_over_the_pass(
         else:
             assert after is not None
             assert (after.task_id, after.poll_interval) == ("task-2", 77)
+
+
+# --- 6. polling never dies silently while the lease is held -----------------------------------
+
+
+async def lived_once(fake: FakeTikTok, *users: str) -> None:
+    """Users with a finished live: a resolve finds their last room id, check_alive asks it."""
+    for user in users:
+        await fake.create_user(user)
+        await fake.go_live(user)
+        await fake.end(user)
+
+
+async def checked_again(bus: Bus, key: str) -> None:
+    """Wait until ``key`` is checked by a pass that starts after this call."""
+    before = await watcher(bus, key)
+    assert before is not None
+    assert before.last_run_at is not None
+
+    async def later() -> bool:
+        w = await watcher(bus, key)
+        seen = w.last_run_at if w is not None else None
+        return seen is not None and before.last_run_at is not None and seen > before.last_run_at
+
+    await eventually(later, timeout=15)
+
+
+@pytest.mark.parametrize("fault", ["invalid room id", "bug"])
+async def test_a_fault_of_one_watcher_is_its_error_and_the_others_are_polled(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path, fault: str
+) -> None:
+    await lived_once(fake_tiktok, "bad", "tom")
+    async with SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path)) as s:
+        client = faulty(s)
+        if fault == "bug":
+            client.broken.add("bad")
+        else:
+            client.room_ids["bad"] = "123"  # what check_alive refuses (15-20 digits)
+        code = ErrorCode.INTERNAL if fault == "bug" else ErrorCode.SERVICE_UNAVAILABLE
+        await watch(bus, "@bad", poll=1, unique_id="bad")
+        await watch(bus, "@tom", poll=1, unique_id="tom")
+
+        async def both_checked() -> bool:
+            bad, tom = await watcher(bus, "@bad"), await watcher(bus, "@tom")
+            return (
+                bad is not None
+                and bad.error_code == code
+                and tom is not None
+                and tom.last_outcome == "offline"
+            )
+
+        await eventually(both_checked, timeout=15)
+        bad = await watcher(bus, "@bad")
+        assert bad is not None
+        assert bad.error_message is not None
+        assert ("RuntimeError" if fault == "bug" else "'123'") in bad.error_message
+        await checked_again(bus, "@tom")  # the poller lives on
+
+
+def pass_failures() -> float:
+    return REGISTRY.get_sample_value(f"{PREFIX}_scheduler_pass_failures_total") or 0.0
+
+
+async def test_a_pass_that_raises_is_counted_and_polling_goes_on(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    await lived_once(fake_tiktok, "sue")
+    settings = scheduler_settings(nats_server, fake_tiktok, tmp_path)
+    async with SchedulerService(bus, settings):
+        await watch(bus, "@sue", poll=1, unique_id="sue")
+
+        async def checked() -> bool:
+            w = await watcher(bus, "@sue")
+            return w is not None and w.last_outcome == "offline"
+
+        await eventually(checked, timeout=15)
+        failures = pass_failures()
+        # A real SQLite fault: the table is gone for a while (as after a bad migration).
+        with sqlite3.connect(settings.scheduler_db, timeout=10) as db:
+            db.execute("ALTER TABLE watchers RENAME TO watchers_away")
+
+        async def failing() -> bool:
+            return pass_failures() >= failures + 2  # and the loop tried again
+
+        await eventually(failing, timeout=15)
+        with sqlite3.connect(settings.scheduler_db, timeout=10) as db:
+            db.execute("ALTER TABLE watchers_away RENAME TO watchers")
+        await checked_again(bus, "@sue")
