@@ -52,6 +52,8 @@ class ChaosFleet(JobsApi):
         log.close()
 
         async def answering() -> bool:
+            proc = self.procs[name]
+            assert proc.returncode is None, f"{name} exited: {self.log_of(name)[-2000:]}"
             replies = await ping_all(self.bus.nc, wait=0.1)
             return any(r.get("metadata", {}).get("instance") == name for r in replies)
 
