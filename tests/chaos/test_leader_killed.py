@@ -1,0 +1,77 @@
+"""Scenario 2: the node leading KV_claims (leases) or EVENTS is killed under live recordings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import nats.errors
+import pytest
+
+from shared.lease import LEASE_DOUBT
+from shared.subjects import CLAIMS_BUCKET, EVENTS_STREAM
+from tests.chaos.fleet import ChaosFleet
+from tests.chaos.invariants import check_invariants, end_live
+from tests.chaos.lives import growing, report_outcomes, start_lives
+from tlr.fake_tiktok import FakeTikTok
+from tlr.nats_server import NatsServer
+
+FAKE_TIKTOK_OPTIONS = {"speed": 1.0}  # real time: losses are measured in seconds of live
+
+
+async def _new_leader(fleet: ChaosFleet, stream: str, old: NatsServer) -> float:
+    """Seconds until a node other than ``old`` leads ``stream``."""
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    while loop.time() - since < 60:
+        try:
+            leader = await fleet.cluster.stream_leader(stream)
+        except (nats.errors.Error, TimeoutError):
+            leader = None
+        if leader is not None and leader is not old:
+            return loop.time() - since
+        await asyncio.sleep(0.1)
+    msg = f"no new leader of {stream} within 60s"
+    raise AssertionError(msg)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("stream", [f"KV_{CLAIMS_BUCKET}", EVENTS_STREAM])
+async def test_the_leader_of_a_stream_killed_under_live_recordings(
+    chaos_fleet: ChaosFleet,
+    fake_tiktok: FakeTikTok,
+    chaos_report: Callable[[str], None],
+    stream: str,
+) -> None:
+    """The recordings carry on through the election; no hand-over when it is shorter than
+    the time a lease may go unrenewed (LEASE_DOUBT)."""
+    await chaos_fleet.start("rec-a")
+    await chaos_fleet.start("rec-b")
+    lives = await start_lives(chaos_fleet, fake_tiktok, ["fay", "gus"])
+
+    leader = await chaos_fleet.cluster.stream_leader(stream)
+    assert leader is not None
+    await chaos_fleet.cluster.kill(leader)
+    election = await _new_leader(chaos_fleet, stream, leader)
+    resumed = await asyncio.gather(
+        *(growing(chaos_fleet, live.task_id, timeout=60) for live in lives)
+    )
+    await chaos_fleet.cluster.start_node(leader)  # back with its store, as after a crash
+    await asyncio.gather(*(growing(chaos_fleet, live.task_id, timeout=30) for live in lives))
+    for live in lives:
+        await end_live(fake_tiktok, live)
+    for live in lives:
+        job = await chaos_fleet.wait(live.task_id, "SUCCESS", "FAILURE", timeout=60)
+        assert job["status"] == "SUCCESS", job
+
+    outcomes = await check_invariants(
+        chaos_fleet, chaos_fleet.bus, fake_tiktok, chaos_fleet.recordings, lives
+    )
+    chaos_report(
+        f"leader of {stream} ({leader.server_name}) killed: new leader after {election:.1f}s, "
+        "job progress grew again within " + ", ".join(f"{s:.1f}s" for s in resumed) + " after it"
+    )
+    report_outcomes(chaos_report, outcomes)
+    if election < LEASE_DOUBT:
+        assert [o.handovers for o in outcomes] == [0] * len(outcomes)
