@@ -107,10 +107,12 @@ class KvLeases:
 class Keeper:
     """Renews a held lease every LEASE_RENEW s while its holder works.
 
-    ``lost`` is set when a renewal is refused (someone else holds it now) or when none has
-    succeeded for LEASE_DOUBT s (NATS away, or this process was frozen): the holder must stop
-    acting. ``fresh()`` answers, without I/O, whether acting now is still safe: a process that
-    wakes from a long freeze finds it False before its first renewal is even tried.
+    ``lost`` is set when a renewal is refused (someone else may hold it now) and it cannot be
+    taken again (``retake``), or, with ``doubt_steps_down``, when none has succeeded for
+    LEASE_DOUBT s (NATS away, or this process was frozen): the holder must stop acting. A
+    lease taken again replaces ``lease`` (a new token) and ``on_retaken`` hears it. ``fresh()``
+    answers, without I/O, whether acting now is still safe: a process that wakes from a long
+    freeze finds it False before its first renewal is even tried.
     """
 
     def __init__(
@@ -120,8 +122,15 @@ class Keeper:
         clock: Callable[[], float] = time.monotonic,
         on_renewed: Callable[[], Awaitable[object]] | None = None,
         every: float = LEASE_RENEW,
+        retake: Callable[[], Awaitable[HeldLease | None]] | None = None,
+        on_retaken: Callable[[HeldLease], Awaitable[object]] | None = None,
+        doubt_steps_down: bool = True,
     ) -> None:
         self.lease = lease
+        self._first = lease
+        self.retake = retake
+        self.on_retaken = on_retaken
+        self.doubt_steps_down = doubt_steps_down
         self.every = every
         self.clock = clock
         self.on_renewed = on_renewed
@@ -152,6 +161,8 @@ class Keeper:
             done, _ = await asyncio.wait({self._task}, timeout=self.every + 1.0)
             if not done:
                 log.error("lease.keeper_stuck", lease=self.lease.name)
+        if self.lease is not self._first:  # taken again here: the holder releases the first
+            await self.lease.release()
 
     async def _run(self) -> None:
         while not self.lost.is_set() and not self._closing:
@@ -160,22 +171,51 @@ class Keeper:
                 renewed = await self.lease.renew()
             except Exception as exc:  # NATS away or erring: is the lease still ours?
                 log.debug("lease.renew_failed", lease=self.lease.name, error=repr(exc))
-                if self.clock() - self.renewed_at >= LEASE_DOUBT:
+                if self.clock() - self.renewed_at >= LEASE_DOUBT and self.doubt_steps_down:
                     log.warning("lease.doubtful", lease=self.lease.name, seconds=LEASE_DOUBT)
                     self.lost.set()
                 continue
+            # Refused: it lapsed, and someone may hold it and write with a newer token.
+            # (A renewal that succeeds proves no one took it meanwhile, however late.)
             if not renewed:
-                # Refused: it lapsed, and someone may hold it and write with a newer token.
-                # (A renewal that succeeds proves no one took it meanwhile, however late.)
-                log.warning("lease.lost", lease=self.lease.name)
-                self.lost.set()
-                return
+                taken = await self._take_again()
+                if taken is None:
+                    continue  # NATS away again: try at the next beat
+                if not taken:
+                    log.warning("lease.lost", lease=self.lease.name)
+                    self.lost.set()
+                    return
             self.renewed_at = self.clock()
             if self._closing:
                 return
             if self.on_renewed is not None:
                 with contextlib.suppress(*TRANSIENT):
                     await self.on_renewed()
+
+    async def _take_again(self) -> bool | None:
+        """After a refused renewal: take the lease again if no one else did (True); False if
+        someone holds it; None if NATS could not say."""
+        if self.retake is None:
+            return False
+        try:
+            new = await self.retake()
+        except Exception as exc:
+            log.debug("lease.retake_failed", lease=self.lease.name, error=repr(exc))
+            return None
+        if new is None:
+            return False
+        log.info("lease.retaken", lease=new.name, token=new.token)
+        old, self.lease = self.lease, new
+        if old is not self._first:
+            with contextlib.suppress(Exception):
+                await old.release()
+        if self.on_retaken is not None:
+            try:
+                await self.on_retaken(new)
+            except Exception as exc:  # e.g. the store refuses: a newer holder has the job
+                log.warning("lease.retake_refused", lease=new.name, error=repr(exc))
+                return False
+        return True
 
 
 async def current_holder(kv: KeyValue, name: str) -> Holder | None:

@@ -13,6 +13,7 @@ from services.recorder.settings import RecorderSettings
 from shared.events import Event, RecordingOptions, RecordingRequested, RoomLive
 from shared.job_store import JobStore
 from shared.lease import Leases
+from shared.subjects import LEASE_RENEW
 from shared.tiktok.client import TikTokClient
 
 Work = RecordingRequested | RoomLive
@@ -55,4 +56,5 @@ class RecorderDeps:
     tiktok: TikTokPool
     media: Media
     clock: Callable[[], float] = time.monotonic
+    renew_every: float = LEASE_RENEW  # how often a held room lease is renewed
     active: dict[str, Job] = field(default_factory=dict)

@@ -17,13 +17,13 @@ from services.recorder.deps import Job, RecorderDeps, Work
 from services.recorder.media import SessionPlan
 from services.recorder.outcome import fail_or_retry, finish
 from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
-from shared.consumer import Delivery
 from shared.bus import TRANSIENT
+from shared.consumer import Delivery
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordingStarted
 from shared.job_store import Refused
 from shared.jobs import Claim, Outcome, RecordingPart, SegmentEntry, Totals
-from shared.lease import HeldLease, Keeper
+from shared.lease import HeldLease, Holder, Keeper
 from shared.logging import get_logger
 from shared.naming import render
 from shared.tiktok import RoomInfo, StreamCandidate, TikTokError, stream_candidates
@@ -55,9 +55,10 @@ async def record(
 ) -> None:
     """Record ``event``'s job while holding ``lease``. Raises Refused (StaleHolder or
     JobFinished) when the store says the job is no longer this holder's to write."""
-    job_id, token = event.job_id, lease.token
+    job_id = event.job_id
     job = Job(job_id)
     beats = [0]
+    claimed: list[Claim] = []
 
     async def recheck_cancel() -> None:
         beats[0] += 1
@@ -66,7 +67,28 @@ async def record(
             if request is not None and request.desired == "cancel":
                 job.halt("cancelled")
 
-    async with Keeper(lease, clock=deps.clock, on_renewed=recheck_cancel) as keeper:
+    async def retake() -> HeldLease | None:
+        # The lease lapsed while NATS was away (an election, a blip, a freeze): take it again
+        # if no one else did, rather than hand the live over.
+        return await deps.leases.acquire(lease.name, Holder(deps.recorder_id, job_id))
+
+    async def reclaim(new: HeldLease) -> None:
+        if claimed:  # the job moves to the new token; before the first claim, nothing to do
+            await deps.store.claim(job_id, new.token, claimed[0])
+
+    # A recording does not step down when renewals merely fail: its writes are fenced, so it
+    # records on through an outage and stops only if another holder took the lease.
+    keeper = Keeper(
+        lease,
+        clock=deps.clock,
+        every=deps.renew_every,
+        on_renewed=recheck_cancel,
+        retake=retake,
+        on_retaken=reclaim,
+        doubt_steps_down=False,
+    )
+    async with keeper:
+        token = keeper.lease.token
         prior = await take_over(deps, job_id, token)
         had_files = bool(prior and prior.segments)
         recorded_s = sum(s.duration_s or 0 for s in prior.segments) if prior else 0.0
@@ -84,7 +106,8 @@ async def record(
             return
 
         claim = Claim(deps.recorder_id, room_id, info.title, info.unique_id, delivery.num_delivered)
-        await deps.store.claim(job_id, token, claim)
+        claimed.append(claim)
+        await deps.store.claim(job_id, keeper.lease.token, claim)
         await deps.publisher.publish(
             RecordingStarted(
                 event_id=f"start:{job_id}:{delivery.num_delivered}",
@@ -101,14 +124,16 @@ async def record(
         lost = asyncio.create_task(_halt_when_lost(keeper, job))
         totals = Totals.of(prior)
         try:
-            result = await _session(deps, event, info, job, keeper, token, prior, totals)
+            result = await _session(deps, event, info, job, keeper, prior, totals)
         finally:
             lost.cancel()
             metrics.ACTIVE.dec()
             deps.active.pop(job_id, None)
         root, base = deps.settings.recordings_dir.resolve(), next_part(prior)
         files = tuple(_entry(f, root, base + f.part) for f in result.files)
-        await _ended(deps, event, job, result, totals, token, had_files, room_id, files)
+        await _ended(
+            deps, event, job, result, totals, keeper.lease.token, had_files, room_id, files
+        )
 
 
 async def _ended(
@@ -173,7 +198,6 @@ async def _session(
     info: RoomInfo,
     job: Job,
     keeper: Keeper,
-    token: int,
     prior: RecordingPart | None,
     totals: Totals,
 ) -> SessionResult:
@@ -224,7 +248,8 @@ async def _session(
         path = render(template, values, root, when=started_at).with_suffix(".flv")
         # Listed before a byte is written, so a recorder taking over after a crash finds it.
         entry = SegmentEntry(path=_rel(path, root), part=part_base + index)
-        task = asyncio.create_task(fenced(store.segment_opened(job_id, token, entry)))
+        write = store.segment_opened(job_id, keeper.lease.token, entry)
+        task = asyncio.create_task(fenced(write))
         writes.add(task)
         task.add_done_callback(writes.discard)
         return path
@@ -232,16 +257,16 @@ async def _session(
     async def on_file(segment: RecordedSegment) -> None:
         # The session counts its segments from 0; the job's parts go on from the prior ones.
         entry = _entry(segment, root, part_base + segment.part)
-        await fenced(store.segment_finalised(job_id, token, entry))
+        await fenced(store.segment_finalised(job_id, keeper.lease.token, entry))
 
     async def on_progress(progress: Progress) -> None:
         now = totals.plus(progress.bytes, progress.reconnects, progress.stalls)
-        await fenced(store.progress(job_id, token, now, progress.bitrate))
+        await fenced(store.progress(job_id, keeper.lease.token, now, progress.bitrate))
 
     async def on_stream(stream: StreamCandidate) -> None:
         wanted = preference[0] if preference else None
         write = store.streaming(
-            job_id, token, quality=stream.quality, source=stream.source, wanted=wanted
+            job_id, keeper.lease.token, quality=stream.quality, source=stream.source, wanted=wanted
         )
         await fenced(write)
 

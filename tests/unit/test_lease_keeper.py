@@ -104,3 +104,57 @@ async def test_a_keeper_stops_even_when_a_renewal_swallows_its_cancel() -> None:
 
     await asyncio.wait_for(hold(), 5)  # leaving the block does not hang
     assert keeper.stopped  # and nothing renews any more
+
+
+class Leases:
+    """Where a lapsed lease may be taken again: free (a new token) or held by someone."""
+
+    def __init__(self) -> None:
+        self.free = True
+        self.taken: list[Lease] = []
+
+    async def retake(self) -> Lease | None:
+        if not self.free:
+            return None
+        new = Lease()
+        new.token = 8
+        self.taken.append(new)
+        return new
+
+
+async def test_a_lapsed_lease_no_one_took_is_taken_again_with_a_new_token() -> None:
+    lease, leases = Lease(), Leases()
+    heard: asyncio.Queue[int] = asyncio.Queue()
+
+    async def on_retaken(new: object) -> None:
+        heard.put_nowait(getattr(new, "token", -1))
+
+    lease.answer = False  # lapsed while NATS was away: the renewal is refused
+    keeper = Keeper(lease, every=0.001, retake=leases.retake, on_retaken=on_retaken)
+    async with keeper:
+        assert await asyncio.wait_for(heard.get(), 5) == 8
+        assert keeper.lease.token == 8
+        assert keeper.fresh()
+        assert not keeper.lost.is_set()
+
+
+async def test_a_lapsed_lease_someone_else_took_is_lost() -> None:
+    lease, leases = Lease(), Leases()
+    leases.free = False
+    lease.answer = False
+    async with Keeper(lease, every=0.001, retake=leases.retake) as keeper:
+        await asyncio.wait_for(keeper.lost.wait(), 5)
+    assert leases.taken == []
+
+
+async def test_a_recording_keeper_rides_out_an_outage_longer_than_lease_doubt() -> None:
+    lease, clock = Lease(), Clock()
+    async with Keeper(lease, clock=clock, every=0.001, doubt_steps_down=False) as keeper:
+        lease.answer = ConnectionError("election")
+        clock.now += LEASE_DOUBT * 3
+        await asyncio.wait_for(_renewed(lease, 5), 5)
+        assert not keeper.lost.is_set()
+        assert not keeper.fresh()  # but opens no new file meanwhile
+        lease.answer = True
+        await asyncio.wait_for(_renewed(lease, 2), 5)
+    assert not keeper.lost.is_set()

@@ -34,6 +34,7 @@ from tests.fakes.leases import MemoryLeases
 from tests.fakes.media import FakeMedia, Take
 from tests.fakes.publisher import MemoryPublisher
 from tests.fakes.tiktok import FakeTikTokClient, FakeTikTokPool
+from tests.helpers import eventually
 
 ROOM = "7503448765740976902"
 JOB = "job1"
@@ -77,6 +78,7 @@ class World:
     clock: Clock = field(default_factory=Clock)
     active: dict[str, Job] = field(default_factory=dict)
     withdrawn: bool = False  # no request document, as after a publish the gateway undid
+    renew_every: float = 3600.0  # the Keeper stays out of the way unless a test wants it
 
     @property
     def tiktok(self) -> FakeTikTokClient:
@@ -94,6 +96,7 @@ class World:
             media=self.media,
             clock=self.clock,
             active=self.active,
+            renew_every=self.renew_every,
         )
 
     async def run(self, event: Work | None = None, attempt: int = 1) -> None:
@@ -508,3 +511,28 @@ async def test_a_full_disk_retries_the_job_and_recording_resumes(world: World) -
         "SUCCESS",
         [(f"{ROOM}/{JOB}_0.mp4", 0), (f"{ROOM}/{JOB}_1.mp4", 1)],
     )
+
+
+async def test_a_lease_that_lapsed_while_nats_was_away_is_taken_again_not_handed_over(
+    world: World,
+) -> None:
+    # An election longer than the lease's TTL: the room's lease lapsed, no one else took it.
+    world.renew_every = 0.001
+    world.tiktok.live(ROOM)
+    world.media = FakeMedia([Take(1000, 2.0), Take(2000, 3.0)], pause_after_open=1)
+    task = asyncio.create_task(world.run())
+    await world.media.paused.wait()
+    first = world.leases.held[LEASE]
+    world.leases.expire(LEASE)
+
+    async def retaken() -> bool:
+        held = world.leases.held.get(LEASE)
+        return held is not None and held is not first and (await world.job()).fence == held.token
+
+    await eventually(retaken, timeout=5, interval=0.001)
+    world.media.resume.set()
+    await task
+    doc = await world.job()
+    assert (doc.state, doc.recorder_id) == ("SUCCESS", "rec-a")
+    assert listed(doc) == [(f"{ROOM}/{JOB}_0.mp4", 0), (f"{ROOM}/{JOB}_1.mp4", 1)]
+    assert world.leases.held == {}  # the lease taken again is released too
