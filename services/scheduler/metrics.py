@@ -24,6 +24,9 @@ PASS_FAILURES = Counter(
     f"{_P}_pass_failures_total", "Poll passes that raised (log: scheduler.pass_failed)"
 )
 LIVES_DETECTED = Counter(f"{_P}_lives_detected_total", "room.live published")
+LIVE_RESTARTS = Counter(
+    f"{_P}_live_restarts_total", "New jobs for lives that outlived their job (room.live again)"
+)
 DETECTION_SECONDS = Histogram(
     f"{_P}_detection_seconds",
     "From a live's start (room/info start_time) to room.live",

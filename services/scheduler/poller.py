@@ -1,5 +1,6 @@
 """One polling pass (leader only): due watchers -> resolve users -> batched check_alive ->
-confirm positives with room/info -> room.live once per live session.
+confirm positives with room/info -> room.live once per live session, and once more for each
+job the live outlives (see :mod:`services.scheduler.lives`).
 
 Every TikTok request first takes a permit from the :class:`Budget` of its egress, so the
 request rate never exceeds the budget, however many watchers are due: when the budget is
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import random
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from services.scheduler import metrics
 from services.scheduler.budget import Budget, BudgetStopped
+from services.scheduler.lives import attempt_of, job_id_for, restart_at
 from services.scheduler.store import WatcherStore
 from shared.errors import ErrorCode
 from shared.events import Event, RoomLive
@@ -35,9 +36,6 @@ from shared.watchers import Watcher
 
 log = get_logger(__name__)
 
-# Deterministic job ids: a scheduler that crashed after publishing room.live and before
-# saving its state derives the same job (and Nats-Msg-Id) again: no second recording.
-JOB_NAMESPACE = uuid.UUID("6f1d2b9e-5c3a-4e1f-9a7b-2d8c4e6f1a3b")
 MAX_DUE = 1000
 PACE_MARGIN = 1.25  # room for confirmations, retries and jitter above the steady need
 PACE_FLOOR = 1.0  # requests/s: small deployments are never slowed below this
@@ -98,10 +96,6 @@ class _Pass:
 def interval(poll: int) -> float:
     """The next check: never later than poll_interval, jittered so watchers never align."""
     return poll - _JITTER.uniform(0, min(0.1 * poll, 2.0))
-
-
-def job_id_for(w: Watcher, room_id: str) -> str:
-    return str(uuid.uuid5(JOB_NAMESPACE, f"{w.task_id}:{room_id}:{w.generation}"))
 
 
 async def poll_once(deps: PollDeps, now: float | None = None) -> int:
@@ -234,12 +228,17 @@ async def _poll_egress(
 async def _confirm(
     deps: PollDeps, egress: str, client: TikTokClient, w: Watcher, state: _Pass
 ) -> bool:
-    """A room check_alive calls alive: record it unless it is already; True when the whole
-    egress must back off."""
+    """A room check_alive calls alive: record it unless it is already (a new job when the
+    live outlived its job); True when the whole egress must back off."""
     assert w.room_id is not None
-    if w.live_state == "live" and w.current_job_id == job_id_for(w, w.room_id):
-        state.done(w, "live")  # still the same live: already recording
-        return False
+    attempt = attempt_of(w, w.room_id)
+    if attempt is not None:
+        if not await _job_over(deps, w, attempt):
+            w.live_state = "live"
+            state.done(w, "live")  # still the same live: already recording
+            return False
+        attempt += 1  # its job ended, the live goes on: the next job, once confirmed live
+    attempt = attempt or 0
     # check_alive has said "alive" for rooms that are not (TIKTOK.md #454): confirm.
     await deps.budget.take(egress, "room_info")
     try:
@@ -247,15 +246,22 @@ async def _confirm(
     except TikTokError as exc:
         if exc.code == ErrorCode.AGE_RESTRICTED:
             # Alive but gated: the recorder has the cookies to deal with it.
-            await _went_live(deps, w, None, state)
+            await _went_live(deps, w, None, state, attempt)
             return False
         return _failed(deps, egress, w, exc, state)
     deps.budget.succeeded(egress)
     if info.is_live or info.is_paused:
-        await _went_live(deps, w, info, state)
+        await _went_live(deps, w, info, state, attempt)
     else:
         _offline(w, state)
     return False
+
+
+async def _job_over(deps: PollDeps, w: Watcher, attempt: int) -> bool:
+    """The current job of the live has ended (not cancelled) and its restart delay is over."""
+    assert w.current_job_id is not None
+    at = restart_at(await deps.jobs.recording(w.current_job_id), attempt, w.poll_interval)
+    return at is not None and time.time() >= at
 
 
 def _fill_batches(checkable: list[Watcher], size: int, now: float) -> list[Watcher]:
@@ -339,9 +345,12 @@ def _unusable(w: Watcher, exc: ValueError, state: _Pass) -> None:
     state.failed(w, ErrorCode.VALIDATION_ERROR, str(exc), time.time() + interval(w.poll_interval))
 
 
-async def _went_live(deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _Pass) -> None:
+async def _went_live(
+    deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _Pass, attempt: int
+) -> None:
+    """Start job ``attempt`` of the live (0: the live is new) unless it is the current one."""
     assert w.room_id is not None
-    job_id = job_id_for(w, w.room_id)
+    job_id = job_id_for(w, w.room_id, attempt)
     if w.current_job_id != job_id:
         request = JobRequest(
             job_id=job_id,
@@ -367,10 +376,20 @@ async def _went_live(deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _
                 options=w.options,
             )
         )
-        metrics.LIVES_DETECTED.inc()
-        if info is not None and info.start_time:
-            metrics.DETECTION_SECONDS.observe(max(0.0, time.time() - info.start_time))
-        log.info("scheduler.live_detected", key=w.key, room_id=w.room_id, job_id=job_id)
+        if attempt == 0:
+            metrics.LIVES_DETECTED.inc()
+            if info is not None and info.start_time:
+                metrics.DETECTION_SECONDS.observe(max(0.0, time.time() - info.start_time))
+            log.info("scheduler.live_detected", key=w.key, room_id=w.room_id, job_id=job_id)
+        else:
+            metrics.LIVE_RESTARTS.inc()
+            log.warning(
+                "scheduler.live_restarted",
+                key=w.key,
+                room_id=w.room_id,
+                job_id=job_id,
+                previous_job_id=w.current_job_id,
+            )
         w.current_job_id = job_id
         w.jobs = [*w.jobs[-49:], job_id]
         w.last_live_at = datetime.fromtimestamp(state.now, UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,12 +15,13 @@ from prometheus_client import REGISTRY
 from services.scheduler.service import SchedulerService
 from shared.bus import Bus
 from shared.errors import ErrorCode
-from shared.events import WatchDeleted, WatchPaused, WatchRequested
+from shared.events import RoomLive, WatchDeleted, WatchPaused, WatchRequested
+from shared.jobs import Outcome
 from shared.metrics import PREFIX
 from shared.tiktok import RoomRef, TikTokClient
 from shared.watchers import Watcher
-from tests.helpers import eventually
-from tests.integration.test_scheduler import scheduler_settings, watch, watcher
+from tests.helpers import eventually, job_store
+from tests.integration.test_scheduler import lives_published, scheduler_settings, watch, watcher
 from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsServer
 
@@ -210,3 +212,63 @@ async def test_a_pass_that_raises_is_counted_and_polling_goes_on(
         with sqlite3.connect(settings.scheduler_db, timeout=10) as db:
             db.execute("ALTER TABLE watchers_away RENAME TO watchers")
         await checked_again(bus, "@sue")
+
+
+# --- 5. a live that outlives its job is recorded again ----------------------------------------
+
+
+async def test_a_live_that_outlives_its_job_gets_a_new_job_with_backoff(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    # No recorder runs: the test ends each job the way a recorder that gave up would.
+    await fake_tiktok.create_user("liv")
+    live = await fake_tiktok.go_live("liv")
+    jobs = await job_store(bus)
+    poll = 1
+    async with SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path)):
+        await watch(bus, "@liv", poll=poll, unique_id="liv")
+
+        async def lives(n: int) -> list[RoomLive]:
+            published: list[RoomLive] = []
+
+            async def enough() -> bool:
+                published[:] = await lives_published(bus)
+                return len(published) >= n
+
+            await eventually(enough, timeout=20)
+            return published
+
+        [first] = await lives(1)
+        ended, _ = await jobs.finish(first.job_id, Outcome("FAILURE", error_code="DISK_FULL"))
+        second = (await lives(2))[1]
+        assert second.job_id != first.job_id
+        assert second.room_id == first.room_id == live.room_id
+        assert ended.ended_at is not None
+        assert second.occurred_at >= ended.ended_at + timedelta(seconds=poll)
+
+        async def current(job_id: str) -> bool:
+            w = await watcher(bus, "@liv")
+            return w is not None and w.current_job_id == job_id
+
+        await eventually(lambda: current(second.job_id), timeout=10)
+        # It fails at once again: the next job waits twice as long (it does not loop).
+        ended, _ = await jobs.finish(second.job_id, Outcome("FAILURE", error_code="DISK_FULL"))
+        third = (await lives(3))[2]
+        assert ended.ended_at is not None
+        assert third.occurred_at >= ended.ended_at + timedelta(seconds=2 * poll)
+        await eventually(lambda: current(third.job_id), timeout=10)
+        w = await watcher(bus, "@liv")
+        assert w is not None
+        assert w.jobs == [first.job_id, second.job_id, third.job_id]
+
+        # Cancelled on purpose (DELETE /jobs/{id}): the live is not recorded again.
+        ended, _ = await jobs.finish(third.job_id, Outcome("CANCELLED", error_code="CANCELLED"))
+        assert ended.ended_at is not None
+        quiet_until = ended.ended_at + timedelta(seconds=4 * poll + 1)
+
+        async def checked_past_the_backoff() -> bool:
+            w = await watcher(bus, "@liv")
+            return w is not None and w.last_run_at is not None and w.last_run_at > quiet_until
+
+        await eventually(checked_past_the_backoff, timeout=20)
+        assert len(await lives_published(bus)) == 3
