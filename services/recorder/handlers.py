@@ -41,6 +41,11 @@ async def on_recording_work(event: Work, delivery: Delivery, deps: RecorderDeps)
 
 async def _work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:
     job_id = event.job_id
+    if job_id in deps.active:
+        # Delivered again (its heartbeats were lost while NATS was away) to the process that
+        # records it: the recording goes on; a second one here would only fight it.
+        msg = f"job {job_id} is being recorded by this process"
+        raise NotMine(msg)
     done = await deps.store.recording(job_id)
     if done is not None and done.state in TERMINAL:
         # A redelivery: recording.finished again (same id, JetStream drops a duplicate), in

@@ -536,3 +536,19 @@ async def test_a_lease_that_lapsed_while_nats_was_away_is_taken_again_not_handed
     assert (doc.state, doc.recorder_id) == ("SUCCESS", "rec-a")
     assert listed(doc) == [(f"{ROOM}/{JOB}_0.mp4", 0), (f"{ROOM}/{JOB}_1.mp4", 1)]
     assert world.leases.held == {}  # the lease taken again is released too
+
+
+async def test_a_redelivery_to_the_process_recording_the_job_leaves_it_alone(
+    world: World,
+) -> None:
+    world.tiktok.live(ROOM)
+    world.media = FakeMedia([Take(1000, 2.0), Take(2000, 3.0)], pause_after_open=1)
+    task = asyncio.create_task(world.run())
+    await world.media.paused.wait()
+    with pytest.raises(NotMine):
+        await world.run(attempt=2)  # its heartbeats were lost: JetStream sent it again
+    world.media.resume.set()
+    await task
+    doc = await world.job()
+    assert (doc.state, doc.attempt) == ("SUCCESS", 1)
+    assert len(world.finished()) == 1
