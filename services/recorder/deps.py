@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -28,6 +29,10 @@ class TikTokPool(Protocol):
     """The process's TikTok clients (``shared.tiktok.pool.ClientPool``)."""
 
     def client(self, options: RecordingOptions) -> TikTokClient: ...
+
+    def holding(self, options: RecordingOptions) -> AbstractContextManager[TikTokClient]:
+        """The client, kept open while held (never closed as idle)."""
+        ...
 
 
 @dataclass

@@ -9,6 +9,7 @@ holder left -> confirm it is live -> claim the job (fenced by the lease's token)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from services.recorder.deps import RecorderDeps, Work
 from services.recorder.outcome import fail_or_retry, failed_unexpectedly, finish
@@ -24,6 +25,7 @@ from shared.logging import get_logger
 from shared.secrets import SecretError
 from shared.subjects import LEASE_RENEW
 from shared.tiktok import CookiesError, LiveOffline, TikTokError
+from shared.tiktok.client import TikTokClient
 
 log = get_logger(__name__)
 
@@ -61,12 +63,20 @@ async def _work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:
     if request.desired == "cancel":
         await finish(deps, event, Outcome("CANCELLED", ErrorCode.CANCELLED, "cancelled"))
         return
-    try:
-        client = deps.tiktok.client(event.options)
-    except (CookiesError, SecretError, ValueError) as exc:
-        # The job's own options cannot work here (cookie file, proxy): retrying won't help.
-        await finish(deps, event, Outcome("FAILURE", ErrorCode.VALIDATION_ERROR, str(exc)))
-        return
+    with contextlib.ExitStack() as held:  # the client stays open while the job uses it
+        try:
+            client = held.enter_context(deps.tiktok.holding(event.options))
+        except (CookiesError, SecretError, ValueError) as exc:
+            # The job's own options cannot work here (cookie file, proxy): retrying won't help.
+            await finish(deps, event, Outcome("FAILURE", ErrorCode.VALIDATION_ERROR, str(exc)))
+            return
+        await _with_client(event, delivery, deps, client)
+
+
+async def _with_client(
+    event: Work, delivery: Delivery, deps: RecorderDeps, client: TikTokClient
+) -> None:
+    job_id = event.job_id
     unique_id = event.unique_id if isinstance(event, RoomLive) else None
     try:
         room_id = event.room_id

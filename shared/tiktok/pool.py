@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from shared.config import Settings
@@ -13,6 +18,12 @@ from shared.tiktok.cookies import load_cookies
 from shared.tiktok.factory import client_from_settings, signer_from_settings
 
 DIRECT: Final = "direct"
+# A client no job or watcher used for this long is closed (proxies come and go: an egress pool
+# of thousands must not keep a TLS context and a connection pool for each one for ever).
+IDLE_CLOSE: Final = 600.0
+_SWEEP_EVERY: Final = 60.0
+
+Key = tuple[str | None, str | None]
 
 
 class ClientPool:
@@ -26,12 +37,24 @@ class ClientPool:
     but no client accepts. No message quotes the proxy URL or a cookie value.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        idle_close: float = IDLE_CLOSE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
+        self._idle_close = idle_close
+        self._clock = clock
+        self._used: dict[Key, float] = {}
+        self._held: Counter[Key] = Counter()
+        self._swept = clock()
+        self._closing: set[asyncio.Task[None]] = set()
         # A malformed SECRET_KEY raises SecretError here: a misconfigured process fails at start.
         self._secrets = SecretBox(settings.secret_key) if settings.secret_key else None
         self._signer = signer_from_settings(settings)
-        self._clients: dict[tuple[str | None, str | None], TikTokClient] = {}
+        self._clients: dict[Key, TikTokClient] = {}
         self._closed = False
 
     def client(self, options: RecordingOptions) -> TikTokClient:
@@ -42,8 +65,10 @@ class ClientPool:
         if self._closed:
             msg = "the TikTok client pool is closed"
             raise RuntimeError(msg)
-        proxy = self._proxy(options)
-        key = (proxy, options.cookies)
+        key = self._key(options)
+        proxy = key[0]
+        self._used[key] = self._clock()
+        self._close_idle()
         client = self._clients.get(key)
         if client is None:
             cookies = (
@@ -56,6 +81,42 @@ class ClientPool:
             )
             self._clients[key] = client
         return client
+
+    @contextlib.contextmanager
+    def holding(self, options: RecordingOptions) -> Iterator[TikTokClient]:
+        """The client for ``options``, kept open (never closed as idle) while held: a
+        recording holds it for as long as it streams through it."""
+        client = self.client(options)
+        key = self._key(options)
+        self._held[key] += 1
+        try:
+            yield client
+        finally:
+            self._held[key] -= 1
+            self._used[key] = self._clock()
+
+    @property
+    def size(self) -> int:
+        """How many clients are open."""
+        return len(self._clients)
+
+    def _key(self, options: RecordingOptions) -> Key:
+        return (self._proxy(options), options.cookies)
+
+    def _close_idle(self) -> None:
+        now = self._clock()
+        if now - self._swept < _SWEEP_EVERY:
+            return
+        self._swept = now
+        for key in [k for k, used in self._used.items() if now - used >= self._idle_close]:
+            if self._held[key] > 0:
+                continue
+            self._used.pop(key)
+            client = self._clients.pop(key, None)
+            if client is not None:
+                task = asyncio.get_running_loop().create_task(client.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def egress(self, options: RecordingOptions) -> str:
         """Where requests for ``options`` leave from: ``direct`` or ``proxy-<8 hex>``, a label
@@ -74,6 +135,8 @@ class ClientPool:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._signer is not None:
             await self._signer.aclose()
 

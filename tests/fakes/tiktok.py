@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shared.events import RecordingOptions
@@ -123,6 +125,10 @@ class FakeTikTokPool:
 
     def refuse_proxy(self, sealed: str, reason: str = "sealed with another key") -> None:
         self._refused[sealed] = reason
+
+    @contextlib.contextmanager
+    def holding(self, options: RecordingOptions) -> Iterator[FakeTikTokClient]:
+        yield self.client(options)
 
     def client(self, options: RecordingOptions) -> FakeTikTokClient:
         self.asked.append(options)

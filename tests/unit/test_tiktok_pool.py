@@ -11,7 +11,8 @@ from shared.config import Settings
 from shared.events import RecordingOptions
 from shared.secrets import SecretBox, SecretError, new_key
 from shared.tiktok import CookiesError
-from shared.tiktok.pool import ClientPool
+from shared.tiktok.pool import IDLE_CLOSE, ClientPool
+from tests.helpers import eventually
 
 PASSWORD = "hunter2"
 PROXY = f"http://bob:{PASSWORD}@proxy.example:8080"
@@ -131,3 +132,35 @@ async def test_aclose_closes_every_client_and_makes_no_more(pool: ClientPool, ke
     assert all(c.http.is_closed for c in clients)
     with pytest.raises(RuntimeError, match="closed"):
         pool.client(RecordingOptions())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_client_unused_for_a_while_is_closed_unless_a_job_holds_it(
+    key: str, cookies_dir: Path
+) -> None:
+    clock = Clock()
+    pool = ClientPool(Settings(secret_key=key, cookies_dir=cookies_dir), clock=clock)
+    try:
+        gone = RecordingOptions(proxy=sealed(key, "http://u:p@gone.example:8080"))
+        held = RecordingOptions(proxy=sealed(key))
+        old = pool.client(gone)
+        with pool.holding(held) as streaming:
+            clock.now += IDLE_CLOSE + 1
+            pool.client(RecordingOptions())  # any use sweeps
+            assert pool.size == 2  # the held one and the direct one; the idle one is closed
+            assert pool.client(held) is streaming
+            assert pool.client(gone) is not old  # made again when needed
+
+        async def closed() -> bool:
+            return old.http.is_closed
+
+        await eventually(closed, timeout=5)  # its close runs as a task of its own
+    finally:
+        await pool.aclose()
