@@ -25,7 +25,13 @@ async def start_lives(fleet: ChaosFleet, fake: FakeTikTok, users: list[str]) -> 
 
 
 async def recorded_bytes(fleet: ChaosFleet, task_id: str) -> int:
-    job = await fleet.job(task_id)
+    """The job's byte count; -1 when it is not recording, or while the gateway answers 503
+    (NATS or its JetStream leaders not back yet, as after a restart of every node)."""
+    r = await fleet.client.get(f"/jobs/{task_id}", headers=fleet.headers)
+    if r.status_code == 503:
+        return -1
+    assert r.status_code == 200, r.text
+    job = r.json()
     return int(job["progress"]["bytes"]) if job["status"] == "STARTED" else -1
 
 
