@@ -59,6 +59,7 @@ class Bus:
         self.service = service
         self.replicas = replicas
         self._kv: dict[str, KeyValue] = {}
+        self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def connect(
@@ -80,6 +81,7 @@ class Bus:
         """
         nc = Client()
         failures = 0
+        bus: Bus | None = None
 
         async def error_cb(exc: Exception) -> None:
             nonlocal failures
@@ -106,6 +108,8 @@ class Bus:
             log.info("nats.reconnected", server=_server_of(nc))
             if on_reconnect:
                 await on_reconnect()
+            if bus is not None:
+                await bus._reconnected()
 
         async def lame_duck_cb() -> None:
             log.warning("nats.lame_duck_mode")
@@ -147,7 +151,21 @@ class Bus:
         connecting.result()  # a configuration error (bad URL) surfaces here
         metrics.NATS_CONNECTED.labels(service).set(1)
         log.info("nats.connected", server=_server_of(nc))
-        return cls(nc, service=service, replicas=replicas)
+        bus = cls(nc, service=service, replicas=replicas)
+        return bus
+
+    def add_reconnect_hook(self, hook: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Await ``hook`` after every reconnection (it must return quickly: nats-py waits for
+        it before it resumes); returns what removes it. Only for a bus made by :meth:`connect`."""
+        self._reconnect_hooks.append(hook)
+        return lambda: self._reconnect_hooks.remove(hook)
+
+    async def _reconnected(self) -> None:
+        for hook in list(self._reconnect_hooks):
+            try:
+                await hook()
+            except Exception:  # one hook's bug must not keep the others from running
+                log.exception("nats.reconnect_hook_failed")
 
     async def close(self) -> None:
         """Drain: flush what is pending, unsubscribe, then close."""

@@ -25,6 +25,10 @@ from shared.subjects import Durable
 
 log = get_logger(__name__)
 
+# What a fetch raises when its durable is gone: the server answers a pull on a consumer that
+# does not exist with "no responders" (503), the same as during a leader election.
+MAYBE_GONE = (nats.js.errors.ServiceUnavailableError, nats.js.errors.NotFoundError)
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -99,6 +103,8 @@ class Consumer:
                     continue
                 except (*TRANSIENT, nats.js.errors.APIError) as exc:
                     log.warning("bus.fetch_failed", durable=self.durable.name, error=repr(exc))
+                    if isinstance(exc, MAYBE_GONE):
+                        await self._restore_if_gone()
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
                     continue
@@ -115,6 +121,26 @@ class Consumer:
             await self._finish(grace)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _restore_if_gone(self) -> None:
+        """Provision the durable (and the streams and buckets) again when it no longer exists:
+        the server lost its store, or someone deleted it. The pull subscription needs no new
+        bind: its next fetch reaches the durable re-created under the same name."""
+        try:
+            await self.bus.js.consumer_info(self.durable.stream, self.durable.name)
+        except nats.js.errors.NotFoundError:
+            pass  # consumer not found, or its stream not found
+        except (*TRANSIENT, nats.js.errors.APIError):
+            return  # NATS away or electing a leader: the next fetch tells more
+        else:
+            return
+        log.warning("bus.durable_missing", durable=self.durable.name, stream=self.durable.stream)
+        try:
+            await self.bus.provision(durables=(self.durable,))
+        except (*TRANSIENT, nats.js.errors.APIError) as exc:
+            log.warning("bus.durable_restore_failed", durable=self.durable.name, error=repr(exc))
+            return
+        log.info("bus.durable_restored", durable=self.durable.name)
 
     async def _wait_for_slot(self, stop: asyncio.Event) -> None:
         stopper = asyncio.create_task(stop.wait())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self
 
@@ -11,7 +12,7 @@ from nats.micro.service import Group, Service
 from typing_extensions import TypeVar
 
 from shared import micro
-from shared.bus import Bus
+from shared.bus import TRANSIENT, Bus
 from shared.config import Settings
 from shared.consumer import Consumer, Handler
 from shared.logging import get_logger
@@ -29,9 +30,10 @@ S = TypeVar("S", bound=Settings, default=Settings, covariant=True)
 class BaseService(Generic[S]):
     """An async context manager owning a service's consumers and micro registration.
 
-    ``__aenter__`` provisions the streams, buckets and durables the service owns (idempotent),
-    registers it with ``nats.micro`` and calls :meth:`start`; ``__aexit__`` stops pulling, lets
-    handlers in flight finish, then unregisters. Subclasses add their consumers in ``start``.
+    ``__aenter__`` provisions the streams, buckets and durables the service owns (idempotent;
+    again after every reconnection, as the server may have lost its store), registers it with
+    ``nats.micro`` and calls :meth:`start`; ``__aexit__`` stops pulling, lets handlers in
+    flight finish, then unregisters. Subclasses add their consumers in ``start``.
     ``BaseService[XSettings]`` types ``self.settings`` as XSettings; ``settings_type`` names the
     same class for :func:`shared.runtime.main`, which builds it from the environment.
     """
@@ -50,9 +52,12 @@ class BaseService(Generic[S]):
         self._consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._micro: Service | None = None
+        self._reprovision: asyncio.Task[None] | None = None
+        self._forget_reconnect: Callable[[], None] | None = None
 
     async def __aenter__(self) -> Self:
         await self.bus.provision(durables=self.durables)
+        self._forget_reconnect = self.bus.add_reconnect_hook(self._on_reconnect)
         self._micro, group = await micro.register(
             self.bus.nc,
             name=self.name,
@@ -73,9 +78,13 @@ class BaseService(Generic[S]):
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
+        if self._forget_reconnect is not None:
+            self._forget_reconnect()
         await self.draining()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reprovision is not None:
+            await asyncio.gather(self._reprovision, return_exceptions=True)
         await self.stop()
         if self._micro is not None:
             await self._micro.stop()
@@ -106,6 +115,31 @@ class BaseService(Generic[S]):
         self._consumers.append(consumer)
         self._tasks.append(asyncio.create_task(consumer.run(self._stop, grace=self.drain_grace)))
         return consumer
+
+    async def _on_reconnect(self) -> None:
+        # The server may have restarted without its store (a wiped volume, a replaced R1 node):
+        # everything this service needs is provisioned again (idempotent, a few requests).
+        # In a task: nats-py awaits this callback before it resumes, and provisioning needs it.
+        if self._stop.is_set() or (self._reprovision and not self._reprovision.done()):
+            return
+        self._reprovision = asyncio.create_task(self._provision_again())
+
+    async def _provision_again(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                await self.bus.provision(durables=self.durables)
+            except TRANSIENT as exc:  # JetStream not up yet on the restarted server
+                log.warning("service.provision_retry", error=repr(exc), retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception:  # a fetch that finds its durable gone provisions it again
+                log.exception("service.provision_failed")
+                return
+            log.info("service.provisioned_again")
+            return
 
     async def _sample_lag(self) -> None:
         """Export each durable's backlog as gauges, the figures ``nats consumer info`` shows."""

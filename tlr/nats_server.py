@@ -193,6 +193,13 @@ class NatsServer:
         await self.stop(signal.SIGKILL if hard else signal.SIGTERM)
         return await self.start()
 
+    async def lose_store(self) -> Self:
+        """A node replaced by an empty one (a wiped volume, a new R1 pod): stop it, delete its
+        JetStream store (streams, KV, consumers) and start it again on the same ports."""
+        await self.stop(signal.SIGKILL)
+        shutil.rmtree(self.store_dir / "jetstream", ignore_errors=True)
+        return await self.start()
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
