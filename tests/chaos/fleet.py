@@ -37,11 +37,13 @@ class ChaosFleet(JobsApi):
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.proxies: dict[str, FaultProxy] = {}
 
-    async def start(self, name: str) -> None:
+    async def start(self, name: str, *, launcher: tuple[str, ...] = ()) -> None:
+        """Start recorder ``name``; ``launcher`` is put before its argv (a wrapper that execs)."""
         upstreams = [(node.host, node.port) for node in self.cluster.nodes]
         proxy = self.proxies[name] = await FaultProxy(upstreams).start()
         log = (self.tmp / f"{name}.log").open("wb")
         self.procs[name] = await asyncio.create_subprocess_exec(
+            *launcher,
             sys.executable,
             "-m",
             "services.recorder",
