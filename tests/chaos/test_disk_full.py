@@ -83,7 +83,7 @@ async def test_the_recordings_disk_full_for_60s(
     async def retrying() -> bool:
         job = await chaos_fleet.job(live.task_id)
         statuses.append(job["status"])
-        return job["status"] == "RETRY"
+        return bool(job["status"] == "RETRY")
 
     try:
         await eventually(retrying, timeout=FULL_S - 10, interval=0.2)
