@@ -116,6 +116,12 @@ class Background:
                 remuxed=result.ok,
                 error=result.error,
             )
+        if not segment.remuxed and _empty(segment):
+            # Nothing reached the disk (it filled before the first flush): not a recording.
+            with contextlib.suppress(OSError):
+                info.path.unlink(missing_ok=True)
+            log.warning("recorder.segment_empty", part=info.index, path=str(info.path))
+            return
         if not segment.remuxed:
             metrics.REMUX_FAILURES.inc()
         self.files.append(segment)
@@ -138,6 +144,13 @@ async def _call_hook(name: str, awaitable: Awaitable[None]) -> None:
         raise
     except Exception:
         log.exception("recorder.hook_failed", hook=name)
+
+
+def _empty(segment: RecordedSegment) -> bool:
+    try:
+        return segment.path.stat().st_size == 0
+    except OSError:
+        return True
 
 
 def _raw(info: SegmentInfo, error: str | None) -> RecordedSegment:

@@ -101,8 +101,10 @@ class FfmpegMedia:
             return None
         if raw.stat().st_size == 0:
             return None
-        aside = raw.with_name(f"{raw.stem}.takeover-{token}{raw.suffix}")
-        raw.rename(aside)
+        aside = raw
+        if entry.state == "recording":  # its writer may only be frozen: move it aside first
+            aside = raw.with_name(f"{raw.stem}.takeover-{token}{raw.suffix}")
+            raw.rename(aside)
         result = await remux(aside, aside.with_suffix(".mp4"), ffmpeg=self.ffmpeg)
         log.info("recorder.orphan_finalised", path=self.relative(result.path), ok=result.ok)
         return SegmentEntry(

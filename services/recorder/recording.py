@@ -180,10 +180,11 @@ async def _halt_when_lost(keeper: Keeper, job: Job) -> None:
 
 
 async def take_over(deps: RecorderDeps, job_id: str, token: int) -> RecordingPart | None:
-    """Finalise the segments a dead holder left "recording" (remuxed, or dropped if gone);
-    the job as this holder starts from."""
+    """Finalise the segments a dead holder left "recording", and try again those an earlier
+    remux left raw (e.g. the disk was full then): remuxed, or dropped if gone. Returns the
+    job as this holder starts from."""
     doc = await deps.store.recording(job_id)
-    for entry in [s for s in doc.segments if s.state == "recording"] if doc else []:
+    for entry in [s for s in doc.segments if s.state in ("recording", "raw")] if doc else []:
         final = await deps.media.take_over(entry, token)
         if final is None:
             doc = await deps.store.segment_dropped(job_id, token, entry.path)

@@ -552,3 +552,25 @@ async def test_a_redelivery_to_the_process_recording_the_job_leaves_it_alone(
     doc = await world.job()
     assert (doc.state, doc.attempt) == ("SUCCESS", 1)
     assert len(world.finished()) == 1
+
+
+async def test_a_file_left_raw_by_a_failed_remux_is_remuxed_on_the_next_try(world: World) -> None:
+    # The disk filled: the open segment's remux failed, the job went back to RETRY.
+    world.tiktok.live(ROOM)
+    raw = SegmentEntry(path=f"{ROOM}/{JOB}_0.flv", part=0, size=900, state="raw")
+    world.media = FakeMedia(
+        [Take(900, 2.0, remuxed=False)], ending="error", error_code=ErrorCode.DISK_FULL
+    )
+    with pytest.raises(RetryLater):
+        await world.run()
+    assert [(s.path, s.state) for s in (await world.job()).segments] == [(raw.path, "raw")]
+    # Space is back: the next try remuxes it before it records on.
+    final = SegmentEntry(path=f"{ROOM}/{JOB}_0.mp4", part=0, size=800, state="final")
+    world.media = FakeMedia([Take(2000, 3.0)])
+    world.media.takeovers[raw.path] = final
+    await world.run(attempt=2)
+    doc = await world.job()
+    assert [(s.path, s.state) for s in doc.segments] == [
+        (final.path, "final"),
+        (f"{ROOM}/{JOB}_1.mp4", "final"),
+    ]
