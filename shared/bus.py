@@ -158,7 +158,12 @@ class Bus:
         """Await ``hook`` after every reconnection (it must return quickly: nats-py waits for
         it before it resumes); returns what removes it. Only for a bus made by :meth:`connect`."""
         self._reconnect_hooks.append(hook)
-        return lambda: self._reconnect_hooks.remove(hook)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):  # removed already
+                self._reconnect_hooks.remove(hook)
+
+        return remove
 
     async def _reconnected(self) -> None:
         for hook in list(self._reconnect_hooks):

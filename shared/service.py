@@ -78,8 +78,9 @@ class BaseService(Generic[S]):
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
-        if self._forget_reconnect is not None:
-            self._forget_reconnect()
+        forget, self._forget_reconnect = self._forget_reconnect, None
+        if forget is not None:
+            forget()
         await self.draining()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
