@@ -1,5 +1,6 @@
 """A live's recording jobs: their deterministic ids, and when a live that outlived its job
-(the recorder gave up, the disk was full, any end while TikTok still says live) gets another.
+(the recorder gave up, the disk was full, any end while TikTok still says live) or lost it
+(its documents are gone from KV jobs: the NATS store was lost) gets another.
 
 Attempt 0 is the job of the live; attempt n its n-th restart. Each id is derived, never
 stored: a scheduler that crashed after publishing room.live and before saving its state
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from shared.jobs import TERMINAL, RecordingPart
+from shared.jobs import TERMINAL, JobRequest, RecordingPart
 from shared.watchers import Watcher
 
 JOB_NAMESPACE = uuid.UUID("6f1d2b9e-5c3a-4e1f-9a7b-2d8c4e6f1a3b")
@@ -49,3 +50,12 @@ def restart_at(rec: RecordingPart | None, attempt: int, poll_interval: int) -> f
     if ended - started >= RESTART_BACKOFF_MAX:
         return ended
     return ended + min(RESTART_BACKOFF_MAX, poll_interval * 2.0**attempt)
+
+
+def job_lost(request: JobRequest | None, rec: RecordingPart | None, attempt: int) -> bool:
+    """The live's current job (attempt ``attempt``) has no document left in KV jobs: the NATS
+    store was lost (a wiped volume, a replaced R1 node) with its room.live, so nothing will
+    ever record it. Its next job starts at once: nothing failed, there is nothing to back off.
+    A job is submitted before it becomes a watcher's current job, so none is merely not yet
+    written."""
+    return request is None and rec is None and attempt + 1 < MAX_ATTEMPTS

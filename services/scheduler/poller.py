@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from services.scheduler import metrics
 from services.scheduler.budget import Budget, BudgetStopped
-from services.scheduler.lives import attempt_of, job_id_for, restart_at
+from services.scheduler.lives import attempt_of, job_id_for, job_lost, restart_at
 from services.scheduler.store import WatcherStore
 from shared.errors import ErrorCode
 from shared.events import Event, RoomLive
@@ -258,9 +258,14 @@ async def _confirm(
 
 
 async def _job_over(deps: PollDeps, w: Watcher, attempt: int) -> bool:
-    """The current job of the live has ended (not cancelled) and its restart delay is over."""
-    assert w.current_job_id is not None
-    at = restart_at(await deps.jobs.recording(w.current_job_id), attempt, w.poll_interval)
+    """The live's job ended (not cancelled) and its restart delay is over, or the job is gone."""
+    job_id = w.current_job_id
+    assert job_id is not None
+    rec = await deps.jobs.recording(job_id)
+    if rec is None and job_lost(await deps.jobs.request(job_id), rec, attempt):
+        log.warning("scheduler.job_lost", key=w.key, room_id=w.room_id, job_id=job_id)
+        return True
+    at = restart_at(rec, attempt, w.poll_interval)
     return at is not None and time.time() >= at
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import nats.errors
 import pytest
 from prometheus_client import REGISTRY
 
@@ -272,3 +274,46 @@ async def test_a_live_that_outlives_its_job_gets_a_new_job_with_backoff(
 
         await eventually(checked_past_the_backoff, timeout=20)
         assert len(await lives_published(bus)) == 3
+
+
+# --- 9. a live whose job was lost with the NATS store is recorded again -----------------------
+
+
+async def test_a_live_whose_job_was_lost_with_the_store_gets_a_new_job(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    await fake_tiktok.create_user("los")
+    live = await fake_tiktok.go_live("los")
+    async with SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path)):
+        await watch(bus, "@los", poll=1, unique_id="los")
+        published: list[RoomLive] = []
+
+        async def lives() -> bool:
+            # Until the scheduler provisioned the lost store again, EVENTS does not exist.
+            with contextlib.suppress(nats.errors.Error):
+                published[:] = await lives_published(bus)
+            return len(published) == 1
+
+        async def current(job_id: str) -> bool:
+            w = await watcher(bus, "@los")
+            return w is not None and w.current_job_id == job_id
+
+        await eventually(lives, timeout=20)
+        [first] = published
+        await eventually(lambda: current(first.job_id), timeout=10)
+
+        # The job, its room.live and the lease go with the store; the watcher (SQLite) stays.
+        await nats_server.lose_store()
+        published.clear()
+        await eventually(lives, timeout=30)
+        [second] = published
+        assert second.job_id != first.job_id
+        assert second.room_id == first.room_id == live.room_id
+        await eventually(lambda: current(second.job_id), timeout=10)
+        jobs = await job_store(bus)
+        request = await jobs.request(second.job_id)
+        assert request is not None
+        assert request.watcher_key == "@los"
+        w = await watcher(bus, "@los")
+        assert w is not None
+        assert w.jobs == [first.job_id, second.job_id]

@@ -1,4 +1,4 @@
-"""A live's job ids and when a live that outlived its job gets another."""
+"""A live's job ids and when a live that outlived or lost its job gets another."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from services.scheduler.lives import (
     RESTART_BACKOFF_MAX,
     attempt_of,
     job_id_for,
+    job_lost,
     restart_at,
 )
-from shared.jobs import RecordingPart
+from shared.jobs import JobRequest, RecordingPart
 from shared.watchers import Watcher
 
 ROOM = "7584500533205058723"
@@ -59,3 +60,11 @@ def test_quick_failures_back_off_and_a_long_recording_does_not() -> None:
     assert restart_at(_ended("FAILURE"), 20, 60) == end + RESTART_BACKOFF_MAX
     long = _ended("FAILURE", ran=RESTART_BACKOFF_MAX)
     assert restart_at(long, 5, 60) == (T0 + timedelta(seconds=RESTART_BACKOFF_MAX)).timestamp()
+
+
+def test_a_job_gone_from_kv_is_lost_and_one_still_there_is_not() -> None:
+    request = JobRequest(job_id="j", room_id=ROOM)
+    assert job_lost(None, None, 0)  # both documents gone with the NATS store
+    assert not job_lost(request, None, 0)  # submitted, no recorder took it yet
+    assert not job_lost(None, RecordingPart(job_id="j", state="STARTED"), 0)
+    assert not job_lost(None, None, MAX_ATTEMPTS - 1)  # the live had all its jobs
