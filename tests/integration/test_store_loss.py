@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
+
 from services.indexer.service import IndexerService
 from services.indexer.settings import IndexerSettings
 from shared.bus import Bus
@@ -16,6 +18,7 @@ from tests.integration.test_indexer import finished, indexed, put
 from tlr.nats_server import NatsServer
 
 ROOM = "7000000000000000001"
+SERVER_CONF = Path(__file__).parents[2] / "nats" / "server.conf"
 
 
 async def test_a_service_consumes_again_after_the_server_lost_its_store(
@@ -79,3 +82,11 @@ async def test_a_consumer_whose_durable_is_gone_provisions_it_again(bus: Bus) ->
     finally:
         stop.set()
         await running
+
+
+async def test_the_single_node_config_fsyncs_every_second(tmp_path: Path) -> None:
+    # An R1 node has no replica: the default fsync every 2 min could lose minutes of acked writes.
+    server = NatsServer(tmp_path / "nats", config=SERVER_CONF)
+    async with server, httpx.AsyncClient(timeout=5) as client:
+        varz = (await client.get(f"{server.monitor_url}/varz")).json()
+    assert varz["jetstream"]["config"]["sync_interval"] == 1_000_000_000  # ns
