@@ -16,6 +16,7 @@ Cost matters (hundreds of streams per process), so:
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 TAG_AUDIO = 8
 TAG_VIDEO = 9
@@ -318,3 +319,24 @@ def encode_tag(tag_type: int, timestamp: int, data: bytes | memoryview) -> bytes
         raise ValueError(msg)
     head = _HEADER.pack((tag_type << 24) | size, timestamp_field(timestamp))
     return head + b"\x00\x00\x00" + bytes(data) + _U32.pack(TAG_HEADER_SIZE + size)
+
+
+def trim_partial_tail(path: Path, *, chunk: int = 1 << 20) -> int:
+    """Cut a raw FLV file after its last complete tag (blocking); the bytes removed.
+
+    A write that failed midway (a full disk) leaves half a tag at the end, which a remux
+    keeps and a player then decodes as damaged frames. A file that is not FLV is left alone.
+    """
+    reader = FlvReader()
+    try:
+        with path.open("rb") as f:
+            while data := f.read(chunk):
+                reader.feed(data)
+    except (OSError, FlvFormatError):
+        return 0
+    cut = reader.buffered
+    if cut == 0 or reader.header is None:
+        return 0
+    with path.open("r+b") as f:
+        f.truncate(reader.bytes_in - cut)
+    return cut

@@ -13,6 +13,7 @@ from typing import Protocol
 import httpx
 
 from services.recorder.ffmpeg import remux
+from services.recorder.flv import trim_partial_tail
 from services.recorder.session import RecordingSession
 from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
 from shared.jobs import SegmentEntry
@@ -105,6 +106,9 @@ class FfmpegMedia:
         if entry.state == "recording":  # its writer may only be frozen: move it aside first
             aside = raw.with_name(f"{raw.stem}.takeover-{token}{raw.suffix}")
             raw.rename(aside)
+        cut = await asyncio.to_thread(trim_partial_tail, aside)
+        if cut:
+            log.info("recorder.partial_tag_trimmed", path=self.relative(aside), bytes=cut)
         result = await remux(aside, aside.with_suffix(".mp4"), ffmpeg=self.ffmpeg)
         log.info("recorder.orphan_finalised", path=self.relative(result.path), ok=result.ok)
         return SegmentEntry(

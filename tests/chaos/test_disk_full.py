@@ -52,13 +52,6 @@ def _fill(path: Path) -> int:
 
 @pytest.mark.chaos
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15: after a full disk the job lists raw, not final, files: each 10 s retry "
-    "while full lists a 0-byte FLV (with the ~2.1 s it buffered but never wrote), and the "
-    "segment open when the disk filled stays a truncated raw FLV (its remux failed with ENOSPC "
-    "and is not tried again once there is room)",
-)
 async def test_the_recordings_disk_full_for_60s(
     chaos_fleet: ChaosFleet, fake_tiktok: FakeTikTok, chaos_report: Callable[[str], None]
 ) -> None:

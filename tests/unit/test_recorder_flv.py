@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.recorder.flv import FlvFormatError, FlvReader, FlvTag
+from services.recorder.flv import FlvFormatError, FlvReader, FlvTag, trim_partial_tail
 from services.recorder.segmenter import Segmenter, SegmentInfo
 
 # --- building FLV bytes (independent of the code under test) --------------------------------
@@ -428,3 +428,22 @@ def test_existing_file_is_never_overwritten(tmp_path: Path) -> None:
     assert info is not None
     assert info.path.name == "part0-1.flv"
     assert (tmp_path / "rec" / "part0.flv").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("cut", [1, 7, 40])
+def test_a_file_cut_mid_tag_by_a_full_disk_is_trimmed_to_its_last_whole_tag(
+    tmp_path: Path, cut: int
+) -> None:
+    whole = stream_start() + gop(0, frames=10)
+    path = tmp_path / "cut.flv"
+    path.write_bytes(whole + keyframe(400)[:cut])  # the write that hit ENOSPC
+    assert trim_partial_tail(path) == cut
+    assert path.read_bytes() == whole
+    assert trim_partial_tail(path) == 0  # whole already: untouched
+
+
+def test_a_file_that_is_not_flv_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "other.flv"
+    path.write_bytes(b"not an flv at all, just bytes")
+    assert trim_partial_tail(path) == 0
+    assert path.read_bytes() == b"not an flv at all, just bytes"
