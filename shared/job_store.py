@@ -17,6 +17,7 @@ terminal rule applies.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -118,6 +119,17 @@ class JobStore:
         except Conflict:
             raise JobExists(request.job_id) from None
         JOBS.labels(status="pending").inc()
+
+    async def keep(self, job_id: str) -> bool:
+        """Write ``job.<id>`` again unchanged, so the bucket's TTL counts from now: a watch
+        job lives as long as its watcher, not 30 days. False when there is no such job."""
+        key = request_key(job_id)
+        found = await self.docs.read(key)
+        if found is None:
+            return False
+        with contextlib.suppress(Conflict):  # written meanwhile: as fresh as this would be
+            await self.docs.update(key, found[0], found[1])
+        return True
 
     async def withdraw(self, job_id: str) -> None:
         """Take back a job whose starting event could not be published: nothing will run it."""

@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 
 from services.scheduler import metrics
 from services.scheduler.budget import Budget, BudgetStopped
+from services.scheduler.keep import keep_watch_jobs
 from services.scheduler.lives import attempt_of, job_id_for, job_lost, restart_at
 from services.scheduler.store import WatcherStore
+from shared.bus import TRANSIENT
 from shared.errors import ErrorCode
 from shared.events import Event, RoomLive
 from shared.job_store import JobExists, JobStore
@@ -63,6 +65,7 @@ class PollDeps:
     client_for: Callable[[Watcher], TikTokClient]
     egress_of: Callable[[Watcher], str]
     batch_size: int = 50
+    kept: dict[str, float] = field(default_factory=dict)  # watch job -> when last kept
 
 
 @dataclass
@@ -130,6 +133,8 @@ async def poll_once(deps: PollDeps, now: float | None = None) -> int:
         if isinstance(error, BudgetStopped) or not isinstance(error, Exception):
             raise error  # stopping: what this pass learned is dropped (due again next time)
     await _save(deps, state)
+    with contextlib.suppress(*TRANSIENT):  # tried again next pass: nothing is owed yet
+        await keep_watch_jobs(deps.jobs, deps.kept, due, now)
     if errors:
         raise errors[0]  # after the other egresses' news is saved: one egress stops no other
     return len(state.updates)

@@ -133,3 +133,16 @@ async def test_upload_fenced_and_final_once_succeeded(store: JobStore) -> None:
     found = await store.upload("j5")
     assert found is not None
     assert (found.state, found.uploader_id, found.bytes_done) == ("SUCCESS", "up-2", 10)
+
+
+async def test_keeping_a_job_rewrites_it_unchanged(store: JobStore) -> None:
+    request = JobRequest(job_id="j6", kind="watch", watcher_key="@ann")
+    await store.submit(request)
+    found = await store.docs.read("job.j6")
+    assert found is not None
+    assert await store.keep("j6")
+    again = await store.docs.read("job.j6")
+    assert again is not None
+    assert again[1] > found[1]  # a new write: the bucket's TTL counts from it
+    assert again[0] == found[0]
+    assert not await store.keep("nope")
