@@ -124,7 +124,7 @@ async def record(
         lost = asyncio.create_task(_halt_when_lost(keeper, job))
         totals = Totals.of(prior)
         try:
-            result = await _session(deps, event, info, job, keeper, prior, totals)
+            result = await _session(deps, event, client, info, job, keeper, prior, totals)
         finally:
             lost.cancel()
             metrics.ACTIVE.dec()
@@ -196,6 +196,7 @@ async def take_over(deps: RecorderDeps, job_id: str, token: int) -> RecordingPar
 async def _session(
     deps: RecorderDeps,
     event: Work,
+    client: TikTokClient,
     info: RoomInfo,
     job: Job,
     keeper: Keeper,
@@ -203,7 +204,6 @@ async def _session(
     totals: Totals,
 ) -> SessionResult:
     settings = deps.settings
-    client = deps.tiktok.client(event.options)
     preference = ([event.options.quality] if event.options.quality else []) + (
         settings.quality.split(",")
     )
