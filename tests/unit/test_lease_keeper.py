@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from shared.lease import LEASE_DOUBT, Keeper
+from tests.fakes.clock import ManualClock
 
 
 class Lease:
@@ -27,14 +28,6 @@ class Lease:
         return None
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_refused_renewal_loses_the_lease() -> None:
     lease = Lease()
     async with Keeper(lease, every=0.001) as keeper:
@@ -46,7 +39,7 @@ async def test_a_refused_renewal_loses_the_lease() -> None:
 
 
 async def test_renewals_failing_for_lease_doubt_step_down_but_a_blip_does_not() -> None:
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), ManualClock()
     async with Keeper(lease, clock=clock, every=0.001) as keeper:
         lease.answer = ConnectionError("nats away")
         await asyncio.wait_for(_renewed(lease, 5), 5)
@@ -56,7 +49,7 @@ async def test_renewals_failing_for_lease_doubt_step_down_but_a_blip_does_not() 
 
 
 async def test_a_process_frozen_past_lease_doubt_is_not_fresh_before_it_renews() -> None:
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), ManualClock()
     keeper = Keeper(lease, clock=clock)  # not started: nothing renews
     assert keeper.fresh()
     clock.now += LEASE_DOUBT + 0.1  # woken from a freeze
@@ -64,7 +57,7 @@ async def test_a_process_frozen_past_lease_doubt_is_not_fresh_before_it_renews()
 
 
 async def test_a_late_renewal_that_succeeds_keeps_the_lease() -> None:
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), ManualClock()
     renewed = asyncio.Event()
 
     async def on_renewed() -> None:
@@ -148,7 +141,7 @@ async def test_a_lapsed_lease_someone_else_took_is_lost() -> None:
 
 
 async def test_a_recording_keeper_rides_out_an_outage_longer_than_lease_doubt() -> None:
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), ManualClock()
     async with Keeper(lease, clock=clock, every=0.001, doubt_steps_down=False) as keeper:
         lease.answer = ConnectionError("election")
         clock.now += LEASE_DOUBT * 3

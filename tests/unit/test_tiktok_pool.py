@@ -12,6 +12,7 @@ from shared.events import RecordingOptions
 from shared.secrets import SecretBox, SecretError, new_key
 from shared.tiktok import CookiesError
 from shared.tiktok.pool import IDLE_CLOSE, ClientPool
+from tests.fakes.clock import ManualClock
 from tests.helpers import eventually
 
 PASSWORD = "hunter2"
@@ -134,18 +135,10 @@ async def test_aclose_closes_every_client_and_makes_no_more(pool: ClientPool, ke
         pool.client(RecordingOptions())
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_client_unused_for_a_while_is_closed_unless_a_job_holds_it(
     key: str, cookies_dir: Path
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     pool = ClientPool(Settings(secret_key=key, cookies_dir=cookies_dir), clock=clock)
     try:
         gone = RecordingOptions(proxy=sealed(key, "http://u:p@gone.example:8080"))

@@ -29,6 +29,7 @@ from shared.jobs import Claim, JobRequest, Outcome, RecordingPart, SegmentEntry
 from shared.lease import LEASE_DOUBT, Holder
 from shared.subjects import LEASE_RENEW
 from shared.tiktok import UserNotFound, WafBlocked
+from tests.fakes.clock import ManualClock
 from tests.fakes.documents import MemoryDocuments
 from tests.fakes.leases import MemoryLeases
 from tests.fakes.media import FakeMedia, Take
@@ -41,16 +42,6 @@ JOB = "job1"
 LEASE = f"room.{ROOM}"
 TEMPLATE = "{room_id}/{job_id}_{part}.mp4"
 OPTIONS = RecordingOptions(output_template=TEMPLATE)
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingPublisher(MemoryPublisher):
@@ -75,7 +66,7 @@ class World:
     publisher: CountingPublisher = field(default_factory=CountingPublisher)
     pool: FakeTikTokPool = field(default_factory=FakeTikTokPool)
     media: FakeMedia = field(default_factory=FakeMedia)
-    clock: Clock = field(default_factory=Clock)
+    clock: ManualClock = field(default_factory=ManualClock)
     active: dict[str, Job] = field(default_factory=dict)
     withdrawn: bool = False  # no request document, as after a publish the gateway undid
     renew_every: float = 3600.0  # the Keeper stays out of the way unless a test wants it
