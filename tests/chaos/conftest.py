@@ -15,6 +15,9 @@ from services.gateway.settings import GatewaySettings
 from shared.bus import Bus
 from shared.secrets import new_key
 from tests.chaos.fleet import KEY, ChaosFleet
+from tests.chaos.s3 import ChaosS3
+from tests.s3_fault_proxy import S3FaultProxy
+from tests.s3_server import S3Server
 from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsCluster
 
@@ -93,3 +96,10 @@ async def chaos_fleet(
                 yield fleet
             finally:
                 await fleet.stop_all()
+
+
+@pytest.fixture
+async def chaos_s3(s3_server: S3Server) -> AsyncIterator[ChaosS3]:
+    """A real S3 server (moto) and, in front of it, the fault proxy uploaders talk to."""
+    async with S3FaultProxy(s3_server.endpoint_url) as proxy:
+        yield ChaosS3(s3_server, proxy)

@@ -48,7 +48,7 @@ async def test_a_recorder_cut_off_for_60s_is_replaced_and_steps_down(
 
         async def taken_over() -> bool:
             job = await chaos_fleet.job(live.task_id)
-            return job["status"] == "STARTED" and job["progress"]["recorder_id"] == "rec-b"
+            return bool(job["status"] == "STARTED" and job["progress"]["recorder_id"] == "rec-b")
 
         await eventually(taken_over, timeout=CUT_S - 5, interval=0.2)
         takeover = loop.time() - cut
