@@ -9,16 +9,25 @@ from tests.chaos.fleet import ChaosFleet
 from tests.chaos.invariants import Live, Outcome
 from tests.helpers import eventually
 from tlr.fake_tiktok import FakeTikTok
+from tlr.fake_tiktok.media import DEFAULT_PROFILE
 
 
-async def start_lives(fleet: ChaosFleet, fake: FakeTikTok, users: list[str]) -> list[Live]:
-    """Each user goes live and gets a recording; returns once every job has bytes on record."""
+async def start_lives(
+    fleet: ChaosFleet,
+    fake: FakeTikTok,
+    users: list[str],
+    *,
+    upload: bool = False,
+    profile: str = DEFAULT_PROFILE,
+) -> list[Live]:
+    """Each user goes live (in ``profile``) and gets a recording
+    (uploaded to S3 when it ends, with ``upload``); returns once every job has bytes on record."""
     lives = []
     for user in users:
         await fake.create_user(user)
-        _, stream_id = await fake.go_live(user)
-        live = Live(user, stream_id)
-        live.task_id = await fleet.record(url=f"@{user}")
+        _, stream_id = await fake.go_live(user, profile=profile)
+        live = Live(user, stream_id, upload=upload)
+        live.task_id = await fleet.record(url=f"@{user}", options={"upload_s3": upload})
         lives.append(live)
     await asyncio.gather(*(growing(fleet, live.task_id, timeout=60) for live in lives))
     return lives
