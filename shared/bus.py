@@ -22,7 +22,9 @@ from shared import metrics
 from shared.logging import get_logger
 from shared.subjects import (
     BUCKETS,
+    CLAIMS_BUCKET,
     EVENTS_STREAM,
+    LEASE_CALL_TIMEOUT,
     STREAMS,
     Durable,
     kv_stream_config,
@@ -59,6 +61,7 @@ class Bus:
         self.service = service
         self.replicas = replicas
         self._kv: dict[str, KeyValue] = {}
+        self._claims: KeyValue | None = None
         self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
@@ -223,6 +226,14 @@ class Bus:
         if bucket not in self._kv:
             self._kv[bucket] = await self.js.key_value(bucket)
         return self._kv[bucket]
+
+    async def claims(self) -> KeyValue:
+        """The leases bucket, whose calls give up after LEASE_CALL_TIMEOUT (not 5 s): a renewal
+        lost in an election is tried again while the lease still stands."""
+        if self._claims is None:
+            js = self.nc.jetstream(timeout=LEASE_CALL_TIMEOUT)
+            self._claims = await js.key_value(CLAIMS_BUCKET)
+        return self._claims
 
     # --- publishing -----------------------------------------------------------------------------
 

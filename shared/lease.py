@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from shared.bus import TRANSIENT
 from shared.logging import get_logger
-from shared.subjects import CLAIMS, LEASE_RENEW
+from shared.subjects import CLAIMS, LEASE_RENEW, LEASE_RETRY
 
 log = get_logger(__name__)
 
@@ -165,12 +165,17 @@ class Keeper:
             await self.lease.release()
 
     async def _run(self) -> None:
+        pause = self.every
         while not self.lost.is_set() and not self._closing:
-            await asyncio.sleep(self.every)
+            await asyncio.sleep(pause)
+            pause = self.every
             try:
                 renewed = await self.lease.renew()
             except Exception as exc:  # NATS away or erring: is the lease still ours?
                 log.debug("lease.renew_failed", lease=self.lease.name, error=repr(exc))
+                # Sooner than the beat: the first moment NATS answers again must find the
+                # lease still standing (its TTL counts from the last renewal that landed).
+                pause = min(self.every, LEASE_RETRY)
                 if self.clock() - self.renewed_at >= LEASE_DOUBT and self.doubt_steps_down:
                     log.warning("lease.doubtful", lease=self.lease.name, seconds=LEASE_DOUBT)
                     self.lost.set()
@@ -238,9 +243,15 @@ async def lead(
 ) -> None:
     """Hold the lease ``name`` whenever it is free, until ``stop``: one leader, the rest standby.
 
-    While held, ``act(lost)`` runs; ``lost`` is set when the lease is lost, doubtful or
+    While held, ``act(lost)`` runs; ``lost`` is set when the lease is lost, in doubt or
     ``stop`` comes, and ``act`` must then return. ``on_change`` hears True and False.
-    Log lines are ``<purpose>.leader_elected``, ``.leadership_lost``, ``.leadership_doubtful``.
+
+    In doubt (no renewal has landed for LEASE_DOUBT s: NATS away, an election) the leader
+    pauses (``act`` stops, before the TTL could let a standby in) but keeps its lease and
+    tries to renew: once one lands it acts again, with no hand-over. A refused renewal means
+    the lease lapsed: the leader takes it again if no one else did, else it steps down.
+    Log lines are ``<purpose>.leader_elected``, ``.leadership_paused``, ``.leadership_resumed``,
+    ``.leadership_retaken`` and ``.leadership_lost``.
     """
     while not stop.is_set():
         lease = None
@@ -254,39 +265,77 @@ async def lead(
             await _pause(stop, LEASE_RENEW)
             continue
         log.info(f"{holder.purpose}.leader_elected", instance=holder.owner)
-        await _hold(lease, stop, act, on_change)
+        await _Leadership(lease, stop, act, on_change).hold()
 
 
-async def _hold(
-    lease: Lease,
-    stop: asyncio.Event,
-    act: Callable[[asyncio.Event], Awaitable[object]],
-    on_change: Callable[[bool], None],
-) -> None:
-    purpose = lease.holder.purpose
-    lost = asyncio.Event()
-    on_change(True)
-    acting = asyncio.ensure_future(act(lost))
-    loop = asyncio.get_running_loop()
-    renewed = loop.time()
-    try:
-        while not stop.is_set():
-            await _pause(stop, LEASE_RENEW)
-            try:
-                if not await lease.renew():
-                    log.warning(f"{purpose}.leadership_lost")
+class _Leadership:
+    """One holding of a leader lease: renew it, pause and resume ``act`` as it stands."""
+
+    def __init__(
+        self,
+        lease: Lease,
+        stop: asyncio.Event,
+        act: Callable[[asyncio.Event], Awaitable[object]],
+        on_change: Callable[[bool], None],
+    ) -> None:
+        self.lease = lease
+        self.stop = stop
+        self.act = act
+        self.on_change = on_change
+        self.purpose = lease.holder.purpose
+        self._acting: asyncio.Future[object] | None = None
+        self._lost = asyncio.Event()
+
+    async def hold(self) -> None:
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        self._start()
+        try:
+            while not self.stop.is_set():
+                await _pause(self.stop, LEASE_RENEW if self._acting else LEASE_RETRY)
+                if self.stop.is_set():
                     return
+                try:
+                    if not await self.lease.renew() and not await self._take_again():
+                        log.warning(f"{self.purpose}.leadership_lost")
+                        return
+                except Exception as exc:  # NATS away or erring: is the lease still ours?
+                    log.debug(f"{self.purpose}.lease_renew_failed", error=repr(exc))
+                    if self._acting and loop.time() - renewed >= LEASE_DOUBT:
+                        log.warning(f"{self.purpose}.leadership_paused", seconds=LEASE_DOUBT)
+                        await self._halt()
+                    continue
                 renewed = loop.time()
-            except Exception as exc:  # NATS away or erring: is the lease still ours?
-                log.debug(f"{purpose}.lease_renew_failed", error=repr(exc))
-                if loop.time() - renewed > LEASE_DOUBT:
-                    log.warning(f"{purpose}.leadership_doubtful", seconds=LEASE_DOUBT)
-                    return
-    finally:
-        lost.set()
+                if not self._acting:
+                    log.info(f"{self.purpose}.leadership_resumed")
+                    self._start()
+        finally:
+            await self._halt()
+            await self.lease.release()
+
+    async def _take_again(self) -> bool:
+        """After a refused renewal: the lease lapsed. Take it again if it is still free."""
+        if self._acting:
+            await self._halt()  # it lapsed while acting: someone may have held it meanwhile
+        again = await acquire(self.lease.kv, self.lease.name, self.lease.holder)
+        if again is None:
+            return False
+        log.info(f"{self.purpose}.leadership_retaken")
+        self.lease = again
+        return True
+
+    def _start(self) -> None:
+        self._lost = asyncio.Event()
+        self.on_change(True)
+        self._acting = asyncio.ensure_future(self.act(self._lost))
+
+    async def _halt(self) -> None:
+        acting, self._acting = self._acting, None
+        if acting is None:
+            return
+        self._lost.set()
         await asyncio.gather(acting, return_exceptions=True)
-        await lease.release()
-        on_change(False)
+        self.on_change(False)
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -111,6 +111,10 @@ CLAIMS = KeyValueConfig(
     ttl=8,
 )
 LEASE_RENEW = 3.0
+# A lease call (create, renew) that has no answer by then is treated as failed and tried again
+# LEASE_RETRY s later: one lost request must not outlast the TTL (JetStream's default is 5 s).
+LEASE_CALL_TIMEOUT = 2.0
+LEASE_RETRY = 1.0
 
 BUCKETS: tuple[KeyValueConfig, ...] = (JOBS, CLAIMS)
 

@@ -39,7 +39,7 @@ from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
 from shared.job_store import JobStore
 from shared.logging import get_logger
 from shared.service import BaseService
-from shared.subjects import CLAIMS_BUCKET, INDEXER, JOBS_BUCKET
+from shared.subjects import INDEXER, JOBS_BUCKET
 
 log = get_logger(__name__)
 
@@ -105,7 +105,7 @@ class IndexerService(BaseService[IndexerSettings]):
 
     async def _lead(self) -> None:
         me = leases.Holder(owner=self.settings.instance_id, purpose="indexer")
-        claims = await self.bus.kv(CLAIMS_BUCKET)
+        claims = await self.bus.claims()
         await leases.lead(claims, LEADER_LEASE, me, self._stop, self._while_leader, self._led)
 
     def _led(self, leading: bool) -> None:

@@ -26,7 +26,7 @@ from shared.jobs import JobRequest
 from shared.lease import KvLeases
 from shared.logging import get_logger
 from shared.service import BaseService
-from shared.subjects import CLAIMS_BUCKET, JOB_REQUEST_CHANGES, JOBS_BUCKET, LEASE_RENEW, RECORDERS
+from shared.subjects import JOB_REQUEST_CHANGES, JOBS_BUCKET, LEASE_RENEW, RECORDERS
 from shared.tiktok.pool import ClientPool
 
 log = get_logger(__name__)
@@ -53,7 +53,7 @@ class RecorderService(BaseService[RecorderSettings]):
             recorder_id=settings.instance_id,
             settings=settings,
             store=JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET))),
-            leases=KvLeases(await self.bus.kv(CLAIMS_BUCKET)),
+            leases=KvLeases(await self.bus.claims()),
             publisher=self.bus,
             tiktok=self._pool,
             media=FfmpegMedia(

@@ -34,7 +34,7 @@ from shared.events import Event, WatchDeleted, WatchPaused, WatchRequested, Watc
 from shared.job_store import JobStore
 from shared.logging import get_logger
 from shared.service import BaseService
-from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, SCHEDULER
+from shared.subjects import JOBS_BUCKET, SCHEDULER
 from shared.tiktok.pool import ClientPool
 from shared.watchers import GetRequest, ListReply, ListRequest
 
@@ -87,7 +87,7 @@ class SchedulerService(BaseService[SchedulerSettings]):
 
     async def _lead(self) -> None:
         me = leases.Holder(owner=self.settings.instance_id, purpose="scheduler")
-        claims = await self.bus.kv(CLAIMS_BUCKET)
+        claims = await self.bus.claims()
         await leases.lead(claims, LEADER_LEASE, me, self._stop, self._while_leader, self._led)
 
     def _led(self, leading: bool) -> None:

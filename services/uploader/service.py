@@ -17,7 +17,7 @@ from shared.job_store import JobStore
 from shared.lease import KvLeases
 from shared.logging import get_logger, redact_text
 from shared.service import BaseService
-from shared.subjects import CLAIMS_BUCKET, JOBS_BUCKET, UPLOADER
+from shared.subjects import JOBS_BUCKET, UPLOADER
 
 log = get_logger(__name__)
 
@@ -54,7 +54,7 @@ class UploaderService(BaseService[UploaderSettings]):
                 uploader_id=settings.instance_id,
                 settings=settings,
                 jobs=JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET))),
-                leases=KvLeases(await self.bus.kv(CLAIMS_BUCKET)),
+                leases=KvLeases(await self.bus.claims()),
                 store=store,
                 publisher=self.bus,
             )
