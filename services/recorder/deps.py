@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from services.recorder.endings import Endings
 from services.recorder.media import Media
 from services.recorder.settings import RecorderSettings
 from shared.events import Event, RecordingOptions, RecordingRequested, RoomLive
@@ -63,3 +64,4 @@ class RecorderDeps:
     clock: Callable[[], float] = time.monotonic
     renew_every: float = LEASE_RENEW  # how often a held room lease is renewed
     active: dict[str, Job] = field(default_factory=dict)
+    endings: Endings = field(default_factory=Endings)  # sessions ended, outcomes not yet written

@@ -39,6 +39,8 @@ async def on_recording_work(event: Work, delivery: Delivery, deps: RecorderDeps)
         raise  # steered acks, shutdown, NATS away: not a failure of the job
     except Exception as exc:
         await failed_unexpectedly(deps, event, exc)
+    finally:
+        deps.endings.settled(event.job_id)
 
 
 async def _work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:

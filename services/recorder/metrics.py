@@ -20,6 +20,10 @@ DEAD_STREAMS = Counter(
     f"{_P}_dead_streams_total",
     "Listed stream URLs skipped: an error status, or closed before any media",
 )
+JOBS_STUCK = Counter(
+    f"{_P}_jobs_stuck_total",
+    "Jobs whose session ended but that had no outcome after the deadline (handler cancelled)",
+)
 SEGMENTS = Counter(f"{_P}_segments_total", "Segment files closed with media in them")
 REMUX_FAILURES = Counter(
     f"{_P}_remux_failures_total", "Segments whose MP4 remux or verification failed (FLV kept)"

@@ -129,6 +129,7 @@ async def record(
             lost.cancel()
             metrics.ACTIVE.dec()
             deps.active.pop(job_id, None)
+            deps.endings.session_ended(job_id)
         root, base = deps.settings.recordings_dir.resolve(), next_part(prior)
         files = tuple(_entry(f, root, base + f.part) for f in result.files)
         await _ended(

@@ -67,6 +67,7 @@ class RecorderService(BaseService[RecorderSettings]):
         self._cancels: Subscription = await self.bus.nc.subscribe(
             JOB_REQUEST_CHANGES, cb=self._on_job
         )
+        self._tasks.append(asyncio.create_task(self.deps.endings.watch(self._stop)))
         self.consume(
             RECORDERS,
             self._handle,

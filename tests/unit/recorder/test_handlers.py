@@ -11,6 +11,7 @@ import nats.errors
 import pytest
 
 from services.recorder.deps import Job, RecorderDeps, Work
+from services.recorder.endings import ENDING_DEADLINE, Endings
 from services.recorder.handlers import on_recording_work
 from services.recorder.outcome import MAX_RETRIES
 from services.recorder.recording import DISK_FULL_RETRY, LeaseNotFresh
@@ -68,6 +69,7 @@ class World:
     media: FakeMedia = field(default_factory=FakeMedia)
     clock: ManualClock = field(default_factory=ManualClock)
     active: dict[str, Job] = field(default_factory=dict)
+    endings: Endings = field(default_factory=Endings)
     withdrawn: bool = False  # no request document, as after a publish the gateway undid
     renew_every: float = 3600.0  # the Keeper stays out of the way unless a test wants it
 
@@ -87,6 +89,7 @@ class World:
             media=self.media,
             clock=self.clock,
             active=self.active,
+            endings=self.endings,
             renew_every=self.renew_every,
         )
 
@@ -565,3 +568,56 @@ async def test_a_file_left_raw_by_a_failed_remux_is_remuxed_on_the_next_try(worl
         (final.path, "final"),
         (f"{ROOM}/{JOB}_1.mp4", "final"),
     ]
+
+
+class HangingPublisher(CountingPublisher):
+    """Its first recording.finished never gets an answer, and the first cancellation of that
+    wait is swallowed: the race a NATS request can lose (issue 15, finding 13)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hanging = asyncio.Event()
+        self.swallowed = 0
+
+    async def publish(self, event: Event) -> object:
+        if isinstance(event, RecordingFinished) and not self.swallowed:
+            self.hanging.set()
+            forever = asyncio.Event()
+            try:
+                await forever.wait()
+            except asyncio.CancelledError:
+                self.swallowed += 1  # lost, as inside the request: go on waiting
+            await forever.wait()
+        return await super().publish(event)
+
+
+async def test_a_job_stuck_after_its_session_ended_is_cancelled_and_redelivered(
+    world: World,
+) -> None:
+    world.tiktok.live(ROOM)
+    world.media = FakeMedia([Take(1000, 2.0)])
+    world.publisher = HangingPublisher()
+    world.endings = Endings(clock=world.clock)
+    handler = asyncio.create_task(world.run())
+    await world.publisher.hanging.wait()
+    assert world.endings.check() == []  # within the deadline: left alone
+
+    world.clock.now += ENDING_DEADLINE
+    assert world.endings.check() == [JOB]  # its first cancellation is swallowed
+    await eventually(lambda: _swallowed(world.publisher), timeout=5)
+    assert not handler.done()
+    assert world.endings.check() == [JOB]  # so the watchdog cancels again
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(handler, 5)  # the consumer hands the message back
+    assert world.endings.check() == []
+    assert world.leases.held == {}  # released on the way out
+
+    await world.run(attempt=2)  # the redelivery announces what was written
+    assert (await world.job()).state == "SUCCESS"
+    [finished] = world.finished()
+    assert listed(finished) == [(f"{ROOM}/{JOB}_0.mp4", 0)]
+
+
+async def _swallowed(publisher: CountingPublisher) -> bool:
+    assert isinstance(publisher, HangingPublisher)
+    return publisher.swallowed == 1
