@@ -1,4 +1,5 @@
-"""Scenario 2: the node leading KV_claims (leases) or EVENTS is killed under live recordings."""
+"""Scenario 2: the node leading KV_claims (leases) or EVENTS is killed, three times over, under
+live recordings."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from collections.abc import Callable
 import nats.errors
 import pytest
 
-from shared.lease import LEASE_DOUBT
-from shared.subjects import CLAIMS_BUCKET, EVENTS_STREAM
+from shared.subjects import CLAIMS, CLAIMS_BUCKET, EVENTS_STREAM
 from tests.chaos.fleet import ChaosFleet
 from tests.chaos.invariants import check_invariants, end_live
 from tests.chaos.lives import growing, report_outcomes, start_lives
@@ -17,6 +17,8 @@ from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsServer
 
 FAKE_TIKTOK_OPTIONS = {"speed": 1.0}  # real time: losses are measured in seconds of live
+ROUNDS = 3
+LEASE_TTL = CLAIMS.ttl or 8.0
 
 
 async def _new_leader(fleet: ChaosFleet, stream: str, old: NatsServer) -> float:
@@ -36,7 +38,7 @@ async def _new_leader(fleet: ChaosFleet, stream: str, old: NatsServer) -> float:
 
 
 @pytest.mark.chaos
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("stream", [f"KV_{CLAIMS_BUCKET}", EVENTS_STREAM])
 async def test_the_leader_of_a_stream_killed_under_live_recordings(
     chaos_fleet: ChaosFleet,
@@ -44,21 +46,27 @@ async def test_the_leader_of_a_stream_killed_under_live_recordings(
     chaos_report: Callable[[str], None],
     stream: str,
 ) -> None:
-    """The recordings carry on through the election; no hand-over when it is shorter than
-    the time a lease may go unrenewed (LEASE_DOUBT)."""
+    """The recordings carry on through each election; no hand-over when they are shorter
+    than the lease (a recording does not step down while its renewals merely fail)."""
     await chaos_fleet.start("rec-a")
     await chaos_fleet.start("rec-b")
     lives = await start_lives(chaos_fleet, fake_tiktok, ["fay", "gus"])
 
-    leader = await chaos_fleet.cluster.stream_leader(stream)
-    assert leader is not None
-    await chaos_fleet.cluster.kill(leader)
-    election = await _new_leader(chaos_fleet, stream, leader)
-    resumed = await asyncio.gather(
-        *(growing(chaos_fleet, live.task_id, timeout=60) for live in lives)
-    )
-    await chaos_fleet.cluster.start_node(leader)  # back with its store, as after a crash
-    await asyncio.gather(*(growing(chaos_fleet, live.task_id, timeout=30) for live in lives))
+    killed: list[str] = []
+    elections: list[float] = []
+    resumed: list[float] = []
+    for _ in range(ROUNDS):  # the node leading it killed, again and again
+        leader = await chaos_fleet.cluster.stream_leader(stream)
+        assert leader is not None
+        await chaos_fleet.cluster.kill(leader)
+        killed.append(str(leader.server_name))
+        elections.append(await _new_leader(chaos_fleet, stream, leader))
+        resumed += await asyncio.gather(
+            *(growing(chaos_fleet, live.task_id, timeout=60) for live in lives)
+        )
+        await chaos_fleet.cluster.start_node(leader)  # back with its store, as after a crash
+        await chaos_fleet.cluster.wait_ready(timeout=60)
+        await asyncio.gather(*(growing(chaos_fleet, live.task_id, timeout=30) for live in lives))
     for live in lives:
         await end_live(fake_tiktok, live)
     for live in lives:
@@ -69,9 +77,12 @@ async def test_the_leader_of_a_stream_killed_under_live_recordings(
         chaos_fleet, chaos_fleet.bus, fake_tiktok, chaos_fleet.recordings, lives
     )
     chaos_report(
-        f"leader of {stream} ({leader.server_name}) killed: new leader after {election:.1f}s, "
-        "job progress grew again within " + ", ".join(f"{s:.1f}s" for s in resumed) + " after it"
+        f"leader of {stream} killed {ROUNDS} times ({', '.join(killed)}): new leader after "
+        + ", ".join(f"{e:.1f}s" for e in elections)
+        + "; job progress grew again within "
+        + ", ".join(f"{s:.1f}s" for s in resumed)
+        + " after each"
     )
     report_outcomes(chaos_report, outcomes)
-    if election < LEASE_DOUBT:
+    if max(elections) < LEASE_TTL:  # the pass criterion: elections shorter than the lease
         assert [o.handovers for o in outcomes] == [0] * len(outcomes)
