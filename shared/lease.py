@@ -57,6 +57,29 @@ class Lease:
             return False
         return True
 
+    async def reclaim(self) -> bool:
+        """After a refused renewal: True, and renewed, if the key still names this holder.
+
+        A renewal of ours can land with its answer lost (a timeout while the server was
+        frozen or electing; requests queued in the socket all run at once when it wakes):
+        the key moved on without us, and the next renewal is refused. Only this process
+        writes this holder, so the lease is still ours, with the same token.
+        """
+        try:
+            entry = await self.kv.get(self.name)
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        if not entry.value or entry.revision is None:
+            return False
+        try:
+            holder = msgspec.json.decode(entry.value, type=Holder)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        if holder != self.holder:
+            return False
+        self.revision = entry.revision
+        return await self.renew()
+
     async def release(self) -> None:
         """Delete only if still ours (CAS): never free a lease someone else took over."""
         with contextlib.suppress(*TRANSIENT, nats.js.errors.APIError):
@@ -79,6 +102,10 @@ class HeldLease(Protocol):
     token: int
 
     async def renew(self) -> bool: ...
+
+    async def reclaim(self) -> bool:
+        """After a refused renewal: still ours after all (our own renewal's answer was lost)?"""
+        ...
 
     async def release(self) -> None: ...
 
@@ -200,6 +227,13 @@ class Keeper:
     async def _take_again(self) -> bool | None:
         """After a refused renewal: take the lease again if no one else did (True); False if
         someone holds it; None if NATS could not say."""
+        try:
+            if await self.lease.reclaim():
+                log.info("lease.reclaimed", lease=self.lease.name)
+                return True
+        except Exception as exc:
+            log.debug("lease.reclaim_failed", lease=self.lease.name, error=repr(exc))
+            return None
         if self.retake is None:
             return False
         try:
@@ -315,6 +349,8 @@ class _Leadership:
 
     async def _take_again(self) -> bool:
         """After a refused renewal: the lease lapsed. Take it again if it is still free."""
+        if await self.lease.reclaim():  # our own renewal landed, its answer lost
+            return True
         if self._acting:
             await self._halt()  # it lapsed while acting: someone may have held it meanwhile
         again = await acquire(self.lease.kv, self.lease.name, self.lease.holder)

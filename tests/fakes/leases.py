@@ -17,6 +17,9 @@ class MemoryLease:
     async def renew(self) -> bool:
         return self.leases.held.get(self.name) is self
 
+    async def reclaim(self) -> bool:
+        return await self.renew()
+
     async def release(self) -> None:
         if self.leases.held.get(self.name) is self:
             del self.leases.held[self.name]

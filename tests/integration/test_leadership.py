@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
@@ -131,3 +132,43 @@ async def _revision_past(kv: KeyValue, revision: int | None) -> bool:
     assert revision is not None
     entry = await kv.get(NAME)
     return entry.revision is not None and entry.revision > revision
+
+
+async def test_a_renewal_that_landed_with_its_answer_lost_keeps_the_lease(bus: Bus) -> None:
+    """A frozen server runs the renewals queued in the socket when it wakes: the first lands,
+    unanswered in time, and the next is refused. The lease is still ours, same token."""
+    kv = await bus.claims()
+    lease = await leases.acquire(kv, "room.1", leases.Holder("rec-a", "job-1"))
+    assert lease is not None
+    renewals = 0
+
+    async def count() -> None:
+        nonlocal renewals
+        renewals += 1
+
+    keeper = leases.Keeper(lease, every=0.05, on_renewed=count)
+    async with keeper:
+        await eventually(lambda: _at_least(renewals, 1), timeout=5)
+        # Our own renewal, landed behind the keeper's back: its revision is now behind.
+        await kv.update("room.1", msgspec.json.encode(lease.holder), last=lease.revision)
+        seen = renewals
+        await eventually(lambda: _at_least(renewals, seen + 2), timeout=5)
+        assert not keeper.lost.is_set()
+        assert keeper.lease is lease  # not taken again: the same holding, the same token
+    await lease.release()
+    assert await leases.current_holder(kv, "room.1") is None  # its CAS knew the revision
+
+
+async def test_a_refused_renewal_when_someone_else_holds_it_is_lost(bus: Bus) -> None:
+    kv = await bus.claims()
+    lease = await leases.acquire(kv, "room.2", leases.Holder("rec-a", "job-1"))
+    assert lease is not None
+    async with leases.Keeper(lease, every=0.05) as keeper:
+        await kv.put("room.2", msgspec.json.encode(leases.Holder("rec-b", "job-1")))
+        await asyncio.wait_for(keeper.lost.wait(), 5)
+    holder = await leases.current_holder(kv, "room.2")
+    assert holder == leases.Holder("rec-b", "job-1")
+
+
+async def _at_least(value: int, wanted: int) -> bool:
+    return value >= wanted

@@ -24,6 +24,9 @@ class Lease:
             raise self.answer
         return self.answer
 
+    async def reclaim(self) -> bool:
+        return False  # refused means refused, unless a test says otherwise
+
     async def release(self) -> None:
         return None
 
