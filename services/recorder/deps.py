@@ -65,3 +65,6 @@ class RecorderDeps:
     renew_every: float = LEASE_RENEW  # how often a held room lease is renewed
     active: dict[str, Job] = field(default_factory=dict)
     endings: Endings = field(default_factory=Endings)  # sessions ended, outcomes not yet written
+    # Jobs another recorder was recording when their message came here, and since when: its
+    # holder gets a moment to take its lease again before this process does (handlers.py).
+    deferred: dict[str, float] = field(default_factory=dict)

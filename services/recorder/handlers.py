@@ -23,11 +23,14 @@ from shared.jobs import TERMINAL, Outcome
 from shared.lease import Holder
 from shared.logging import get_logger
 from shared.secrets import SecretError
-from shared.subjects import LEASE_RENEW
+from shared.subjects import LEASE_RENEW, LEASE_RETRY
 from shared.tiktok import CookiesError, LiveOffline, TikTokError
 from shared.tiktok.client import TikTokClient
 
 log = get_logger(__name__)
+
+# A holder back from a NATS outage retries its lease every LEASE_RETRY s: two tries.
+FIRST_REFUSAL = 2 * LEASE_RETRY
 
 
 async def on_recording_work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:
@@ -65,6 +68,8 @@ async def _work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:
     if request.desired == "cancel":
         await finish(deps, event, Outcome("CANCELLED", ErrorCode.CANCELLED, "cancelled"))
         return
+    if done is not None and done.state == "STARTED" and done.recorder_id != deps.recorder_id:
+        _first_refusal(deps, job_id, done.recorder_id)
     with contextlib.ExitStack() as held:  # the client stays open while the job uses it
         try:
             client = held.enter_context(deps.tiktok.holding(event.options))
@@ -108,6 +113,25 @@ async def _with_client(
         log.info("recorder.finished_elsewhere", job_id=job_id, error=str(exc))
     finally:
         await lease.release()
+
+
+def _first_refusal(deps: RecorderDeps, job_id: str, holder: str) -> None:
+    """Another recorder was recording this job and never said it stopped: dead, frozen, or
+    cut off by a NATS outage that just ended, its messages redelivered everywhere at once.
+    Give it FIRST_REFUSAL s to take its lease again (no hand-over, nothing lost) before this
+    process tries; a dead holder costs that much more of the live."""
+    now = deps.clock()
+    since = deps.deferred.get(job_id)
+    if since is None or now - since > FIRST_REFUSAL * 10:  # new, or left from long ago
+        for old in [j for j, t in deps.deferred.items() if now - t > FIRST_REFUSAL * 10]:
+            del deps.deferred[old]
+        deps.deferred[job_id] = now
+        msg = f"job {job_id} was being recorded by {holder}: its lease is its own first"
+        raise RetryLater(msg, delay=FIRST_REFUSAL)
+    if now - since < FIRST_REFUSAL:
+        msg = f"job {job_id}: {holder} may still take its lease again"
+        raise RetryLater(msg, delay=FIRST_REFUSAL - (now - since))
+    del deps.deferred[job_id]
 
 
 async def _wait_for_room(deps: RecorderDeps, job_id: str, room_id: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from services.recorder.deps import Job, RecorderDeps, Work
 from services.recorder.endings import ENDING_DEADLINE, Endings
-from services.recorder.handlers import on_recording_work
+from services.recorder.handlers import FIRST_REFUSAL, on_recording_work
 from services.recorder.outcome import MAX_RETRIES
 from services.recorder.recording import DISK_FULL_RETRY, LeaseNotFresh
 from services.recorder.settings import RecorderSettings
@@ -70,6 +70,7 @@ class World:
     clock: ManualClock = field(default_factory=ManualClock)
     active: dict[str, Job] = field(default_factory=dict)
     endings: Endings = field(default_factory=Endings)
+    deferred: dict[str, float] = field(default_factory=dict)
     withdrawn: bool = False  # no request document, as after a publish the gateway undid
     renew_every: float = 3600.0  # the Keeper stays out of the way unless a test wants it
 
@@ -90,6 +91,7 @@ class World:
             clock=self.clock,
             active=self.active,
             endings=self.endings,
+            deferred=self.deferred,
             renew_every=self.renew_every,
         )
 
@@ -99,6 +101,15 @@ class World:
             # As the gateway does before it publishes.
             await self.store.submit(JobRequest(job_id=event.job_id, room_id=event.room_id))
         await on_recording_work(event, delivery(attempt), self.deps)
+
+    async def run_after_first_refusal(self, event: Work | None = None) -> None:
+        """A job another recorder was recording: the first delivery waits FIRST_REFUSAL for
+        that holder to take its lease again; the next one, that much later, goes on."""
+        with pytest.raises(RetryLater, match="its own first") as wait:
+            await self.run(event)
+        assert wait.value.delay == FIRST_REFUSAL
+        self.clock.now += FIRST_REFUSAL
+        await self.run(event, attempt=2)
 
     async def job(self) -> RecordingPart:
         doc = await self.store.recording(JOB)
@@ -338,7 +349,7 @@ async def test_a_takeover_finalises_the_dead_holders_file_and_records_on(world: 
     done = f"{ROOM}/{JOB}_0.takeover-2.mp4"
     world.media.takeovers[raw.path] = SegmentEntry(path=done, part=0, size=500, state="final")
     world.tiktok.live(ROOM)
-    await world.run()
+    await world.run_after_first_refusal()
     token = 2  # the new holder's lease: the dead one had 1
     assert world.media.taken == [(raw.path, token)]
     doc = await world.job()
@@ -358,7 +369,7 @@ async def test_a_takeover_when_the_live_has_ended(world: World, file_behind: boo
         world.media.takeovers[raw.path] = SegmentEntry(path=done, part=0, size=500, state="final")
     world.tiktok.live(ROOM)
     world.tiktok.end(ROOM)
-    await world.run()
+    await world.run_after_first_refusal()
     doc = await world.job()
     [finished] = world.finished()
     assert world.media.plans == []  # nothing left to record
@@ -370,6 +381,26 @@ async def test_a_takeover_when_the_live_has_ended(world: World, file_behind: boo
         # The listed file never got a byte: dropped, and the job recorded nothing.
         assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.LIVE_OFFLINE)
         assert listed(doc) == listed(finished) == []
+
+
+async def test_a_holder_back_from_an_outage_takes_its_lease_again_before_anyone_else(
+    world: World,
+) -> None:
+    # NATS was away longer than the lease: it lapsed, and the job's message is redelivered
+    # here at the same moment its holder, recording on, tries to take its lease again.
+    await left_by_a_dead_holder(world)
+    world.tiktok.live(ROOM)
+    with pytest.raises(RetryLater, match="its own first"):
+        await world.run()
+    assert world.leases.held == {}  # this process did not race it
+    back = await world.leases.acquire(LEASE, Holder("rec-dead", JOB))
+    assert back is not None
+    world.clock.now += FIRST_REFUSAL
+    with pytest.raises(RetryLater, match="leased by rec-dead"):
+        await world.run(attempt=2)
+    assert world.media.taken == []  # no take-over: the holder records on
+    assert world.tiktok.calls == []
+    assert world.leases.held == {LEASE: back}
 
 
 # --- a holder that lost its lease ---------------------------------------------------------------
