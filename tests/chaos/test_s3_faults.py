@@ -123,7 +123,7 @@ async def test_s3_failing_parts_then_down_for_minutes(
     )
     chaos_report(
         f"S3 down {outage:.0f}s (503, then refused; {refused} calls refused): "
-        f"{len(stranded)} uploads queued throughout (RETRY), all SUCCESS {caught_up:.1f}s after S3 was "
+        f"{len(stranded)} uploads queued throughout, all SUCCESS {caught_up:.1f}s after S3 was "
         f"back; {len(objects)} objects = {sum(len(o.files) for o in outcomes)} files, "
         f"{sum(objects.values()) / 2**20:.0f} MiB"
     )
