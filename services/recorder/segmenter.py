@@ -12,21 +12,23 @@ rebased so the segment starts at 0. A new segment is cut (never a second FLV hea
 - optionally when a segment reaches ``max_segment_ms`` (at the next keyframe).
 
 A segment file is only created when its first keyframe arrives, so a connection that dies
-before delivering media leaves no file. Writes are buffered (``flush_bytes``) and synchronous:
-they land in the page cache, and a thread hop per flush would cost more than the write. Every
-exit path closes the file (:meth:`close`).
+before delivering media leaves no file. Tags are buffered here (``flush_bytes``); the file
+operations go to a :class:`~services.recorder.disk.WriteQueue`, which runs them on a worker
+thread (one hop per flush, never per tag), so a stalled disk (NFS, EFS) holds up only the
+sessions writing to it, never the event loop. A failed write is raised as
+:class:`SegmentWriteError` at the next flush, :meth:`drain` or close. Every exit path closes
+the file (:meth:`close`); ``on_close`` runs once the file is completely written and closed.
 """
 
 from __future__ import annotations
 
-import errno
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from io import FileIO
 from pathlib import Path
 
+from services.recorder.disk import SegmentFile, SegmentWriteError, WriteQueue
 from services.recorder.flv import (
     F_AUDIO_CONFIG,
     F_KEYFRAME,
@@ -50,13 +52,7 @@ _U32 = struct.Struct(">I")
 
 OpenPath = Callable[[int, datetime], Path]
 
-
-class SegmentWriteError(OSError):
-    """Writing a segment failed (disk full, permissions...); ``errno`` is the OS error."""
-
-    @property
-    def disk_full(self) -> bool:
-        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+__all__ = ["DEFAULT_FLUSH_BYTES", "SegmentInfo", "SegmentWriteError", "Segmenter"]
 
 
 @dataclass(slots=True)
@@ -85,11 +81,11 @@ class SegmentInfo:
 class _Open:
     """The segment being written."""
 
-    __slots__ = ("base", "buf", "fh", "frame_ms", "info", "last_rel", "last_video_rel", "max_rel")
+    __slots__ = ("base", "buf", "file", "frame_ms", "info", "last_rel", "last_video_rel", "max_rel")
 
-    def __init__(self, info: SegmentInfo, fh: FileIO, base: int, preamble: bytes) -> None:
+    def __init__(self, info: SegmentInfo, file: SegmentFile, base: int, preamble: bytes) -> None:
         self.info = info
-        self.fh = fh
+        self.file = file
         self.base = base
         self.buf = bytearray(preamble)
         self.max_rel = 0
@@ -104,9 +100,12 @@ class Segmenter:
     Args:
         open_path: ``(index, started_at) -> Path`` of the raw ``.flv`` for segment ``index``
             (0, 1, ... in the order files are created); parent folders are created.
-        on_close: called with the info of every segment closed with media, right after its
-            file is closed (e.g. to start its remux).
-        flush_bytes: write to disk whenever this much is buffered.
+        io: runs the file operations (a session passes its queue on the process's
+            :class:`~services.recorder.disk.Disk`); None runs them inline, in the caller.
+            Positional only, so that ``**options`` of ints can never be taken for it.
+        on_close: called with the info of every segment closed with media, once its file is
+            completely written and closed (e.g. to start its remux); not if it was never created.
+        flush_bytes: hand the buffer to the disk whenever this much is buffered.
         budget_ms: total media time to record across all segments; tags past it are not
             written and :attr:`limit_reached` becomes true.
         max_segment_ms: start a new segment at the first keyframe past this media time.
@@ -115,12 +114,15 @@ class Segmenter:
     def __init__(
         self,
         open_path: OpenPath,
+        io: WriteQueue | None = None,
+        /,
         *,
         on_close: Callable[[SegmentInfo], None] | None = None,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
         budget_ms: int | None = None,
         max_segment_ms: int | None = None,
     ) -> None:
+        self._io = io if io is not None else WriteQueue()
         self._open_path = open_path
         self._on_close = on_close
         self._flush_bytes = flush_bytes
@@ -154,6 +156,35 @@ class Segmenter:
     @property
     def video_expected(self) -> bool:
         return bool(self._stream_flags & 0x01)
+
+    @property
+    def backlogged(self) -> bool:
+        """The caller should ``await drain()`` before feeding more: too many bytes are waiting
+        for the disk, or a write failed."""
+        return self._io.backlogged
+
+    async def drain(self) -> None:
+        """Wait until the disk has caught up with all but ``max_pending`` bytes.
+
+        Raises:
+            SegmentWriteError: a create, write or close failed.
+        """
+        io = self._io
+        await io.drain(io.max_pending)
+        self._raise_failed()
+
+    async def aclose(self, reason: str = "end") -> None:
+        """Close the current segment and wait until every file is written and closed (and
+        every ``on_close`` has run).
+
+        Raises:
+            SegmentWriteError: a create, write or close failed (even an earlier one).
+        """
+        try:
+            self._close(reason)
+        finally:
+            await self._io.drain()
+        self._raise_failed()
 
     # --- input -------------------------------------------------------------------------
 
@@ -240,7 +271,6 @@ class Segmenter:
         path = self._open_path(index, started)
         if path.suffix.lower() == ".mp4":  # the raw file must not take the remux's name
             path = path.with_suffix(".flv")
-        fh, path = _create(path)
         self._next_index += 1
         has_audio = bool(self._stream_flags & 0x04) or self._aseq is not None
         has_video = self.video_expected or self._vseq is not None
@@ -260,7 +290,10 @@ class Segmenter:
             first_ts=base_ts,
             last_ts=base_ts,
         )
-        self._seg = _Open(info, fh, base_ts, preamble)
+        # The path taken (a -N variant if the name exists) is known once the file is created.
+        file = self._io.create(path, then=lambda created: setattr(info, "path", created.path))
+        self._seg = _Open(info, file, base_ts, preamble)
+        self._raise_failed()  # inline, a failed create raises here, as the first write would
 
     def _media(self, tag: FlvTag, *, keyframe: bool) -> None:
         seg = self._seg
@@ -320,65 +353,38 @@ class Segmenter:
         seg.info.bytes += len(data)
 
     def _flush(self, seg: _Open) -> None:
-        if not seg.buf:
-            return
-        try:
-            _write_all(seg.fh, seg.buf)
-        except OSError as exc:
-            raise SegmentWriteError(exc.errno, f"writing {seg.info.path}: {exc}") from exc
-        seg.buf = bytearray()
+        if seg.buf:
+            self._io.write(seg.file, seg.buf)  # the queue owns the buffer now: a new one
+            seg.buf = bytearray()
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if self._io.error is not None:
+            raise self._io.error
 
     def _close(self, reason: str) -> SegmentInfo | None:
         seg, self._seg = self._seg, None
         if seg is None:
             return None
         info = seg.info
-        error: SegmentWriteError | None = None
-        try:
-            self._flush(seg)
-        except SegmentWriteError as exc:
-            error = exc
-        finally:
-            seg.fh.close()
+        if seg.buf:
+            self._io.write(seg.file, seg.buf)
+            seg.buf = bytearray()
         info.closed_at = datetime.now(UTC)
         info.cut_reason = reason
         info.duration_ms = seg.max_rel + seg.frame_ms
         if info.tags == 0:
-            info.path.unlink(missing_ok=True)  # no media: not a recording
-            if error is not None:
-                raise error
+            self._io.close(seg.file, discard=True)  # no media: not a recording
+            self._raise_failed()
             return None
         self._closed_ms += info.duration_ms
         self.closed.append(info)
-        if self._on_close is not None:
-            self._on_close(info)
-        if error is not None:
-            raise error
+        file = seg.file
+        self._io.close(file, then=lambda: self._closed_file(info, file))
+        self._raise_failed()
         return info
 
-
-def _create(path: Path) -> tuple[FileIO, Path]:
-    """Create ``path`` exclusively (never overwrite a file), with a ``-N`` suffix if taken."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        candidate = path
-        for n in range(1, 1000):
-            try:
-                return FileIO(candidate, "xb"), candidate  # closed by Segmenter._close
-            except FileExistsError:
-                candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    except OSError as exc:
-        raise SegmentWriteError(exc.errno, f"creating {path}: {exc}") from exc
-    msg = f"creating {path}: every -N variant exists"
-    raise SegmentWriteError(errno.EEXIST, msg)
-
-
-def _write_all(fh: FileIO, buf: bytearray) -> None:
-    with memoryview(buf) as view:
-        done = 0
-        total = len(view)
-        while done < total:
-            written = fh.write(view[done:])
-            if not written:
-                raise OSError(errno.EIO, "short write")
-            done += written
+    def _closed_file(self, info: SegmentInfo, file: SegmentFile) -> None:
+        """The file is complete and closed: it may be remuxed (if it exists at all)."""
+        if file.created and self._on_close is not None:
+            self._on_close(info)
