@@ -34,6 +34,7 @@ import contextlib
 import httpx
 
 from services.recorder.background import Background
+from services.recorder.disk import Disk, shared_disk
 from services.recorder.segmenter import (
     DEFAULT_FLUSH_BYTES,
     Segmenter,
@@ -95,6 +96,7 @@ class RecordingSession:
             other than the last one that did: the quality really recorded.
         remux_limiter: bounds concurrent remuxes (default: one bound per event loop).
         max_segment_s: optionally split long lives into parts of about this length.
+        disk: runs the segment files' I/O off the event loop (default: the process's one).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class RecordingSession:
         remux_limiter: asyncio.Semaphore | None = None,
         max_segment_s: float | None = None,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
+        disk: Disk | None = None,
     ) -> None:
         if read_timeout <= 0 or backoff_initial <= 0 or backoff_max < backoff_initial:
             msg = "read_timeout and backoff_initial must be > 0, backoff_max >= backoff_initial"
@@ -143,6 +146,7 @@ class RecordingSession:
         )
         self._segmenter = Segmenter(
             open_path,
+            (disk if disk is not None else shared_disk()).queue(),
             on_close=self._background.segment_closed,
             flush_bytes=flush_bytes,
             budget_ms=None if duration is None else round(duration * 1000),
@@ -213,7 +217,8 @@ class RecordingSession:
                 log.exception("recorder.session_crashed")
                 reason, code, error = "error", ErrorCode.INTERNAL, repr(exc)
             try:
-                self._segmenter.close("end")
+                # Waits for every file to be on disk and closed: their remuxes start only then.
+                await self._segmenter.aclose("end")
             except SegmentWriteError as exc:
                 if code is None:
                     reason, code, error = "error", _write_error_code(exc), str(exc)

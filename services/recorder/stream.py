@@ -44,7 +44,8 @@ class Watch:
     """Expires an ``asyncio.timeout`` block when the stream goes quiet or ``stop`` is set.
 
     The idle check is one timer per ``read_timeout`` (re-armed from ``last``), not one per
-    chunk: the streaming loop only stores the time of the latest chunk in ``last``.
+    chunk: the streaming loop only stores the time of the latest chunk in ``last``. While
+    ``paused`` (the pull waits for the disk, not the network) silence is not a stall.
     """
 
     def __init__(self, stop: asyncio.Event, idle: float | None) -> None:
@@ -56,6 +57,7 @@ class Watch:
         self._waiter: asyncio.Task[Literal[True]] | None = None
         self.why: Literal["stall", "stop"] | None = None
         self.last = self._loop.time()
+        self.paused = False
 
     def arm(self, cm: asyncio.Timeout) -> None:
         self._cm = cm
@@ -79,8 +81,9 @@ class Watch:
 
     def _check(self) -> None:
         assert self._idle is not None
-        due = self.last + self._idle
-        if self._loop.time() >= due:
+        now = self._loop.time()
+        due = now + self._idle if self.paused else self.last + self._idle
+        if now >= due:
             self._handle = None
             self._fire("stall")
         else:
@@ -228,6 +231,9 @@ class StreamPuller:
                             write = segmenter.write
                             for tag in tags:
                                 write(tag)
+                            if segmenter.backlogged:
+                                await _wait_for_disk(segmenter, watch)
+                                t = now()
                             if not media and segmenter.current is not None:
                                 media = True
                                 self._media_from(candidate)
@@ -260,3 +266,15 @@ class StreamPuller:
         metrics.STALLS.inc()
         log.warning("recorder.stalled", how=how, read_timeout=self._read_timeout)
         return Conn("stall", media=media, detail=how)
+
+
+async def _wait_for_disk(segmenter: Segmenter, watch: Watch) -> None:
+    """Stop reading until the disk catches up: a stalled disk costs this session its reads
+    (the CDN's socket buffers fill and TCP holds it back), not unbounded memory. The read
+    watchdog is off meanwhile (the network is not the one stalling); ``stop`` still ends it."""
+    watch.paused = True
+    try:
+        await segmenter.drain()
+    finally:
+        watch.paused = False
+        watch.last = asyncio.get_running_loop().time()
