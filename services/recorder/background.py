@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from services.recorder import metrics
@@ -116,10 +117,9 @@ class Background:
                 remuxed=result.ok,
                 error=result.error,
             )
-        if not segment.remuxed and _empty(segment):
-            # Nothing reached the disk (it filled before the first flush): not a recording.
-            with contextlib.suppress(OSError):
-                info.path.unlink(missing_ok=True)
+        # Nothing reached the disk (it filled before the first flush): not a recording. On a
+        # worker thread: a stat or unlink on a stalled disk must not hold up the event loop.
+        if not segment.remuxed and await asyncio.to_thread(_drop_if_empty, segment, info.path):
             log.warning("recorder.segment_empty", part=info.index, path=str(info.path))
             return
         if not segment.remuxed:
@@ -146,11 +146,16 @@ async def _call_hook(name: str, awaitable: Awaitable[None]) -> None:
         log.exception("recorder.hook_failed", hook=name)
 
 
-def _empty(segment: RecordedSegment) -> bool:
+def _drop_if_empty(segment: RecordedSegment, raw: Path) -> bool:
+    """Delete ``raw`` if ``segment`` holds nothing (or is gone); True if so."""
     try:
-        return segment.path.stat().st_size == 0
+        if segment.path.stat().st_size:
+            return False
     except OSError:
-        return True
+        pass
+    with contextlib.suppress(OSError):
+        raw.unlink(missing_ok=True)
+    return True
 
 
 def _raw(info: SegmentInfo, error: str | None) -> RecordedSegment:
