@@ -60,6 +60,8 @@ from shared.tiktok.models import StreamCandidate
 
 log = get_logger(__name__)
 
+_ABORT_FLUSH_S = 5.0
+
 
 class _Fatal(Exception):
     """The session cannot go on; ``code`` is the error it ends with."""
@@ -356,10 +358,15 @@ class RecordingSession:
     async def _abort(self) -> None:
         """run() is being cancelled: close the file, cancel and reap every background task."""
         self._background.keep_raw()
-        with contextlib.suppress(Exception):
-            self._segmenter.close("cancelled")
-        self._puller.count_bytes()
-        await self._background.cancel()
+        try:
+            # What is queued for the disk still reaches it (kept raw), but a stalled disk must
+            # not hold up the cancellation for longer than this.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_ABORT_FLUSH_S):
+                    await self._segmenter.aclose("cancelled")
+        finally:
+            self._puller.count_bytes()
+            await self._background.cancel()
 
 
 class _Stopped(Exception):

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from services.recorder import disk
-from services.recorder.disk import Disk, SegmentWriteError
+from services.recorder import session as session_module
+from services.recorder.disk import Disk, SegmentWriteError, WriteQueue
 from services.recorder.ffmpeg import ffmpeg_binary
 from services.recorder.flv import FlvReader
 from services.recorder.segmenter import Segmenter, SegmentInfo
@@ -311,3 +312,79 @@ def test_a_failed_create_raises_at_once_when_inline(tmp_path: Path) -> None:
     with pytest.raises(SegmentWriteError):
         seg.close()
     assert (tmp_path / "rec").read_bytes() == b"a file where the folder should be"
+
+
+class TrackingDisk(Disk):
+    """A Disk that keeps the queues it hands out, so a test can wait for them."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=2, max_pending=64 * 1024)
+        self.queues: list[WriteQueue] = []
+
+    def queue(self) -> WriteQueue:
+        queue = super().queue()
+        self.queues.append(queue)
+        return queue
+
+
+def cancellable_session(
+    tmp_path: Path, http: httpx.AsyncClient, disk: Disk | None = None
+) -> RecordingSession:
+    async def lookup() -> StreamLookup:
+        return StreamLookup(status="live", url="http://cdn/live.flv")
+
+    return RecordingSession(
+        lookup=lookup,
+        http=http,
+        open_path=Paths(tmp_path).open_path,
+        ffmpeg=ffmpeg_binary(None),
+        flush_bytes=16 * 1024,
+        disk=disk if disk is not None else Disk(threads=2, max_pending=64 * 1024),
+    )
+
+
+async def test_a_cancelled_session_still_writes_what_it_had_queued(
+    tmp_path: Path, gate: Gate
+) -> None:
+    data = stream_start() + b"".join(keyframe(i * 33, n=3000) for i in range(1000))
+    async with streaming_client(data, 8192, [0]) as http:
+        session = cancellable_session(tmp_path, http)
+        task = asyncio.create_task(session.run())
+        await gate.wait_entered()
+        ticker = Ticker()
+        try:
+            await ticker.advance(200)
+            info = session.current_segment
+            assert info is not None
+            task.cancel()
+            await ticker.advance(200)
+            assert not task.done()  # the abort waits for the disk (a bounded wait)
+            gate.opened.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            gate.opened.set()
+            ticker.stop()
+    assert info.path.stat().st_size == info.bytes  # every queued byte reached the file
+
+
+async def test_a_stalled_disk_does_not_hold_up_a_cancel_for_ever(
+    tmp_path: Path, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "_ABORT_FLUSH_S", 0.05)
+    data = stream_start() + b"".join(keyframe(i * 33, n=3000) for i in range(1000))
+    tracking = TrackingDisk()
+    async with streaming_client(data, 8192, [0]) as http:
+        task = asyncio.create_task(cancellable_session(tmp_path, http, tracking).run())
+        try:
+            await gate.wait_entered()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert not gate.opened.is_set()  # the cancel ended while the write was stuck
+        finally:
+            gate.opened.set()
+    # The disk is back: what was queued is written and the file closed after all.
+    [queue] = tracking.queues
+    await queue.drain()
+    assert queue.error is None
