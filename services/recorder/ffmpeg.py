@@ -196,7 +196,9 @@ async def remux(
     Args:
         timeout: seconds for each ffmpeg run; default scales with the file size.
     """
-    size = _size(src_flv)
+    # Every file-system call here runs on a worker thread: a stalled disk (NFS, EFS) must
+    # stall this remux, not the event loop that renews every recording's lease.
+    size = await asyncio.to_thread(_size, src_flv)
     if timeout is None:
         timeout = max(_MIN_TIMEOUT_S, size / _TIMEOUT_BYTES_PER_S)
     tmp = dst_mp4.with_name(f"{dst_mp4.name}.{os.getpid()}-{next(_tmp_ids)}.tmp")
@@ -210,13 +212,14 @@ async def remux(
             _unlink(tmp)
             raise
     if error is not None:
-        _unlink(tmp)
+        await asyncio.to_thread(_unlink, tmp)
         if installed[0]:
-            _unlink(dst_mp4)
+            await asyncio.to_thread(_unlink, dst_mp4)
         log.warning("recorder.remux_failed", src=str(src_flv), error=error)
         return RemuxResult(ok=False, path=src_flv, size=size, duration_s=None, error=error)
-    _unlink(src_flv)
-    return RemuxResult(ok=True, path=dst_mp4, size=_size(dst_mp4), duration_s=duration)
+    await asyncio.to_thread(_unlink, src_flv)
+    size = await asyncio.to_thread(_size, dst_mp4)
+    return RemuxResult(ok=True, path=dst_mp4, size=size, duration_s=duration)
 
 
 async def _remux_and_verify(
@@ -225,7 +228,7 @@ async def _remux_and_verify(
     """(error, duration): error is None when ``dst`` is in place and verified;
     ``installed[0]`` says whether this call put ``dst`` there."""
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(dst.parent.mkdir, parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot create {dst.parent}: {exc}", None
     convert = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
@@ -235,7 +238,7 @@ async def _remux_and_verify(
     if run.returncode != 0:
         return _failure("remux", run), None
     try:
-        _install(tmp, dst)
+        await asyncio.to_thread(_install, tmp, dst)
     except FileExistsError:
         return f"{dst.name} exists already: not replaced", None
     except OSError as exc:
