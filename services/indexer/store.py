@@ -4,9 +4,9 @@ Times are integers (µs since the epoch, UTC) so ranges compare as integers. Eve
 a composite index ending in ``mtime`` (SQLite appends the rowid ``id``), so "newest first" is
 ``ORDER BY mtime DESC, id DESC``: a total order that pages without duplicates or gaps, read
 straight off the index. A page is found in three steps: the total (cached per filter until the
-next write), the page's ids from the covering index (from the far end, ascending, when the
-offset is past half the total), then those rows by id. Queries run on their own connection,
-which WAL lets read while the other one writes.
+index changes, by this process or another sharing the file), the page's ids from the covering
+index (from the far end, ascending, when the offset is past half the total), then those rows
+by id. Queries run on their own connection, which WAL lets read while the other one writes.
 """
 
 from __future__ import annotations
@@ -65,8 +65,6 @@ class IndexStore:
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        # Bumped after every write: a cached total is valid only for the generation it saw.
-        self._generation = 0
         # True while an empty index is being bulk-loaded without its secondary indexes.
         self._deferred = False
         self._totals: OrderedDict[tuple[Any, ...], tuple[int, int]] = OrderedDict()
@@ -131,8 +129,6 @@ class IndexStore:
                 raise
             else:
                 await db.commit()
-            finally:
-                self._generation += 1
 
     async def _fetch(self, sql: str, args: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
         if self._deferred:
@@ -192,7 +188,7 @@ class IndexStore:
         return FilePage(items=items, total=total, page=q.page, page_size=q.page_size)
 
     async def count(self) -> int:
-        """Rows in the index (cached until the next write)."""
+        """Rows in the index (cached until the index changes, by any process)."""
         return await self._total(Filter.of(FileQuery()))
 
     async def get(self, path: str) -> IndexedFile | None:
@@ -200,7 +196,10 @@ class IndexStore:
         return from_row(rows[0]) if rows else None
 
     async def _total(self, f: Filter) -> int:
-        generation = self._generation  # read first: a write during the count invalidates it
+        # SQLite's data_version changes with every commit by another connection: our writer's
+        # and any other process's (a standby and the leader share INDEX_DB). Read first: a
+        # write during the count invalidates what it counted.
+        generation = await self._data_version()
         cached = self._totals.get(f.key)
         if cached is not None and cached[0] == generation:
             self._totals.move_to_end(f.key)
@@ -211,6 +210,10 @@ class IndexStore:
         while len(self._totals) > _TOTALS_CACHED:
             self._totals.popitem(last=False)
         return total
+
+    async def _data_version(self) -> int:
+        rows = await self._fetch("PRAGMA data_version")
+        return int(rows[0][0])
 
     async def _count(self, f: Filter) -> int:
         """COUNT(*) steps through every matching index entry; for a time window wider than

@@ -272,3 +272,20 @@ async def test_retention_candidates(store: IndexStore) -> None:
     usage = dict(await store.room_usage())
     assert usage == {ROOMS[0]: 3003, ROOMS[1]: 2009}
     assert await store.room_usage(over=2500) == [(ROOMS[0], 3003)]
+
+
+async def test_a_second_indexer_on_the_same_file_lists_what_the_first_indexed(
+    tmp_path: Path,
+) -> None:
+    # A standby and the leader share INDEX_DB: a total the standby counted must not outlive
+    # the leader's next write (found by the chaos scenario of leaders frozen).
+    db = tmp_path / "index.sqlite3"
+    async with IndexStore(db) as leader, IndexStore(db) as standby:
+        await leader.bulk_insert([file(1, minutes=1), file(2, minutes=2)])
+        assert (await standby.query(FileQuery())).total == 2  # counted, and cached
+        await leader.bulk_insert([file(3, minutes=3)])
+        page = await standby.query(FileQuery())
+        assert page.total == 3
+        assert [f.path for f in page.items] == [
+            f.path for f in (file(3, minutes=3), file(2, minutes=2), file(1, minutes=1))
+        ]
