@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import time
@@ -40,3 +41,48 @@ async def wait_for(
             msg = f"timed out waiting for {what}"
             raise SystemExit(msg)
         await asyncio.sleep(every)
+
+
+def flv_last_ts_ms(path: Path) -> int | None:
+    """The timestamp of the last complete tag of an FLV file being written, or None.
+
+    A file being appended to ends on a tag or inside one; the last PreviousTagSize that
+    points back to a tag header gives the last whole tag.
+    """
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - 512 * 1024)
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return None
+    end = len(data)
+    while end >= 15:
+        # Walk back from the end to a PreviousTagSize that frames a plausible tag.
+        prev = int.from_bytes(data[end - 4 : end], "big")
+        head = end - 4 - prev
+        if (
+            11 < prev < end
+            and head >= 0
+            and data[head] in (8, 9, 18)
+            and int.from_bytes(data[head + 1 : head + 4], "big") == prev - 11
+        ):
+            return int.from_bytes(data[head + 4 : head + 7], "big") | (data[head + 7] << 24)
+        end -= 1
+    return None
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty list."""
+    rank = max(0, min(len(sorted_values) - 1, round(pct / 100 * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+def lease_gaps(writes: dict[str, list[float]], since: float) -> list[float]:
+    """Every gap between two consecutive writes of a lease key after ``since`` (seconds)."""
+    gaps: list[float] = []
+    for times in writes.values():
+        kept = [t for t in times if t >= since]
+        gaps.extend(b - a for a, b in itertools.pairwise(kept))
+    return gaps

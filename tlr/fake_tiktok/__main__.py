@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from tlr.fake_tiktok.delivery import DELIVERIES
 from tlr.fake_tiktok.media import DEFAULT_PROFILE, default_media_dir
 from tlr.fake_tiktok.server import start_fake_tiktok
 from tlr.fake_tiktok.state import KIND
@@ -18,6 +19,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--speed", type=float, default=1.0, help="media pacing factor")
+    parser.add_argument(
+        "--delivery",
+        choices=DELIVERIES,
+        default="chunks",
+        help="how the CDN writes FLV: whole tags per tick (chunks), one ~1.4 KB TCP segment at"
+        " a time (segments), or 1 B-48 KB writes (irregular); both paced in real time",
+    )
     parser.add_argument("--media-dir", type=Path, default=default_media_dir())
     parser.add_argument(
         "--public-base-url",
@@ -45,6 +53,7 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         public_base_url=args.public_base_url,
+        delivery=args.delivery,
     ) as fake:
         if args.kind:
             await fake.set_scenario(**KIND)

@@ -319,6 +319,7 @@ async def flv_stream(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         request[_RECORD].status = 200  # the handler only returns when the stream ends
+        streamer.outlet = ctx.wire.outlet(request)
         await streamer.run()
     except ConnectionError:
         pass  # the client went away; nothing left to tell it

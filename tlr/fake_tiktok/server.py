@@ -15,6 +15,7 @@ from tlr.fake_tiktok import control
 from tlr.fake_tiktok.app import make_app
 from tlr.fake_tiktok.cdn import UrlMaker
 from tlr.fake_tiktok.context import FakeContext
+from tlr.fake_tiktok.delivery import Delivery, Wire, parse_delivery
 from tlr.fake_tiktok.media import DEFAULT_PROFILE, MediaLibrary
 from tlr.fake_tiktok.state import FakeState, FaultMode, Room, User
 
@@ -45,10 +46,12 @@ class FakeTikTok:
         tick_s: float = DEFAULT_TICK_S,
         seed: int | None = None,
         public_base_url: str | None = None,
+        delivery: Delivery = "chunks",
     ) -> None:
         if speed <= 0 or tick_s <= 0:
             msg = "speed and tick_s must be > 0"
             raise ValueError(msg)
+        self.wire = Wire(parse_delivery(delivery), seed)
         self.state = FakeState(seed)
         self.media = MediaLibrary(media_dir)
         self.host = host
@@ -58,6 +61,7 @@ class FakeTikTok:
             media=self.media,
             speed=speed,
             tick_s=tick_s,
+            wire=self.wire,
             public_base_url=public_base_url,
         )
         self._runner: web.AppRunner | None = None
@@ -91,6 +95,7 @@ class FakeTikTok:
         if runner is None:
             return
         # Stalled streams would otherwise hold shutdown for the whole grace period.
+        self.wire.close()
         for conn in self.state.all_conns():
             conn.abort()
         await runner.cleanup()
@@ -257,8 +262,12 @@ async def start_fake_tiktok(
     tick_s: float = DEFAULT_TICK_S,
     seed: int | None = None,
     public_base_url: str | None = None,
+    delivery: Delivery = "chunks",
 ) -> AsyncIterator[FakeTikTok]:
-    """Run a FakeTikTok in the current event loop for the duration of the block."""
+    """Run a FakeTikTok in the current event loop for the duration of the block.
+
+    ``delivery``: how the CDN writes FLV (see delivery.py): ``chunks`` (whole tags per
+    40 ms tick), ``segments`` (one ~1.4 KB write at a time) or ``irregular`` (1 B-48 KB)."""
     fake = FakeTikTok(
         media_dir=media_dir,
         speed=speed,
@@ -267,6 +276,7 @@ async def start_fake_tiktok(
         tick_s=tick_s,
         seed=seed,
         public_base_url=public_base_url,
+        delivery=delivery,
     )
     async with fake:
         yield fake

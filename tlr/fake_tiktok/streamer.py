@@ -10,6 +10,7 @@ import time
 
 from aiohttp import web
 
+from tlr.fake_tiktok.delivery import Outlet
 from tlr.fake_tiktok.flv import LoopCursor
 from tlr.fake_tiktok.media import MediaLibrary
 from tlr.fake_tiktok.state import FaultMode, Room, RoomStatus, StreamConn
@@ -61,6 +62,9 @@ class FlvStreamer:
         ts_offset_ms: int,
     ) -> None:
         self._request = request
+        # Set once the response is prepared, in the segments and irregular deliveries: the
+        # bytes go to the server's Wire, not straight to the response.
+        self.outlet: Outlet | None = None
         self._response = response
         self._room = room
         self._conn = conn
@@ -109,13 +113,25 @@ class FlvStreamer:
                 del data[budget:]
                 complete = False
         if data:
-            await self._response.write(data)
+            if self.outlet is not None:
+                await self.outlet.write(data)
+            else:
+                await self._response.write(data)
             conn.bytes_sent += len(data)
         if not complete:
             data.clear()
         return complete
 
     async def _stop(self, mode: FaultMode, *, flush: bool) -> None:
+        if self.outlet is not None:
+            # What the streamer wrote is still queued in the outlet: it leaves first, as it
+            # would have from a socket buffer (a reset without flush discards it, like abort).
+            if mode == "reset" and not flush:
+                self.outlet.discard()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_FLUSH_TIMEOUT_S):
+                        await self.outlet.flush()
         if mode == "eof":
             await self._response.write_eof()  # the terminating zero-length chunk: a clean EOF
         elif mode == "reset":

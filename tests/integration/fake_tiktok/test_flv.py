@@ -178,9 +178,15 @@ async def test_switch_injects_new_sequence_header(
     async with read_flv(client, playing_url(fake, handle.stream_id)) as reader:
         await reader.wait_bytes(100_000)
         await fake.switch(handle.stream_id, "h264_720p")
-        await reader.wait_until(
-            lambda d: sum(map(is_avc_config, walk_tags(d))) == 2 and len(walk_tags(d)) > 400
-        )
+
+        def switched(data: bytearray) -> bool:
+            # Two configs and the new rendition's first frames (with a CDN-like delivery they
+            # arrive in later writes than the config).
+            tags = walk_tags(data)
+            configs = [i for i, tag in enumerate(tags) if is_avc_config(tag)]
+            return len(configs) == 2 and len(tags) > max(400, configs[1] + 2)
+
+        await reader.wait_until(switched)
     tags = walk_tags(reader.data)
     configs = [i for i, tag in enumerate(tags) if is_avc_config(tag)]
     switch_at = configs[1]
