@@ -10,7 +10,7 @@ and lets the scheduler poll. After a warm-up it measures over a window:
   there bursts;
 - check_alive calls per poll interval against (watchers with a room id) / batch size;
 - the effective poll interval: time between two checks of the same watcher (a room id in a
-  check_alive call, a user in an api-live user/room call);
+  check_alive call, a user in a resolve: its profile page /@user, or api-live user/room);
 - the scheduler's CPU (utime + stime over the window, % of a core) and RSS;
 - detection latency: random watched users go live at the fake at random times during the
   window; latency = go-live call -> `room.live` received on a core NATS subscription.
@@ -24,6 +24,12 @@ poll_interval + 2 s while the budget allows it.
 
     .venv/bin/python bench/scheduler_scale.py                # both runs, ~8 minutes
     .venv/bin/python bench/scheduler_scale.py --no-tight --window 300
+    .venv/bin/python bench/scheduler_scale.py --no-tight --watchers 100000 --batch 200
+
+`--watchers N` splits N watchers 80 % room id / 20 % @user; the run also reports the
+registration time, RSS and SQLite size after it, the scheduler's CPU per poll interval and the
+spread of watcher checks over the interval (per 1 s / 10 s / 60 s against an even spread).
+`--profile FILE` runs the scheduler under cProfile and writes its stats to FILE.
 """
 
 from __future__ import annotations
@@ -63,8 +69,12 @@ from tlr.nats_server import NatsServer  # noqa: E402
 
 BUCKET_CAPACITY = 2  # services/scheduler/budget.py: a bucket holds at most 2 tokens
 USER_ROOM = "/api-live/user/room/"
+PROFILE_PAGE = "/@{user}"  # how the client resolves a user first (request paths normalised)
+LIVE_PAGE = "/@{user}/live"
+RESOLVES = (PROFILE_PAGE, USER_ROOM)  # one per user check (the live page is a fallback)
 CHECK_ALIVE = "/webcast/room/check_alive/"
 ROOM_INFO = "/webcast/room/info/"
+BULK_ACCOUNTS = 10_000  # accounts per bulk control call to the fake
 
 
 @dataclass
@@ -79,6 +89,8 @@ class RunConfig:
     lives: int
     warmup: float | None
     seed: int
+    profile: Path | None = None  # run the scheduler under cProfile, write its stats here
+    waf_challenge: bool = True  # the fake's default: every www page behind a proof of work
 
     @property
     def watchers(self) -> int:
@@ -160,12 +172,21 @@ async def collect_requests(
         reply = await fake.get("/__fake/requests", params={"since": repr(since)})
         reply.raise_for_status()
         for r in reply.json():
-            into.append(Request(r["time"], r["path"], r["query"], r["status"]))
+            path, query = _normalise(r["path"], r["query"])
+            into.append(Request(r["time"], path, query, r["status"]))
             since = max(since, r["time"])
         if stopping:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 5.0)
+
+
+def _normalise(path: str, query: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A page of a user (/@name, /@name/live) under one path, the user in ``uniqueId``."""
+    if not path.startswith("/@"):
+        return path, query
+    user, _, rest = path[2:].partition("/")
+    return (LIVE_PAGE if rest.startswith("live") else PROFILE_PAGE), {**query, "uniqueId": user}
 
 
 async def go_lives(
@@ -204,17 +225,26 @@ async def run(cfg: RunConfig) -> Result:
         base = (await asyncio.to_thread(fake_proc.stdout.readline)).decode().strip()
         fake = httpx.AsyncClient(base_url=base, timeout=60)
 
+        if not cfg.waf_challenge:
+            reply = await fake.put("/__fake/scenario", json={"waf_challenge": False})
+            reply.raise_for_status()
+
         # Accounts: every room-id watcher watches the (ended) room of its own account; every
         # watched user has streamed before, so a resolve gives a stale room id to check.
-        owners = [f"room{i:05d}" for i in range(cfg.room_watchers)]
-        users = [f"user{i:05d}" for i in range(cfg.user_watchers)]
+        digits = max(5, len(str(max(cfg.room_watchers, cfg.user_watchers))))
+        owners = [f"room{i:0{digits}d}" for i in range(cfg.room_watchers)]
+        users = [f"user{i:0{digits}d}" for i in range(cfg.user_watchers)]
         rooms: dict[str, str] = {}
+        t_accounts = time.time()
         for names in (owners, users):
-            reply = await fake.post(
-                "/__fake/bulk/users", json={"unique_ids": names, "rooms": "ended"}
-            )
-            reply.raise_for_status()
-            rooms.update(reply.json()["rooms"])
+            for i in range(0, len(names), BULK_ACCOUNTS):  # bounded request bodies
+                reply = await fake.post(
+                    "/__fake/bulk/users",
+                    json={"unique_ids": names[i : i + BULK_ACCOUNTS], "rooms": "ended"},
+                )
+                reply.raise_for_status()
+                rooms.update(reply.json()["rooms"])
+        print(f"{len(rooms)} accounts in the fake in {time.time() - t_accounts:.1f} s", flush=True)
         watched_rooms = {rooms[o] for o in owners}
 
         env = {
@@ -230,9 +260,10 @@ async def run(cfg: RunConfig) -> Result:
             "INSTANCE_ID": "bench-scheduler",
         }
         log_path = tmp / "scheduler.log"
+        profiler = ["-m", "cProfile", "-o", str(cfg.profile)] if cfg.profile else []
         with log_path.open("wb") as log_file:
             sched_proc = subprocess.Popen(
-                [sys.executable, "-m", "services.scheduler"],
+                [sys.executable, *profiler, "-m", "services.scheduler"],
                 cwd=ROOT,
                 env=env,
                 stdout=log_file,
@@ -287,11 +318,16 @@ async def run(cfg: RunConfig) -> Result:
             await asyncio.gather(*(bus.publish(w) for w in watch[i : i + 500]))
         t_pub = time.time()
         await wait_for(
-            lambda: _ge(total_watchers, cfg.watchers), 600, "every watcher stored", every=1.0
+            lambda: _ge(total_watchers, cfg.watchers),
+            max(600, cfg.watchers / 50),
+            "every watcher stored",
+            every=1.0,
         )
         t_stored = time.time()
+        cpu_stored, rss_stored, db_stored = sched.cpu(), sched.rss(), db_mib(tmp)
         out.add("watchers", f"{cfg.room_watchers} room-id + {cfg.user_watchers} @user")
         out.add("poll interval / batch", f"{cfg.poll} s / {cfg.batch} ids per check_alive")
+        out.add("fake's WAF challenge", "on (every www page)" if cfg.waf_challenge else "off")
         out.add(
             "budget",
             f"{cfg.budget:.0f} req/min; a round of checks needs {cfg.need_per_interval} "
@@ -304,7 +340,11 @@ async def run(cfg: RunConfig) -> Result:
         out.add(
             "registration",
             f"published in {t_pub - t_reg:.1f} s, all stored after {t_stored - t_reg:.1f} s, "
-            f"scheduler CPU {sched.cpu() - cpu_reg:.1f} s",
+            f"scheduler CPU {cpu_stored - cpu_reg:.1f} s",
+        )
+        out.add(
+            "after registration",
+            f"scheduler RSS {rss_stored:.1f} MiB, SQLite {db_stored:.1f} MiB (db + wal)",
         )
 
         warmup = cfg.warmup if cfg.warmup is not None else cfg.expected_interval + 5
@@ -329,6 +369,7 @@ async def run(cfg: RunConfig) -> Result:
         t1 = time.time()
         cpu1 = (sched.cpu(), fake_probe.cpu(), nats_probe.cpu())
         rss_end = sched.rss()
+        db_end = db_mib(tmp)
         await lives_task
         # Stragglers (only when the budget is the limit): wait a little more, outside the window.
         with contextlib.suppress(TimeoutError):
@@ -348,12 +389,17 @@ async def run(cfg: RunConfig) -> Result:
         _report(cfg, out, log, t0, t1, watched_rooms, users, started, detected)
         elapsed = t1 - t0
         cores = (cpu1[0] - cpu0[0]) / elapsed
-        out.add("scheduler CPU", f"{cores * 100:.1f} % of a core (utime+stime over the window)")
+        out.add(
+            "scheduler CPU",
+            f"{cores * 100:.1f} % of a core (utime+stime over the window) = "
+            f"{cores * cfg.poll:.1f} s per {cfg.poll} s poll interval",
+        )
         out.add(
             "scheduler RSS",
             f"{rss_end:.1f} MiB at the end, max {max(rss_samples):.1f} MiB "
             f"(idle, no watchers: {idle_rss:.1f} MiB)",
         )
+        out.add("SQLite file", f"{db_end:.1f} MiB (db + wal) at the end of the window")
         out.add(
             "not counted",
             f"fake TikTok {(cpu1[1] - cpu0[1]) / elapsed * 100:.1f} % of a core, "
@@ -365,6 +411,10 @@ async def run(cfg: RunConfig) -> Result:
         out.add("scheduler warnings", ", ".join(f"{k} x{v}" for k, v in warnings.items()) or "none")
         return out
     finally:
+        if cfg.profile and len(procs) > 1 and procs[1].poll() is None:
+            procs[1].send_signal(signal.SIGTERM)  # drains and exits: cProfile writes its stats
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(procs[1].wait, 60)
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
@@ -378,6 +428,12 @@ def _event_name(line: str) -> str:
         return str(json.loads(line).get("event"))
     except (ValueError, AttributeError):
         return line[:60]
+
+
+def db_mib(tmp: Path) -> float:
+    """Size of the scheduler's SQLite file with its WAL (and shared memory), MiB."""
+    paths = [tmp / f"scheduler.sqlite3{suffix}" for suffix in ("", "-wal", "-shm")]
+    return sum(p.stat().st_size for p in paths if p.exists()) / 2**20
 
 
 async def _ge(get, value: int) -> bool:  # type: ignore[no-untyped-def]
@@ -427,6 +483,28 @@ def _report(
         f"max {max(per_10)}",
     )
 
+    # Spread of watcher checks (a room id of a room-id watcher in check_alive, or a user's
+    # resolve) over the interval, in back-to-back windows, against an even spread.
+    check_times: list[float] = []
+    for r in window:
+        if r.path == CHECK_ALIVE:
+            ids = r.query.get("room_ids", "").split(",")
+            check_times.extend(r.time for rid in ids if rid in watched_rooms)
+        elif r.path in RESOLVES:
+            check_times.append(r.time)
+    even = cfg.watchers / cfg.expected_interval
+    for width in (1, 10, 60):
+        buckets = Counter(int((t - t0) // width) for t in check_times)
+        counts = [buckets.get(b, 0) for b in range(int(elapsed // width))]
+        if not counts:
+            continue
+        out.add(
+            f"watcher checks per {width} s",
+            f"min {min(counts)}, p50 {pct(counts, 50):.0f}, max {max(counts)} "
+            f"(even spread: {even * width:.0f}; max/even {max(counts) / (even * width):.2f}, "
+            f"{len(counts)} windows)",
+        )
+
     # check_alive economy.
     checks = [r for r in window if r.path == CHECK_ALIVE]
     ids_per_call = [len(r.query.get("room_ids", "").split(",")) for r in checks]
@@ -449,7 +527,7 @@ def _report(
             for rid in r.query.get("room_ids", "").split(","):
                 if rid in watched_rooms:
                     seen[rid].append(r.time)
-        elif r.path == USER_ROOM:
+        elif r.path in RESOLVES:
             seen["@" + r.query.get("uniqueId", "")].append(r.time)
     for label, keys in (("room-id", watched_rooms), ("@user", {f"@{u}" for u in users})):
         gaps = [b - a for k in keys for a, b in zip(seen[k], seen[k][1:], strict=False)]
@@ -481,6 +559,21 @@ def main() -> None:
     )
     parser.add_argument("--room-watchers", type=int, default=8000)
     parser.add_argument("--user-watchers", type=int, default=2000)
+    parser.add_argument(
+        "--watchers",
+        type=int,
+        help="watchers in all, 80 %% by room id and 20 %% by @user (overrides the two above)",
+    )
+    parser.add_argument(
+        "--waf-challenge",
+        choices=("on", "off"),
+        default="on",
+        help="the fake's proof of work on every www page (on: its default; a solve costs "
+        "~0.2 s of CPU per @user check)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="run the scheduler under cProfile; its stats go to this file"
+    )
     parser.add_argument("--poll", type=int, default=60, help="poll_interval of every watcher, s")
     parser.add_argument("--batch", type=int, default=50, help="CHECK_BATCH_SIZE")
     parser.add_argument(
@@ -501,6 +594,9 @@ def main() -> None:
     parser.add_argument("--tight-window", type=float, default=120.0)
     parser.add_argument("--tight-lives", type=int, default=20)
     args = parser.parse_args()
+    if args.watchers is not None:
+        args.room_watchers = round(args.watchers * 0.8)
+        args.user_watchers = args.watchers - args.room_watchers
 
     main_cfg = RunConfig(
         name="budget that allows the load",
@@ -513,6 +609,8 @@ def main() -> None:
         lives=args.lives,
         warmup=args.warmup,
         seed=args.seed,
+        profile=args.profile.resolve() if args.profile else None,
+        waf_challenge=args.waf_challenge == "on",
     )
     main_cfg.budget = args.budget or math.ceil(main_cfg.need_per_min * 1.4 / 100) * 100
     tight = RunConfig(
@@ -526,6 +624,7 @@ def main() -> None:
         lives=args.tight_lives,
         warmup=None,
         seed=args.seed + 1,
+        waf_challenge=args.waf_challenge == "on",
     )
     tight.budget = round(tight.need_per_min * args.tight_ratio)
     configs = [] if args.only_tight else [main_cfg]
