@@ -60,13 +60,24 @@ from tlr.nats_server import NatsServer  # noqa: E402
 
 KEY = "bench-key"
 WARMUP = 5
+CHILDREN = "recorder's ffmpeg"
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """cutime + cstime of ``pid``: its children's CPU once reaped (the recorder's remuxes)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the fake TikTok, timed ---------------------------------------------------------------------
 
 
-def serve_fake(port: int, users: list[str], profile: str, scenario: dict[str, Any]) -> None:
+def serve_fake(
+    port: int, users: list[str], profile: str, scenario: dict[str, Any], delivery: str
+) -> None:
     """The fake TikTok with every TikTok request's answer time kept (GET /__bench/timings)."""
+    import inspect
+
     from aiohttp import web
 
     import tlr.fake_tiktok.server as fake_server
@@ -100,8 +111,8 @@ def serve_fake(port: int, users: list[str], profile: str, scenario: dict[str, An
 
     make_app = fake_server.make_app
 
-    def timed_app(ctx: Any) -> web.Application:
-        app = make_app(ctx)
+    def timed_app(*args: Any, **kwargs: Any) -> web.Application:
+        app = make_app(*args, **kwargs)
         app.middlewares.insert(0, arrival)  # outermost: before the fake's own edge
         app.on_response_prepare.append(on_prepare)
         app.router.add_get("/__bench/timings", get_timings)
@@ -114,7 +125,15 @@ def serve_fake(port: int, users: list[str], profile: str, scenario: dict[str, An
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with fake_server.start_fake_tiktok(media_dir=default_media_dir(), port=port) as fake:
+        options: dict[str, Any] = {}
+        if "delivery" in inspect.signature(fake_server.start_fake_tiktok).parameters:
+            options["delivery"] = delivery
+        elif delivery != "chunks":
+            msg = f"this fake TikTok has no delivery modes (asked: {delivery})"
+            raise SystemExit(msg)
+        async with fake_server.start_fake_tiktok(
+            media_dir=default_media_dir(), port=port, **options
+        ) as fake:
             if scenario:
                 await fake.set_scenario(**scenario)
             rooms = {}
@@ -334,6 +353,7 @@ async def run_phase(
     """Start every job (at ``rate`` per second, or all at once), wait for every first byte and
     every job to end; the wall time and each process's CPU seconds over the phase."""
     cpu0 = {name: cpu_seconds(pid) for name, pid in stack.pids.items()}
+    remux0 = children_cpu_seconds(stack.pids["recorder"])
     t0 = time.perf_counter()
     tasks = []
     for i, job in enumerate(jobs):
@@ -343,6 +363,7 @@ async def run_phase(
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in stack.pids.items()}
+    cpu[CHILDREN] = children_cpu_seconds(stack.pids["recorder"]) - remux0
 
     async def all_ended() -> bool:
         for job in jobs:
@@ -442,6 +463,7 @@ async def main(args: argparse.Namespace) -> None:
         fake_port = free_port()
         argv = [sys.executable, __file__, "--serve-fake", "--fake-port", str(fake_port)]
         argv += ["--profile", args.profile, "--scenario", args.scenario]
+        argv += ["--delivery", args.delivery]
         argv += ["--users", ",".join(u for p in phases for u in users[p])]
         fake = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)
         procs.append(fake)
@@ -527,7 +549,8 @@ async def main(args: argparse.Namespace) -> None:
         await bus.close()
         print()
         print(
-            f"{args.jobs} jobs per phase; fake profile {args.profile}; disk polled every "
+            f"{args.jobs} jobs per phase; fake profile {args.profile}, delivery "
+            f"{args.delivery}; disk polled every "
             f"{args.poll_ms:g} ms ({watch.polls} polls); jobs cancelled "
             f"{args.hold:g} s after their first byte"
         )
@@ -565,6 +588,12 @@ if __name__ == "__main__":
     parser.add_argument("--hold", type=float, default=0.0, help="seconds recorded per job")
     parser.add_argument("--poll-ms", type=float, default=1.0, help="disk poll period")
     parser.add_argument("--profile", default="h264_720p_2m", help="fake TikTok media profile")
+    parser.add_argument(
+        "--delivery",
+        default="segments",
+        help="how the fake's CDN writes: segments (~1.4 KB at a time, as a real CDN at these "
+        "rates), irregular, chunks (whole tags per 40 ms tick)",
+    )
     parser.add_argument("--scenario", default="{}", help="fake TikTok flags (JSON), e.g. KIND")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
@@ -572,6 +601,7 @@ if __name__ == "__main__":
     parser.add_argument("--users", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
-        serve_fake(args.fake_port, args.users.split(","), args.profile, json.loads(args.scenario))
+        users = args.users.split(",")
+        serve_fake(args.fake_port, users, args.profile, json.loads(args.scenario), args.delivery)
     else:
         asyncio.run(main(args))
