@@ -43,6 +43,9 @@ PACE_MARGIN = 1.25  # room for confirmations, retries and jitter above the stead
 PACE_FLOOR = 1.0  # requests/s: small deployments are never slowed below this
 # A partial check_alive batch of room ids waits up to this long for more ids to come due.
 BATCH_WAIT = 2.0
+# Users resolved at once per egress: the budget sets the rate, this only keeps a slow answer
+# from holding up the pass (one at a time, a 20 ms answer capped an egress at ~50 checks/s).
+RESOLVE_CONCURRENCY = 32
 ERROR_BACKOFF_MAX = 3600.0
 # Errors that say "this egress is being throttled": back the whole egress off.
 # A generator of its own: jitter never draws from (or disturbs) the global random state that
@@ -66,6 +69,8 @@ class PollDeps:
     egress_of: Callable[[Watcher], str]
     batch_size: int = 50
     kept: dict[str, float] = field(default_factory=dict)  # watch job -> when last kept
+    # The store's generation the egress rates were last computed at; None: compute them.
+    paced_at: int | None = None
 
 
 @dataclass
@@ -153,50 +158,41 @@ async def pace(deps: PollDeps) -> None:
     """Set each egress's request rate to what its watchers need (+25 %), within the budget.
 
     Pacing at need rather than at the budget spreads the checks evenly over the interval;
-    the budget stays the hard cap when the watchers need more than it allows.
+    the budget stays the hard cap when the watchers need more than it allows. Nothing is
+    computed again while no command changed the watchers (``paced_at``).
     """
+    generation = deps.store.generation
+    if deps.paced_at == generation:
+        return
     need: dict[str, float] = defaultdict(float)
-    for w in await deps.store.active():
+    # By options, not watcher by watcher: the egress is a matter of options (its proxy).
+    for key, rate in await deps.store.need(deps.batch_size):
+        w = await deps.store.get(key)
+        if w is None:
+            continue  # deleted since: the next pace counts without it
         try:
             egress = deps.egress_of(w)
         except ValueError:
             continue  # never polled (see poll_once): it needs no share of any egress
-        per_check = 1.0 / deps.batch_size + (1.0 if w.unique_id else 0.0)  # resolve + share
-        need[egress] += per_check / max(1, w.poll_interval)
+        need[egress] += rate
     for egress, rate in need.items():
         deps.budget.pace(egress, max(PACE_FLOOR, rate * PACE_MARGIN))
+    deps.paced_at = generation
 
 
 async def _poll_egress(
     deps: PollDeps, egress: str, client: TikTokClient, due: list[Watcher], state: _Pass
 ) -> None:
-    checkable: list[Watcher] = []
-    for w in due:
-        if w.unique_id is None:
-            checkable.append(w)
-            continue
-        if w.live_state == "live" and w.room_id:
-            # Its room is live: check_alive by room id says when it ends. www, where the WAF
-            # and the per-IP limits bite (upstream #354), is asked again only after that.
-            checkable.append(w)
-            continue
-        # TikTok issues a new room id per live: a user's current room comes from a resolve.
-        await deps.budget.take(egress, "user_room")
-        try:
-            ref = await client.resolve(f"@{w.unique_id}")
-        except TikTokError as exc:
-            if _failed(deps, egress, w, exc, state):
-                return  # the egress is throttled: the rest waits for the next pass
-            continue
-        except Exception as exc:
-            _broken(w, exc, state)
-            continue
-        deps.budget.succeeded(egress)
-        if ref.room_id:
-            w.room_id = ref.room_id
-            checkable.append(w)
-        else:
-            _offline(w, state)
+    # A live user's room is live: check_alive by room id says when it ends. www, where the
+    # WAF and the per-IP limits bite (upstream #354), is asked again only after that.
+    to_resolve = [
+        w for w in due if w.unique_id is not None and not (w.live_state == "live" and w.room_id)
+    ]
+    resolved = await _resolve_users(deps, egress, client, to_resolve, state)
+    if resolved is None:
+        return  # the egress is throttled: the rest waits for the next pass
+    pending = {w.key for w in to_resolve}
+    checkable = [w for w in due if w.key not in pending or w.key in resolved]
 
     checkable = [w for w in checkable if _valid_room(w, state)]
     checkable = _fill_batches(checkable, deps.batch_size, state.now)
@@ -272,6 +268,60 @@ async def _job_over(deps: PollDeps, w: Watcher, attempt: int) -> bool:
         return True
     at = restart_at(rec, attempt, w.poll_interval)
     return at is not None and time.time() >= at
+
+
+async def _resolve_users(
+    deps: PollDeps, egress: str, client: TikTokClient, users: list[Watcher], state: _Pass
+) -> set[str] | None:
+    """Resolve each user's current room (TikTok issues a new room id per live), up to
+    RESOLVE_CONCURRENCY at a time, each after a permit of the budget: the budget sets the
+    rate, and one slow answer no longer holds up every other check of the pass.
+
+    Returns the keys of the users that have a room id to check; None when the egress is
+    throttled (no further resolve starts; those in flight finish and are recorded).
+    """
+    resolved: set[str] = set()
+    queue = iter(users)
+    throttled = False
+    waiting: set[asyncio.Task[None]] = set()  # workers waiting for a permit
+
+    async def worker() -> None:
+        nonlocal throttled
+        me = asyncio.current_task()
+        assert me is not None
+        for w in queue:  # shared by the workers: each user is taken once, in due order
+            if throttled:
+                return
+            waiting.add(me)
+            try:
+                await deps.budget.take(egress, "user_room")
+            finally:
+                waiting.discard(me)
+            try:
+                ref = await client.resolve(f"@{w.unique_id}")
+            except TikTokError as exc:
+                if _failed(deps, egress, w, exc, state):
+                    throttled = True
+                    for other in waiting:  # they would sit out the backoff: not this pass
+                        other.cancel()
+                continue
+            except Exception as exc:
+                _broken(w, exc, state)
+                continue
+            deps.budget.succeeded(egress)
+            if ref.room_id:
+                w.room_id = ref.room_id
+                resolved.add(w.key)
+            else:
+                _offline(w, state)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(RESOLVE_CONCURRENCY, len(users))):
+                group.create_task(worker())
+    except BaseExceptionGroup as errors:  # BudgetStopped: the workers caught everything else
+        raise errors.exceptions[0] from None
+    return None if throttled else resolved
 
 
 def _fill_batches(checkable: list[Watcher], size: int, now: float) -> list[Watcher]:

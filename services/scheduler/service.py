@@ -46,7 +46,10 @@ IDLE_TICK = 0.5
 # broken store or bus is not hammered, and the loop never ends while the lease is held.
 PASS_BACKOFF = 1.0
 PASS_BACKOFF_MAX = 30.0
-PACE_EVERY = 10.0  # seconds between recomputing each egress's rate from its watchers
+PACE_EVERY = 10.0
+# Watch commands handled at once (one watcher's commands still in order): a bulk import is
+# pulled in batches and its writes share transactions (see WatcherStore.put_many).
+COMMAND_CONCURRENCY = 64  # seconds between recomputing each egress's rate from its watchers
 BAD_REQUEST, NOT_FOUND = "400", "404"  # nats.micro error codes, read by the gateway
 
 
@@ -70,6 +73,7 @@ class SchedulerService(BaseService[SchedulerSettings]):
             batch_size=settings.check_batch_size,
         )
         self.leader = False
+        self._keys: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> lock, users
         await group.add_endpoint(name="watchers_get", subject="watchers.get", handler=self._on_get)
         await group.add_endpoint(
             name="watchers_list", subject="watchers.list", handler=self._on_list
@@ -99,13 +103,15 @@ class SchedulerService(BaseService[SchedulerSettings]):
     async def _while_leader(self, lost: asyncio.Event) -> None:
         """Consume watch commands and poll until the lease is lost."""
         self.deps.budget.stop = lost  # a poll pass waiting out a backoff ends with leadership
-        consumer = self.bus.consumer(SCHEDULER, self._on_command)
+        consumer = self.bus.consumer(SCHEDULER, self._on_command, concurrency=COMMAND_CONCURRENCY)
         await asyncio.gather(consumer.run(lost), self._poll(lost), return_exceptions=True)
 
     async def _poll(self, stop: asyncio.Event) -> None:
         """Poll passes until ``stop``. No exception ends it: the lease would be kept by a
         scheduler that no longer polls, and no standby would take over."""
         paced = float("-inf")
+        # A standby's commands went to the file through another leader: count them again.
+        self.deps.paced_at = None
         loop = asyncio.get_running_loop()
         failed = 0
         while not stop.is_set():
@@ -134,6 +140,22 @@ class SchedulerService(BaseService[SchedulerSettings]):
                     await asyncio.wait_for(stop.wait(), pause)
 
     async def _on_command(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
+        key = getattr(event, "key", None)
+        if key is None:
+            return
+        # Commands about one watcher apply in the order they were delivered: a handler takes
+        # its key's lock before its first await, and the consumer starts handlers in order.
+        entry = self._keys.setdefault(key, (asyncio.Lock(), [0]))
+        entry[1][0] += 1
+        try:
+            async with entry[0]:
+                await self._apply(event)
+        finally:
+            entry[1][0] -= 1
+            if not entry[1][0]:
+                del self._keys[key]
+
+    async def _apply(self, event: Event) -> None:
         match event:
             case WatchRequested():
                 await on_watch_requested(event, self.store)

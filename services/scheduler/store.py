@@ -8,6 +8,7 @@ changed it meanwhile (a watcher deleted or paused during a pass stays so).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from types import TracebackType
@@ -29,9 +30,14 @@ CREATE TABLE IF NOT EXISTS watchers (
     version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS watchers_due ON watchers (status, next_check);
+CREATE INDEX IF NOT EXISTS watchers_created ON watchers (created, key);
 """
 
 _decoder = msgspec.json.Decoder(Watcher)
+# Left out of the JSON when it has its default (omit_defaults): the need query falls back to it.
+_DEFAULT_POLL = next(
+    f.default for f in msgspec.structs.fields(Watcher) if f.name == "poll_interval"
+)
 
 
 class WatcherStore:
@@ -40,6 +46,11 @@ class WatcherStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        # Bumped by every command's write (put, delete): what the watchers need changes only
+        # then (a poll pass rewrites rows, never their status, options, user or interval).
+        self.generation = 0
+        self._queued: list[tuple[list[tuple[Watcher, float]], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         # Two instances may open the file at once: wait for the other's lock, don't fail.
@@ -87,7 +98,38 @@ class WatcherStore:
         await self.put_many([(watcher, next_check)])
 
     async def put_many(self, rows: list[tuple[Watcher, float]]) -> None:
-        """Insert or replace watchers in one transaction (a command's write: it always wins)."""
+        """Insert or replace watchers (a command's write: it always wins).
+
+        Writes from concurrent callers share one transaction: each caller's rows are queued,
+        and one flush at a time writes everything queued so far and commits, so 64 commands
+        handled at once cost one commit, not 64. Returns once the caller's rows are committed.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((rows, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await asyncio.shield(done)  # a cancelled caller does not cancel the others' write
+
+    async def _flush(self) -> None:
+        while self._queued:
+            queued, self._queued = self._queued, []
+            try:
+                await self._write([row for rows, _ in queued for row in rows])
+            except Exception as exc:  # every caller of this flush gets the error
+                for _, done in queued:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            except BaseException:  # cancelled (the store is closing): so are its callers
+                for _, done in [*queued, *self._queued]:
+                    done.cancel()
+                self._queued = []
+                raise
+            for _, done in queued:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _write(self, rows: list[tuple[Watcher, float]]) -> None:
         await self.db.executemany(
             "INSERT INTO watchers (key, status, next_check, created, doc) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (key) DO UPDATE SET status = excluded.status, "
@@ -99,6 +141,7 @@ class WatcherStore:
             ],
         )
         await self.db.commit()
+        self.generation += 1
 
     async def save_checked(self, rows: list[tuple[Watcher, float, int]]) -> int:
         """Write what a poll pass learned: ``(watcher, next_check, version read)``.
@@ -118,6 +161,7 @@ class WatcherStore:
     async def delete(self, key: str) -> bool:
         cur = await self.db.execute("DELETE FROM watchers WHERE key = ?", (key,))
         await self.db.commit()
+        self.generation += 1
         return cur.rowcount > 0
 
     async def due(self, now: float, limit: int) -> list[tuple[Watcher, int]]:
@@ -130,10 +174,19 @@ class WatcherStore:
             rows = await cur.fetchall()
         return [(_decoder.decode(r[0]), int(r[1])) for r in rows]
 
-    async def active(self) -> list[Watcher]:
-        async with self.db.execute("SELECT doc FROM watchers WHERE status = 'active'") as cur:
+    async def need(self, batch_size: int) -> list[tuple[str, float]]:
+        """Requests per second the active watchers need, by distinct options: ``(the key of one
+        watcher with those options, rate)``. A check costs a ``batch_size``-th of a check_alive,
+        plus a resolve for a user. One aggregate query in SQLite: pacing decodes no watcher.
+        """
+        async with self.db.execute(
+            "SELECT MIN(key), SUM((? + (COALESCE(json_extract(doc, '$.unique_id'), '') != '')) "
+            "/ MAX(1, COALESCE(json_extract(doc, '$.poll_interval'), ?))) "
+            "FROM watchers WHERE status = 'active' GROUP BY json_extract(doc, '$.options')",
+            (1.0 / batch_size, _DEFAULT_POLL),
+        ) as cur:
             rows = await cur.fetchall()
-        return [_decoder.decode(r[0]) for r in rows]
+        return [(str(r[0]), float(r[1])) for r in rows]
 
     async def page(self, page: int, page_size: int) -> tuple[list[Watcher], int]:
         async with self.db.execute("SELECT COUNT(*) FROM watchers") as cur:

@@ -19,7 +19,7 @@ from shared.bus import Bus
 from shared.errors import ErrorCode
 from shared.events import RecordingOptions, RoomLive, WatchDeleted, WatchRequested
 from shared.secrets import SecretBox, new_key
-from shared.subjects import EVENTS_STREAM, subject_for
+from shared.subjects import EVENTS_STREAM, SCHEDULER, subject_for
 from shared.watchers import GET, GetRequest, Watcher
 from tests.helpers import decode_errors, eventually, job_store
 from tests.http_proxy import AuthProxy
@@ -396,3 +396,37 @@ async def test_a_watcher_whose_proxy_cannot_be_unsealed_never_asks_tiktok(
             pia = await watcher(bus, "@pia")
             assert pia is not None
             assert (pia.error_code, pia.error_message) == (None, None)
+
+
+async def test_commands_about_one_watcher_apply_in_order_while_many_are_handled_at_once(
+    bus: Bus, nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    # A bulk import: the scheduler handles many commands at once (their writes share
+    # transactions), yet a watcher registered, deleted and registered again in quick
+    # succession ends as its last command says.
+    keys = [str(7_100_000_000_000_000_000 + i) for i in range(300)]
+    async with SchedulerService(bus, scheduler_settings(nats_server, fake_tiktok, tmp_path)):
+        for i, key in enumerate(keys):
+            await watch(bus, key, poll=3600, room_id=key)
+            if i % 2 == 0:
+                await bus.publish(WatchDeleted(key=key))
+            if i % 3 == 0:
+                await bus.publish(
+                    WatchRequested(task_id=f"again-{key}", key=key, poll_interval=3600, room_id=key)
+                )
+
+        async def all_applied() -> bool:
+            info = await bus.js.consumer_info(SCHEDULER.stream, SCHEDULER.name)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(all_applied, timeout=30)
+        for i, key in enumerate(keys):
+            w = await watcher(bus, key)
+            if i % 3 == 0:
+                assert w is not None
+                assert w.task_id == f"again-{key}"
+            elif i % 2 == 0:
+                assert w is None
+            else:
+                assert w is not None
+                assert w.task_id == f"task-{key}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,3 +59,14 @@ async def test_a_file_from_before_versions_gets_the_column(tmp_path: Path) -> No
         assert await store.save_checked([(found, 50.0, version)]) == 1
     async with WatcherStore(path) as store:  # opened again: nothing to add
         assert await store.due(1.0, 10) == []
+
+
+async def test_concurrent_command_writes_share_one_commit_and_all_land(tmp_path: Path) -> None:
+    async with WatcherStore(tmp_path / "w.sqlite3") as store:
+        await asyncio.gather(*(store.put(_watcher(f"@{n}"), next_check=0) for n in range(64)))
+        assert store.generation == 1  # one flush, one transaction for the 64 commands
+        assert await store.count_active() == 64
+        await store.put(_watcher("@0"), next_check=5)  # a later write alone: its own commit
+        assert store.generation == 2
+        rows = {w.key: version for w, version in await store.due(10.0, 100)}
+        assert rows["@0"] == 1
