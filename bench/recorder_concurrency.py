@@ -150,11 +150,18 @@ async def main(args: argparse.Namespace) -> None:
             await store.submit(JobRequest(job_id=event.job_id, url=event.url, duration=36_000))
             await bus.publish(event)
 
+        writing = [0]
+
         async def all_writing() -> bool:
             docs = [await store.recording(j) for j in job_ids]
-            return all(d is not None and d.segments for d in docs)
+            writing[0] = sum(d is not None and bool(d.segments) for d in docs)
+            return writing[0] == streams
 
-        await wait_for(all_writing, 120 + streams / 5, f"{streams} recordings to write")
+        started = time.monotonic()
+        try:
+            await wait_for(all_writing, 300, f"{streams} recordings to write", every=2)
+        finally:
+            print(f"writing:                 {writing[0]} after {time.monotonic() - started:.0f} s")
         await asyncio.sleep(5)  # past the start-up burst
         root = tmp / "recordings"
         disk0 = sum(f.stat().st_size for f in root.rglob("*.flv"))

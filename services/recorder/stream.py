@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,6 +12,7 @@ import httpx
 
 from services.recorder import metrics
 from services.recorder.flv import FlvFormatError, FlvReader
+from services.recorder.flv_pull import Stats, flv_get, route_for
 from services.recorder.segmenter import Segmenter, SegmentWriteError
 from shared.logging import get_logger
 from shared.tiktok.models import StreamCandidate
@@ -102,6 +104,11 @@ class Watch:
 class StreamPuller:
     """Feeds a session's segmenter from HTTP-FLV responses and counts what came in.
 
+    The GET goes through flv_pull.py, which reads each socket in large pieces (about ten
+    reads a second per stream, whatever the CDN's write sizes), along the route ``http``
+    would take (its proxy, redirects, headers, TLS); a client flv_pull cannot follow (a
+    custom transport, an HTTPS proxy) streams through httpx itself.
+
     Args:
         http: shared client (proxy and cookies configured by the caller); not closed here.
         segmenter: gets every tag; a new segment per connection, closed when it ends.
@@ -143,6 +150,8 @@ class StreamPuller:
         self.bytes_received = 0
         self._bytes_counted = 0  # part of bytes_received already added to the metric
         self._rate_mark = (0.0, 0)  # (loop time, bytes) of the last bitrate() call
+        self.reads = 0  # pieces of body handed to the FLV parser, over every connection
+        self.socket = Stats()  # what flv_pull's sockets did, over every connection
 
     async def pull(self, candidates: tuple[StreamCandidate, ...]) -> Conn:
         """Connect to the candidates in turn until one is not dead; how that one ended.
@@ -214,13 +223,12 @@ class StreamPuller:
             async with asyncio.timeout(None) as cm:
                 watch.arm(cm)
                 try:
-                    async with self._http.stream(
-                        "GET", url, timeout=self._timeouts, follow_redirects=True
-                    ) as response:
-                        if response.status_code != httpx.codes.OK:
-                            return Conn("http", status=response.status_code)
-                        async for chunk in response.aiter_bytes():
+                    async with self._get(url) as (status, chunks):
+                        if status != httpx.codes.OK:
+                            return Conn("http", status=status)
+                        async for chunk in chunks:
                             watch.last = t = now()
+                            self.reads += 1
                             self.bytes_received += len(chunk)
                             tags = reader.feed(chunk)
                             if not tags:
@@ -260,6 +268,30 @@ class StreamPuller:
         finally:
             self.count_bytes()
         return Conn("eof", media=media)
+
+    @contextlib.asynccontextmanager
+    async def _get(self, url: str) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """GET ``url``: its final status (redirects followed) and its body's pieces."""
+        route = route_for(self._http, httpx.URL(url))
+        if route is None:
+            async with self._http.stream(
+                "GET", url, timeout=self._timeouts, follow_redirects=True
+            ) as response:
+                yield response.status_code, response.aiter_bytes()
+            return
+        timeouts = self._timeouts
+        assert timeouts.connect is not None
+        assert timeouts.read is not None
+        async with flv_get(
+            self._http, route, url, connect_timeout=timeouts.connect, read_timeout=timeouts.read
+        ) as response:
+            try:
+                yield response.status, response.chunks()
+            finally:
+                stats = response.stats
+                self.socket.recvs += stats.recvs
+                self.socket.deliveries += stats.deliveries
+                self.socket.bytes += stats.bytes
 
     def _stalled(self, media: bool, how: str) -> Conn:
         self.stalls += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 import stat
@@ -23,6 +24,7 @@ from services.recorder.session_types import Progress, SessionResult, StreamLooku
 from shared.errors import ErrorCode
 from shared.naming import render
 from shared.tiktok import StreamCandidate
+from tests.http_proxy import AuthProxy
 from tlr.fake_tiktok import FakeTikTok, FaultMode, RoomStatus
 
 # 10x real time: 6 s of media arrive in 0.6 s. FLV timestamps are media time (x speed).
@@ -495,3 +497,157 @@ async def test_a_dead_rung_is_skipped_for_its_backup_within_one_connection(
     assert (REGISTRY.get_sample_value("tlr_recorder_dead_streams_total") or 0.0) > dead_before
     assert result.reconnects == 0
     await assert_final(env, result, count=1)
+
+
+# --- the read path (services/recorder/flv_pull.py) ---------------------------------------------
+
+SEGMENTS = {**FAKE_TIKTOK_OPTIONS, "delivery": "segments"}
+
+
+@pytest.mark.parametrize("fake_tiktok", [SEGMENTS], indirect=True)
+async def test_segment_sized_writes_are_read_in_large_pieces(env: Env) -> None:
+    # The CDN writes one ~1.4 KB HTTP chunk at a time; read through httpx, each would be a read.
+    await env.fake.go_live(USER)
+    session = env.session(duration=6.0)
+    result = await asyncio.wait_for(session.run(), WAIT_S)
+    assert result.reason == "duration"
+    await assert_final(env, result, count=1)
+    writes, pulled = env.fake.wire.writes, session._puller
+    assert writes > 200
+    assert pulled.socket.deliveries == pulled.reads > 0
+    assert pulled.reads * 5 < writes
+    assert pulled.socket.recvs * 5 < writes
+
+
+@pytest.mark.parametrize("fake_tiktok", [SEGMENTS], indirect=True)
+async def test_stall_and_stop_with_segment_sized_writes(env: Env) -> None:
+    _, stream_id = await env.fake.go_live(USER)
+    session = env.session(read_timeout=1.0)
+    task = asyncio.create_task(session.run())
+    await media_s_at_least(session, 2)
+    await env.fake.drop(stream_id, after_bytes=0, mode="stall")
+    await until(lambda: session.stalls == 1)
+    await media_s_at_least(session, 2, part=1)
+    session.stop_event.set()
+    result = await asyncio.wait_for(task, WAIT_S)
+    assert result.reason == "stopped"
+    assert (result.stalls, result.reconnects) == (1, 1)
+    await assert_final(env, result, count=2)
+
+
+async def test_records_through_an_http_proxy(env: Env) -> None:
+    await env.fake.go_live(USER)
+    async with AuthProxy("rec", "pw") as proxy, httpx.AsyncClient(proxy=proxy.url()) as http:
+        session = env.session(http=http, duration=2.0)
+        result = await asyncio.wait_for(session.run(), WAIT_S)
+    assert result.reason == "duration"
+    await assert_final(env, result, count=1)
+    assert sum(n for path, n in proxy.requests.items() if path.endswith(".flv")) == 2
+    assert proxy.refused == 0
+    assert session._puller.socket.deliveries > 0  # read by flv_pull, not httpx
+
+
+@pytest.mark.parametrize("auth", [True, False])
+async def test_records_through_a_socks5_proxy(env: Env, auth: bool) -> None:
+    await env.fake.go_live(USER)
+    async with Socks5Proxy(("rec", "pw") if auth else None) as proxy:
+        credentials = "rec:pw@" if auth else ""
+        async with httpx.AsyncClient(proxy=f"socks5://{credentials}127.0.0.1:{proxy.port}") as http:
+            session = env.session(http=http, duration=2.0)
+            result = await asyncio.wait_for(session.run(), WAIT_S)
+    assert result.reason == "duration"
+    await assert_final(env, result, count=1)
+    assert [port for _, port in proxy.connects] == [env.fake.port] * 2  # dead rung, backup
+    assert session._puller.socket.deliveries > 0
+
+
+async def test_a_client_flv_pull_cannot_follow_streams_through_httpx(env: Env) -> None:
+    class Custom(httpx.AsyncHTTPTransport):
+        pass
+
+    await env.fake.go_live(USER)
+    async with httpx.AsyncClient(transport=Custom()) as http:
+        session = env.session(http=http, duration=2.0)
+        result = await asyncio.wait_for(session.run(), WAIT_S)
+    assert result.reason == "duration"
+    await assert_final(env, result, count=1)
+    assert session._puller.reads > 0
+    assert session._puller.socket.deliveries == 0
+
+
+class Socks5Proxy:
+    """A SOCKS5 server (RFC 1928, CONNECT only; RFC 1929 auth when given credentials)."""
+
+    def __init__(self, credentials: tuple[str, str] | None) -> None:
+        self._credentials = credentials
+        self.connects: list[tuple[str, int]] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aenter__(self) -> Socks5Proxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._handshake_and_pipe(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _handshake_and_pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        _, n = await reader.readexactly(2)
+        methods = await reader.readexactly(n)
+        method = 0 if self._credentials is None else 2
+        if method not in methods:
+            writer.write(b"\x05\xff")
+            return
+        writer.write(bytes((5, method)))
+        if self._credentials is not None:
+            _, n = await reader.readexactly(2)
+            user = (await reader.readexactly(n)).decode()
+            password = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+            ok = (user, password) == self._credentials
+            writer.write(b"\x01\x00" if ok else b"\x01\x01")
+            if not ok:
+                return
+        _, _, _, atyp = await reader.readexactly(4)
+        if atyp == 3:
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+        else:
+            host = str(ipaddress.ip_address(await reader.readexactly(4 if atyp == 1 else 16)))
+        port = int.from_bytes(await reader.readexactly(2), "big")
+        self.connects.append((host, port))
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        writer.write(b"\x05\x00\x00\x01" + bytes(6))
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            up_writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()

@@ -1,0 +1,252 @@
+"""The HTTP-FLV GET on a plain asyncio protocol that reads each socket in large pieces.
+
+Why: a CDN delivers a 2 Mbit/s live as ~1.4 KB TCP segments. Read through httpx, every
+segment wakes the event loop and walks httpx, httpcore, h11 and anyio, one HTTP chunk at a
+time: about a core for 200 streams, while parsing and writing the same bytes costs a
+twentieth of that. Here, once the response head is in, a connection stops reading after
+each delivery (``pause_reading``) for ``flv_socket.COALESCE_S``: the kernel's socket buffer fills
+meanwhile and the next read takes it all at once, into a buffer the connection reuses, and the
+HTTP chunked framing is stripped over that whole piece in one pass. About ten reads a second
+per stream, whatever the CDN's write sizes; the head is read as soon as it arrives, and so is
+the first piece of the body (the first media byte is not delayed).
+
+What stays as with httpx (the caller's client still decides it): the request headers
+(``client.build_request``), redirects (``follow_redirects``, ``max_redirects``), proxies (HTTP
+with CONNECT for https targets, SOCKS5 with or without auth; the client's own routing, mounts
+included), TLS with the client's SSL context, and httpx's exceptions (ConnectTimeout,
+ReadTimeout, ConnectError, ProxyError, RemoteProtocolError, TooManyRedirects), so the caller
+treats both paths alike. :func:`route_for` returns None for a client it cannot follow (a
+custom transport, an HTTPS proxy): the caller then streams through httpx as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+from services.recorder.flv_socket import Connection, Route, Stats, connect, parse_head, route_for
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+__all__ = ["FlvResponse", "Route", "Stats", "flv_get", "open_flv", "route_for"]
+
+
+@dataclass
+class FlvResponse:
+    """A 200 (or any final) response whose body :meth:`chunks` yields in large pieces."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    _conn: Connection
+    _framing: Literal["chunked", "length", "close"]
+    _left: int = 0  # length framing: bytes still to come; chunked: of the current chunk
+    _state: Literal["size", "data", "crlf", "trailer", "done"] = "size"
+    stats: Stats = field(default_factory=Stats)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body, decoded (chunked framing stripped), one piece per socket read."""
+        conn = self._conn
+        conn.coalesce = True
+        while True:
+            await conn.wait()
+            view = conn.data()
+            if not view:
+                self._check_complete()
+                return
+            payload, used = self._decode(view)
+            view.release()
+            conn.consume(used)
+            conn.taken()
+            if payload:
+                self.stats.deliveries += 1
+                self.stats.bytes += len(payload)
+                yield payload
+            if self._state == "done":
+                return
+            if not payload and used == 0 and conn.eof:
+                self._check_complete()
+                return
+
+    def _check_complete(self) -> None:
+        conn = self._conn
+        if self._framing == "close" and conn.error is None:
+            return
+        if self._state == "done":
+            return
+        if isinstance(conn.error, OSError):
+            raise conn.error
+        msg = f"peer closed connection without sending complete message body ({self._framing})"
+        raise httpx.RemoteProtocolError(msg)
+
+    def _decode(self, view: memoryview) -> tuple[bytes, int]:
+        """(payload, bytes of ``view`` used): strip the framing from what has arrived."""
+        if self._framing == "close":
+            return bytes(view), len(view)
+        if self._framing == "length":
+            n = min(self._left, len(view))
+            self._left -= n
+            if self._left == 0:
+                self._state = "done"
+            return bytes(view[:n]), n
+        return self._dechunk(view)
+
+    def _dechunk(self, view: memoryview) -> tuple[bytes, int]:
+        raw = view.obj
+        assert isinstance(raw, bytearray)
+        base = self._conn.start
+        size = len(view)
+        pos = 0
+        parts: list[memoryview] = []
+        while pos < size and self._state != "done":
+            if self._state == "data":
+                n = min(self._left, size - pos)
+                parts.append(view[pos : pos + n])
+                pos += n
+                self._left -= n
+                if self._left:
+                    break
+                self._state = "crlf"
+            elif self._state == "crlf":
+                if size - pos < 2:
+                    break
+                if bytes(view[pos : pos + 2]) != b"\r\n":
+                    msg = "malformed chunked body (no CRLF after a chunk)"
+                    raise httpx.RemoteProtocolError(msg)
+                pos += 2
+                self._state = "size"
+            else:  # size line, or a trailer line after the last chunk
+                eol = raw.find(b"\r\n", base + pos, base + size)
+                if eol < 0:
+                    if size - pos > 1024:
+                        msg = "malformed chunked body (chunk size line too long)"
+                        raise httpx.RemoteProtocolError(msg)
+                    break
+                line = bytes(view[pos : eol - base])
+                pos = eol - base + 2
+                if self._state == "trailer":
+                    if not line:
+                        self._state = "done"
+                    continue
+                try:
+                    n = int(line.split(b";", 1)[0], 16)
+                except ValueError:
+                    msg = f"malformed chunked body (chunk size {line[:32]!r})"
+                    raise httpx.RemoteProtocolError(msg) from None
+                if n == 0:
+                    self._state = "trailer"
+                else:
+                    self._left, self._state = n, "data"
+        payload = b"".join(parts)
+        for part in parts:
+            part.release()
+        return payload, pos
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+async def open_flv(
+    client: httpx.AsyncClient,
+    route: Route,
+    url: httpx.URL | str,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    follow_redirects: bool = True,
+) -> FlvResponse:
+    """GET ``url`` as ``client`` would, over ``route``; the caller closes the response.
+
+    Raises:
+        httpx.HTTPError: ConnectTimeout, ReadTimeout (no head within ``read_timeout``),
+            ConnectError, ProxyError, RemoteProtocolError, TooManyRedirects.
+        OSError: the connection failed in another way.
+    """
+    redirects = 0
+    while True:
+        request = client.build_request("GET", url)
+        request.headers["Accept-Encoding"] = "identity"  # the body is fed as is to the parser
+        conn = await connect(route, request.url, connect_timeout, Stats())
+        try:
+            response = await _exchange(conn, request, route, read_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        location = response.header("location")
+        if follow_redirects and response.status in REDIRECTS and location:
+            response.close()
+            redirects += 1
+            if redirects > client.max_redirects:
+                msg = "Exceeded maximum allowed redirects."
+                raise httpx.TooManyRedirects(msg, request=request)
+            url = request.url.join(location)
+            route = route_for(client, url) or route
+            continue
+        return response
+
+
+async def _exchange(
+    conn: Connection, request: httpx.Request, route: Route, read_timeout: float
+) -> FlvResponse:
+    """Send the GET, read the head; the body's framing is set up, nothing of it is read."""
+    assert conn.transport is not None
+    url = request.url
+    forward = route.kind == "http" and url.scheme == "http"
+    target = str(url) if forward else url.raw_path.decode("ascii")
+    lines = [f"GET {target} HTTP/1.1".encode("ascii")]
+    lines += [k + b": " + v for k, v in request.headers.raw]
+    if forward:
+        lines += [k + b": " + v for k, v in route.proxy_headers]
+    conn.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+    try:
+        async with asyncio.timeout(read_timeout):
+            head = await conn.read_head()
+    except TimeoutError:
+        msg = "no response head in time"
+        raise httpx.ReadTimeout(msg, request=request) from None
+    status, headers = parse_head(head)
+    values = dict(headers)
+    encoding = values.get("transfer-encoding", "").lower()
+    framing: Literal["chunked", "length", "close"] = "close"
+    left = 0
+    if "chunked" in encoding:
+        framing = "chunked"
+    elif "content-length" in values:
+        framing, left = "length", int(values["content-length"])
+    if values.get("content-encoding", "identity").lower() not in ("identity", ""):
+        msg = f"unsupported content encoding {values['content-encoding']!r}"
+        raise httpx.DecodingError(msg, request=request)
+    response = FlvResponse(status, headers, conn, framing, left, stats=conn.stats)
+    if framing == "length" and left == 0:
+        response._state = "done"
+    return response
+
+
+@contextlib.asynccontextmanager
+async def flv_get(
+    client: httpx.AsyncClient,
+    route: Route,
+    url: str,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+) -> AsyncIterator[FlvResponse]:
+    """:func:`open_flv` as a context manager that always closes the connection."""
+    response = await open_flv(
+        client, route, url, connect_timeout=connect_timeout, read_timeout=read_timeout
+    )
+    try:
+        yield response
+    finally:
+        response.close()
