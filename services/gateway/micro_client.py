@@ -8,6 +8,7 @@ decode) is :class:`ServiceUnavailable`, which the API answers with 503.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import msgspec
@@ -21,6 +22,10 @@ from shared.bus import TRANSIENT
 
 T = TypeVar("T")
 TIMEOUT = 2.0
+# A query (not a rebuild) is asked again when an answer is late: the queue group picks an
+# instance at random, so a frozen one (a stopped process, a GC pause) costs a second try on
+# another, not a 503. The tries share the timeout: 25 %, 25 %, then the rest.
+QUERY_TRIES = (0.25, 0.25, 0.5)
 REBUILD_TIMEOUT = 120.0  # a scan of a large RECORDINGS_DIR takes a while
 NOT_FOUND = "404"  # the nats.micro error code our services answer for an unknown key
 
@@ -39,11 +44,15 @@ class _NotFound(Exception):
     pass
 
 
+class _Late(ServiceUnavailable):
+    """No answer within the timeout: the instance asked may be frozen."""
+
+
 async def get_watcher(nc: Client, key: str, *, timeout: float = TIMEOUT) -> watchers.Watcher | None:
     """The watcher under ``key``, or None when the scheduler does not know it."""
     try:
         request = watchers.GetRequest(key=key)
-        return await _ask(nc, watchers.SERVICE, watchers.GET, request, watchers.Watcher, timeout)
+        return await _query(nc, watchers.SERVICE, watchers.GET, request, watchers.Watcher, timeout)
     except _NotFound:
         return None
 
@@ -53,8 +62,10 @@ async def list_watchers(
 ) -> watchers.ListReply:
     """One page of watchers (oldest first) and the total count."""
     request = watchers.ListRequest(page=page, page_size=page_size)
-    return await _ask_found(
-        nc, watchers.SERVICE, watchers.LIST, request, watchers.ListReply, timeout
+    return await _found(
+        _query(nc, watchers.SERVICE, watchers.LIST, request, watchers.ListReply, timeout),
+        watchers.SERVICE,
+        watchers.LIST,
     )
 
 
@@ -62,21 +73,42 @@ async def query_files(
     nc: Client, query: files.FileQuery, *, timeout: float = TIMEOUT
 ) -> files.FilePage:
     """One page of indexed files, newest first, and the total count."""
-    return await _ask_found(nc, files.SERVICE, files.QUERY, query, files.FilePage, timeout)
+    return await _found(
+        _query(nc, files.SERVICE, files.QUERY, query, files.FilePage, timeout),
+        files.SERVICE,
+        files.QUERY,
+    )
 
 
 async def rebuild_index(nc: Client, *, timeout: float = REBUILD_TIMEOUT) -> files.RebuildReply:
     """Have the indexer scan RECORDINGS_DIR and reconcile its index; what it changed."""
-    return await _ask_found(nc, files.SERVICE, files.REBUILD, None, files.RebuildReply, timeout)
+    return await _found(
+        _ask(nc, files.SERVICE, files.REBUILD, None, files.RebuildReply, timeout),
+        files.SERVICE,
+        files.REBUILD,
+    )
 
 
-async def _ask_found(
-    nc: Client, service: str, subject: str, request: object, reply_type: type[T], timeout: float
-) -> T:
+async def _found(asking: Awaitable[T], service: str, subject: str) -> T:
     try:
-        return await _ask(nc, service, subject, request, reply_type, timeout)
+        return await asking
     except _NotFound as exc:
         raise ServiceUnavailable(service, f"{subject} answered not found") from exc
+
+
+async def _query(
+    nc: Client, service: str, subject: str, request: object, reply_type: type[T], timeout: float
+) -> T:
+    """``_ask``, tried again on another instance when the answer is late (QUERY_TRIES)."""
+    for share in QUERY_TRIES[:-1]:
+        try:
+            return await _ask(nc, service, subject, request, reply_type, timeout * share)
+        except _Late:
+            continue
+    try:
+        return await _ask(nc, service, subject, request, reply_type, timeout * QUERY_TRIES[-1])
+    except _Late as exc:
+        raise ServiceUnavailable(service, f"no answer on {subject}") from exc
 
 
 async def _ask(
@@ -87,6 +119,8 @@ async def _ask(
     payload = b"" if request is None else _encoder.encode(request)
     try:
         reply: Msg = await nc.request(subject, payload, timeout=timeout)
+    except (TimeoutError, nats.errors.TimeoutError) as exc:
+        raise _Late(service, f"no answer on {subject} within {timeout:.1f}s") from exc
     except (*TRANSIENT, nats.errors.Error) as exc:
         raise ServiceUnavailable(service, f"no answer on {subject}") from exc
     code = (reply.headers or {}).get(ERROR_CODE_HEADER)
