@@ -44,8 +44,9 @@ PACE_FLOOR = 1.0  # requests/s: small deployments are never slowed below this
 # A partial check_alive batch of room ids waits up to this long for more ids to come due.
 BATCH_WAIT = 2.0
 # Users resolved at once per egress: the budget sets the rate, this only keeps a slow answer
-# from holding up the pass (one at a time, a 20 ms answer capped an egress at ~50 checks/s).
-RESOLVE_CONCURRENCY = 32
+# from holding up the pass (one at a time, a 20 ms answer capped an egress at ~50 checks/s, a
+# 200 ms one at 5). Small, because requests in flight together can reach TikTok together.
+RESOLVE_CONCURRENCY = 8
 ERROR_BACKOFF_MAX = 3600.0
 # Errors that say "this egress is being throttled": back the whole egress off.
 # A generator of its own: jitter never draws from (or disturbs) the global random state that
