@@ -19,7 +19,9 @@ from nats.js.kv import KeyValue
 
 from shared import events as ev
 from shared import metrics
+from shared.config import NatsClientSettings
 from shared.logging import get_logger
+from shared.nats_auth import connect_options
 from shared.subjects import (
     BUCKETS,
     CLAIMS_BUCKET,
@@ -53,13 +55,27 @@ TRANSIENT = (
 
 
 class Bus:
-    """A NATS connection with its JetStream context, for one process."""
+    """A NATS connection with its JetStream context, for one process.
 
-    def __init__(self, nc: Client, *, service: str, replicas: int = 1) -> None:
+    ``may_provision`` False (``NATS_PROVISION=false``, a NATS user without the right to create
+    streams): :meth:`provision` only waits until the provisioner has made what is needed.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        service: str,
+        replicas: int = 1,
+        may_provision: bool = True,
+        stop: asyncio.Event | None = None,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.service = service
         self.replicas = replicas
+        self.may_provision = may_provision
+        self._stop = stop
         self._kv: dict[str, KeyValue] = {}
         self._claims: KeyValue | None = None
         self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -75,13 +91,19 @@ class Bus:
         stop: asyncio.Event | None = None,
         on_reconnect: Callable[[], Awaitable[None]] | None = None,
         on_disconnect: Callable[[], Awaitable[None]] | None = None,
+        auth: NatsClientSettings | None = None,
     ) -> Bus | None:
         """Connect, retrying until NATS answers or ``stop`` is set (then None).
 
         nats-py retries the first connection by itself forever (max_reconnect_attempts=-1), so
         this races it against ``stop``. Once connected, the client reconnects by itself; the
         callbacks log, keep the ``tlr_nats_connected`` gauge true and let the caller react.
+        Credentials, TLS and ``NATS_PROVISION`` come from ``auth``, else from the environment
+        (the ``NATS_*`` settings): a bad one raises :class:`shared.config.SettingsError`.
         """
+        if auth is None:
+            auth = NatsClientSettings()
+        client_auth = connect_options(auth)
         nc = Client()
         failures = 0
         bus: Bus | None = None
@@ -133,6 +155,7 @@ class Bus:
                 disconnected_cb=disconnected_cb,
                 reconnected_cb=reconnected_cb,
                 lame_duck_mode_cb=lame_duck_cb,
+                **client_auth.options,
             )
         )
         waits: set[asyncio.Future[Any]] = {connecting}
@@ -153,8 +176,16 @@ class Bus:
             return None
         connecting.result()  # a configuration error (bad URL) surfaces here
         metrics.NATS_CONNECTED.labels(service).set(1)
-        log.info("nats.connected", server=_server_of(nc))
-        bus = cls(nc, service=service, replicas=replicas)
+        log.info(
+            "nats.connected", server=_server_of(nc), auth=client_auth.method, tls=client_auth.tls
+        )
+        bus = cls(
+            nc,
+            service=service,
+            replicas=replicas,
+            may_provision=auth.nats_provision,
+            stop=stop,
+        )
         return bus
 
     def add_reconnect_hook(self, hook: Callable[[], Awaitable[None]]) -> Callable[[], None]:
@@ -190,11 +221,73 @@ class Bus:
         buckets: Iterable[KeyValueConfig] = BUCKETS,
         durables: Iterable[Durable] = (),
     ) -> None:
-        """Create or update streams, KV buckets and durables. Safe to run any number of times."""
+        """Create or update streams, KV buckets and durables. Safe to run any number of times.
+
+        Without the right to (``may_provision`` False), wait until they all exist instead.
+        """
+        if not self.may_provision:
+            await self.await_provisioned(streams=streams, buckets=buckets, durables=durables)
+            return
         for stream in [*streams, *(kv_stream_config(b) for b in buckets)]:
             await self.ensure_stream(with_replicas(stream, self.replicas))
         for durable in durables:
             await self.js.add_consumer(durable.stream, durable.config)
+
+    async def missing(
+        self,
+        *,
+        streams: Iterable[StreamConfig] = STREAMS,
+        buckets: Iterable[KeyValueConfig] = BUCKETS,
+        durables: Iterable[Durable] = (),
+    ) -> list[str]:
+        """The streams (``KV_<bucket>`` for a bucket) and durables (``STREAM/durable``) that do
+        not exist; NATS errors other than "not found" are raised."""
+        gone: list[str] = []
+        for stream in [*streams, *(kv_stream_config(b) for b in buckets)]:
+            assert stream.name is not None
+            try:
+                await self.js.stream_info(stream.name)
+            except nats.js.errors.NotFoundError:
+                gone.append(stream.name)
+        for durable in durables:
+            try:
+                await self.js.consumer_info(durable.stream, durable.name)
+            except nats.js.errors.NotFoundError:
+                gone.append(f"{durable.stream}/{durable.name}")
+        return gone
+
+    async def await_provisioned(
+        self,
+        *,
+        streams: Iterable[StreamConfig] = STREAMS,
+        buckets: Iterable[KeyValueConfig] = BUCKETS,
+        durables: Iterable[Durable] = (),
+        poll: float = 0.5,
+    ) -> None:
+        """Return once every stream, bucket and durable exists (or ``stop`` is set), saying
+        what is missing now and then: the provisioner makes them (``tlr up`` does at start)."""
+        streams, buckets, durables = list(streams), list(buckets), list(durables)
+        checks = 0
+        while True:
+            gone = await self.missing(streams=streams, buckets=buckets, durables=durables)
+            if not gone:
+                if checks:
+                    log.info("nats.provisioned")
+                return
+            checks += 1
+            if checks & (checks - 1) == 0:  # 1, 2, 4, 8 ...
+                log.warning(
+                    "nats.awaiting_provisioning",
+                    missing=gone,
+                    hint="run the provisioner: python -m tlr.nats_auth provision",
+                )
+            if self._stop is None:
+                await asyncio.sleep(poll)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), poll)
+                if self._stop.is_set():
+                    return
 
     async def ensure_stream(self, config: StreamConfig) -> None:
         try:

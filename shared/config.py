@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.tiktok.http import DEFAULT_USER_AGENT
@@ -24,14 +24,96 @@ def split_csv(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
-    """Settings every service reads. Each field is the upper-cased environment variable."""
+class SettingsError(Exception):
+    """A setting that cannot work, named in the message (which never holds a secret's value).
+
+    Not a ValueError on purpose: pydantic would wrap it in a ValidationError whose text repeats
+    every raw input of the model, passwords included.
+    """
+
+
+NATS_FILE_SETTINGS = (
+    "nats_password_file",
+    "nats_creds_file",
+    "nats_nkey_seed_file",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
+)
+
+
+class NatsClientSettings(BaseSettings):
+    """How a process reaches NATS: URLs, credentials, TLS. ``shared.bus.Bus.connect`` reads
+    these from the environment by itself, so every service gets them without passing them."""
 
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
 
     nats_url: str = Field(
         "nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated for a cluster"
     )
+    nats_user: str | None = Field(None, description="NATS user name (with a password)")
+    nats_password: SecretStr | None = Field(
+        None, description="NATS password; prefer NATS_PASSWORD_FILE (never logged)"
+    )
+    nats_password_file: Path | None = Field(
+        None, description="File holding the NATS password (read at start; trailing newline ignored)"
+    )
+    nats_creds_file: Path | None = Field(
+        None, description="NATS credentials file (JWT and NKey seed, from nsc)"
+    )
+    nats_nkey_seed_file: Path | None = Field(
+        None, description="File holding a NATS user NKey seed (SU...); never the seed itself"
+    )
+    nats_tls_ca: Path | None = Field(
+        None, description="CA bundle (PEM) that verifies the NATS server; turns TLS on"
+    )
+    nats_tls_cert: Path | None = Field(
+        None, description="Client certificate (PEM) for NATS mutual TLS; needs NATS_TLS_KEY"
+    )
+    nats_tls_key: Path | None = Field(None, description="Private key (PEM) of NATS_TLS_CERT")
+    nats_provision: bool = Field(
+        True,
+        description="Create streams, buckets and durables at start (false: wait for a provisioner)",
+    )
+
+    @field_validator(*NATS_FILE_SETTINGS)
+    @classmethod
+    def _readable(cls, value: Path | None, info: object) -> Path | None:
+        if value is None:
+            return None
+        name = str(getattr(info, "field_name", "")).upper()
+        if not value.is_file():
+            what = "is not a file" if value.exists() else "does not exist"
+            msg = f"{name}: {value} {what}"
+            raise SettingsError(msg)
+        try:
+            with value.open("rb"):
+                pass
+        except OSError as exc:
+            msg = f"{name}: {value} cannot be read ({exc.strerror})"
+            raise SettingsError(msg) from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NatsClientSettings:
+        # Imported here: shared.nats_auth reads these settings.
+        from shared.nats_auth import check_client_settings
+
+        check_client_settings(self)
+        return self
+
+    @property
+    def nats_servers(self) -> list[str]:
+        servers = split_csv(self.nats_url)
+        assert isinstance(servers, list)
+        return servers
+
+
+class Settings(NatsClientSettings):
+    """Settings every service reads. Each field is the upper-cased environment variable."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
     nats_replicas: int = Field(
         1, ge=1, le=5, description="Replicas of every stream and KV bucket (3 in a cluster)"
     )
@@ -75,12 +157,6 @@ class Settings(BaseSettings):
     cookies_dir: Path = Field(
         Path("var/cookies"), description="The only folder cookie files may be read from"
     )
-
-    @property
-    def nats_servers(self) -> list[str]:
-        servers = split_csv(self.nats_url)
-        assert isinstance(servers, list)
-        return servers
 
 
 MIB = 1024 * 1024
