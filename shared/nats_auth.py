@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 JS_API = "$JS.API"
 INBOX = "_INBOX.>"
 PROVISIONER = "provisioner"
+# The human operator's user for the `nats` CLI (docs/runbook.md: purge, consumer rm, reset):
+# no limits, and given to no service.
+OPERATOR = "operator"
 
 # Never granted to a service user, whatever its allow list says (deny wins over allow):
 # streams, buckets (KV_* streams) and consumers are created and changed by the provisioner
@@ -132,7 +135,7 @@ ACCESS: Mapping[str, Access] = {
     ),
 }
 SERVICE_USERS = tuple(ACCESS)
-USERS = (*SERVICE_USERS, PROVISIONER)
+USERS = (*SERVICE_USERS, PROVISIONER, OPERATOR)
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,10 @@ def provisioner_permissions() -> Permissions:
     )
 
 
-def permissions(user: str) -> Permissions:
+def permissions(user: str) -> Permissions | None:
+    """The permissions of ``user``; None for the operator, who may do anything."""
+    if user == OPERATOR:
+        return None
     return provisioner_permissions() if user == PROVISIONER else service_permissions(user)
 
 
@@ -259,7 +265,10 @@ def authorization_conf(passwords: Mapping[str, str]) -> str:
     """
     users = []
     for user, password in passwords.items():
-        entry = {"user": user, "password": password, "permissions": permissions(user).as_dict()}
+        entry: dict[str, Any] = {"user": user, "password": password}
+        allowed = permissions(user)
+        if allowed is not None:
+            entry["permissions"] = allowed.as_dict()
         users.append("    " + _conf_value(entry, 2))
     return "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
 
@@ -408,6 +417,7 @@ def connect_options(settings: NatsClientSettings) -> ClientAuth:
 __all__ = [
     "ACCESS",
     "DESTRUCTIVE",
+    "OPERATOR",
     "PROVISIONER",
     "SERVICE_USERS",
     "USERS",

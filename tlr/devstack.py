@@ -3,6 +3,12 @@
 Every child gets the supervisor's environment, so one set of variables points the whole stack
 at another NATS, recordings folder or TikTok base URL. Children run in their own sessions: a
 Ctrl-C reaches only the supervisor, which stops the services first (they drain), then NATS.
+
+The embedded nats-server runs locked: one user per service with only the permissions that
+service needs (shared/nats_auth.py), passwords kept in ``var/nats-auth/<user>/password`` (mode
+600). Each child gets only its own user and password file, and ``NATS_PROVISION=false``: the
+supervisor provisions streams, buckets and durables as the ``provisioner`` user before it
+starts them, and again after it restarts a NATS that died.
 """
 
 from __future__ import annotations
@@ -25,9 +31,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.gateway.settings import GatewaySettings
+from shared.bus import TRANSIENT, Bus
+from shared.config import NatsClientSettings
 from shared.logging import get_logger
+from shared.nats_auth import OPERATOR, PROVISIONER
 from shared.runtime import stop_on_signals
 from shared.secrets import new_key
+from shared.subjects import DURABLES
+from tlr.nats_auth import DevCredentials, dev_credentials
 from tlr.nats_server import NatsServer, die_with_parent
 
 log = get_logger(__name__)
@@ -35,6 +46,14 @@ log = get_logger(__name__)
 SERVICES = ("gateway", "scheduler", "recorder", "uploader", "indexer")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_CONF = REPO_ROOT / "nats" / "server.conf"
+# NATS credentials a child must never inherit from the supervisor: it gets its own.
+NATS_CREDENTIAL_VARS = (
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_PASSWORD_FILE",
+    "NATS_CREDS_FILE",
+    "NATS_NKEY_SEED_FILE",
+)
 
 
 class DevStackSettings(BaseSettings):
@@ -95,13 +114,30 @@ def _new_api_key() -> str:
     return "dev-" + secrets.token_urlsafe(24)
 
 
-def child_specs(stack: DevStackSettings, env: dict[str, str]) -> list[Child]:
+def dev_api_key(env: dict[str, str], var_dir: Path) -> str | None:
+    """The development key (kept in ``var/dev-api-key``) put in ``env``'s API_KEYS, only when
+    the operator gave no key: never one beside API_KEYS_FILE's. None when none was made."""
+    if env.get("API_KEYS") or env.get("API_KEYS_FILE"):
+        return None
+    key = kept_secret(var_dir, "dev-api-key", _new_api_key)
+    env["API_KEYS"] = key
+    return key
+
+
+def child_specs(
+    stack: DevStackSettings, env: dict[str, str], creds: DevCredentials | None = None
+) -> list[Child]:
+    """The services' processes; with ``creds`` (embedded NATS), each with only its own user."""
     children = []
     port = stack.metrics_port_base
     for name in SERVICES:
         copies = stack.recorders if name == "recorder" else 1
         for i in range(copies):
             child_env = dict(env)
+            if creds is not None:
+                for var in NATS_CREDENTIAL_VARS:
+                    child_env.pop(var, None)
+                child_env.update(creds.env_for(name))
             child_env["INSTANCE_ID"] = f"{name}-{i + 1}"
             if name != "gateway":  # the gateway serves /metrics on its API port
                 child_env["METRICS_PORT"] = str(port if port else 0)
@@ -143,7 +179,7 @@ async def up(
     var_dir = stack.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("API_KEYS", kept_secret(var_dir, "dev-api-key", _new_api_key))
+    dev_key = dev_api_key(env, var_dir)
     env.setdefault("SECRET_KEY", kept_secret(var_dir, "secret-key", new_key))
     env.setdefault("COOKIES_DIR", str(var_dir / "cookies"))
     env.setdefault("SCHEDULER_DB", str(var_dir / "scheduler.sqlite3"))
@@ -154,18 +190,21 @@ async def up(
     env.setdefault("PYTHONUNBUFFERED", "1")  # log lines appear as they happen
 
     nats: NatsServer | None = None
+    creds: DevCredentials | None = None
     if stack.embedded_nats:
+        creds = dev_credentials(var_dir / "nats-auth", SERVER_CONF)
         nats = NatsServer(
             var_dir / "nats",
             port=stack.nats_port,
             http_port=stack.nats_monitor_port,
-            config=SERVER_CONF if SERVER_CONF.exists() else None,
+            config=creds.server_conf,
         )
         await nats.start()
         env["NATS_URL"] = nats.client_url
+        await provision(nats.client_url, creds, replicas=env.get("NATS_REPLICAS"), stop=stop)
 
     gateway = GatewaySettings()  # host and port, as the gateway child reads them
-    children = child_specs(stack, env)
+    children = child_specs(stack, env, creds)
     for child in children:
         child.output = output
         child.start()
@@ -175,18 +214,53 @@ async def up(
     try:
         if await wait_ready(api, timeout=30):
             if output is None:
-                _banner(api, env, nats, children)
+                _banner(api, env, nats, children, dev_key=dev_key, creds=creds)
         else:
             log.error("devstack.not_ready", api=api)
-        await _supervise(stop, nats, children, var_dir)
+        await _supervise(stop, nats, children, var_dir, creds, env.get("NATS_REPLICAS"))
     finally:
         await _shutdown(children, nats, stack.stop_grace)
         (var_dir / "run" / "pids.json").unlink(missing_ok=True)
     return 0
 
 
+async def provision(
+    url: str, creds: DevCredentials, *, replicas: str | None, stop: asyncio.Event
+) -> None:
+    """Create or update every stream, bucket and durable as the ``provisioner`` user: the
+    services' own users may not (they only wait until it is done)."""
+    auth = NatsClientSettings(
+        nats_url=url,
+        nats_user=PROVISIONER,
+        nats_password_file=creds.password_files[PROVISIONER],
+        nats_provision=True,
+    )
+    bus = await Bus.connect(
+        [url], service=PROVISIONER, replicas=int(replicas or 1), stop=stop, auth=auth
+    )
+    if bus is None:
+        return
+    try:
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                await bus.provision(durables=DURABLES)
+                return
+            except TRANSIENT as exc:  # JetStream not ready yet on a restarted server
+                log.warning("devstack.provision_retry", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+    finally:
+        await bus.close()
+
+
 async def _supervise(
-    stop: asyncio.Event, nats: NatsServer | None, children: list[Child], var_dir: Path
+    stop: asyncio.Event,
+    nats: NatsServer | None,
+    children: list[Child],
+    var_dir: Path,
+    creds: DevCredentials | None = None,
+    replicas: str | None = None,
 ) -> None:
     """Restart whatever dies (a dev convenience: kill NATS and it comes back on its store)."""
     while not stop.is_set():
@@ -198,6 +272,8 @@ async def _supervise(
             log.warning("devstack.nats_exited_restarting")
             try:
                 await nats.start()
+                if creds is not None:  # its store may be gone: the services only wait
+                    await provision(nats.client_url, creds, replicas=replicas, stop=stop)
             except RuntimeError as exc:
                 log.error("devstack.nats_restart_failed", error=str(exc))
             _write_pids(var_dir, nats, children)
@@ -243,17 +319,37 @@ def _write_pids(var_dir: Path, nats: NatsServer | None, children: list[Child]) -
     (run / "pids.json").write_text(json.dumps(pids, indent=2) + "\n")
 
 
-def _banner(api: str, env: dict[str, str], nats: NatsServer | None, children: list[Child]) -> None:
-    key = env["API_KEYS"].split(",")[0]
+def _banner(
+    api: str,
+    env: dict[str, str],
+    nats: NatsServer | None,
+    children: list[Child],
+    *,
+    dev_key: str | None = None,
+    creds: DevCredentials | None = None,
+) -> None:
+    """The start banner. It shows an API key only when ``tlr up`` made it for development:
+    a key from API_KEYS or API_KEYS_FILE is the operator's secret and never goes to a log."""
+    if dev_key is not None:
+        shown, key = dev_key, dev_key
+    else:
+        source = "API_KEYS_FILE" if env.get("API_KEYS_FILE") else "API_KEYS"
+        shown, key = f"(yours, from {source}; not shown)", "<your key>"
     lines = [
         "",
         "TikTok LIVE recorder is up.",
         f"  API:      {api}   (docs: {api}/docs)",
-        f"  API key:  {key}",
+        f"  API key:  {shown}",
         f"  NATS:     {env.get('NATS_URL', 'nats://127.0.0.1:4222')}",
     ]
     if nats is not None:
         lines.append(f"  NATS monitoring: {nats.monitor_url}")
+    if creds is not None:
+        operator = creds.password_files[OPERATOR]
+        lines.append(
+            f"  NATS users: one per service, passwords in {operator.parent.parent}/<user>/password"
+            f' (nats CLI: --user {OPERATOR} --password "$(cat {operator})")'
+        )
     ops = [
         f"{c.name} :{c.env['METRICS_PORT']}"
         for c in children

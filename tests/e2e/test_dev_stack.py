@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -15,8 +16,9 @@ import nats
 import pytest
 
 from shared.micro import ping_all
+from shared.nats_auth import OPERATOR
 from tests.helpers import eventually, free_port
-from tlr.devstack import SERVICES
+from tlr.devstack import SERVICES, Child, _banner, dev_api_key
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +33,8 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+# nats-py leaves the refused connection's socket to the garbage collector.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_tlr_up_runs_the_whole_stack_and_leaves_nothing_behind(tmp_path: Path) -> None:
     port = free_port()
     env = {
@@ -71,7 +75,23 @@ async def test_tlr_up_runs_the_whole_stack_and_leaves_nothing_behind(tmp_path: P
             assert unauth.status_code == 401
             assert unauth.json()["error_code"] == "UNAUTHORIZED"
 
-            nc = await nats.connect(banner["NATS"])
+            # The embedded NATS is locked: no credentials, no connection (so no room.live).
+            async def _quiet(_exc: Exception) -> None:
+                pass
+
+            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+                await nats.connect(
+                    banner["NATS"], allow_reconnect=False, connect_timeout=2, error_cb=_quiet
+                )
+            gc.collect()
+            auth = tmp_path / "var" / "nats-auth"
+            for user in [*SERVICES, OPERATOR, "provisioner"]:
+                assert (auth / user / "password").stat().st_mode & 0o777 == 0o600
+            nc = await nats.connect(
+                banner["NATS"],
+                user=OPERATOR,
+                password=(auth / OPERATOR / "password").read_text().strip(),
+            )
             try:
 
                 async def all_five_answer() -> bool:
@@ -97,6 +117,16 @@ async def test_tlr_up_runs_the_whole_stack_and_leaves_nothing_behind(tmp_path: P
 
         pids = json.loads(pids_file.read_text())
         assert set(pids) == {f"{s}-1" for s in SERVICES} | {"nats-server"}
+        # Each service got its own NATS user and password file, and no one else's.
+        for service in SERVICES:
+            child_env = _environ(pids[f"{service}-1"])
+            assert child_env["NATS_USER"] == service
+            assert child_env["NATS_PASSWORD_FILE"] == str(auth / service / "password")
+            assert child_env["NATS_PROVISION"] == "false"
+            assert "NATS_PASSWORD" not in child_env
+            passwords = [(auth / u / "password").read_text().strip() for u in SERVICES]
+            environ = (Path("/proc") / str(pids[f"{service}-1"]) / "environ").read_text()
+            assert not any(p in environ for p in passwords)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         await asyncio.wait_for(proc.wait(), 60)
         await drain
@@ -106,3 +136,44 @@ async def test_tlr_up_runs_the_whole_stack_and_leaves_nothing_behind(tmp_path: P
             await proc.wait()
     assert proc.returncode == 0
     assert [name for name, pid in pids.items() if alive(pid)] == []
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = (Path("/proc") / str(pid) / "environ").read_bytes()
+    pairs = [item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item]
+    return {k.decode(): v.decode(errors="replace") for k, v in pairs}
+
+
+def test_the_banner_shows_a_key_only_when_tlr_up_made_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    children: list[Child] = []
+    api = "http://127.0.0.1:8000"
+    # No key given: tlr up makes one for development, keeps it, and shows it.
+    env: dict[str, str] = {}
+    made = dev_api_key(env, tmp_path)
+    assert made is not None
+    assert made.startswith("dev-")
+    assert env["API_KEYS"] == made
+    assert (tmp_path / "dev-api-key").stat().st_mode & 0o777 == 0o600
+    _banner(api, env, None, children, dev_key=made)
+    assert made in capsys.readouterr().out
+    # A key from API_KEYS: used as given, never printed.
+    env = {"API_KEYS": "op-secret-key-1,op-secret-key-2"}
+    assert dev_api_key(env, tmp_path) is None
+    assert env["API_KEYS"] == "op-secret-key-1,op-secret-key-2"
+    _banner(api, env, None, children, dev_key=None)
+    out = capsys.readouterr().out
+    assert "op-secret-key" not in out
+    assert "from API_KEYS" in out
+    # API_KEYS_FILE: no development key is added beside the file's keys, and none printed.
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("ops op-file-key-3\n")
+    env = {"API_KEYS_FILE": str(keys_file)}
+    assert dev_api_key(env, tmp_path) is None
+    assert "API_KEYS" not in env
+    _banner(api, env, None, children, dev_key=None)
+    out = capsys.readouterr().out
+    assert "op-file-key" not in out
+    assert made not in out
+    assert "from API_KEYS_FILE" in out
