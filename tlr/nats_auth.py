@@ -175,16 +175,16 @@ def tls_conf(cert: str, key: str) -> str:
     return f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n  timeout: 2\n}}\n'
 
 
-def generate(root: Path, hosts: Iterable[str]) -> list[Path]:
-    """Compose's files (module docstring); what exists is kept, so a restart changes nothing."""
+def generate(root: Path, hosts: Iterable[str], server_dir: str = "/etc/nats/auth") -> list[Path]:
+    """Compose's files (module docstring); what exists is kept, so a restart changes nothing.
+    ``server_dir`` is where the server container sees ``root/server`` (its TLS files)."""
     server = root / "server"
     passwords = kept_passwords(root)
     ca = server / "ca.pem"
     if not ca.exists():
         make_tls(server, hosts)
-    # The server reads auth.conf from the folder it is mounted at (compose: /etc/nats/auth).
     conf = authorization_conf(passwords) + tls_conf(
-        "auth/server/server-cert.pem", "auth/server/server-key.pem"
+        f"{server_dir}/server-cert.pem", f"{server_dir}/server-key.pem"
     )
     _write_secret(server / "auth.conf", conf)
     written = [server / "auth.conf"]
@@ -229,12 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         help="a name or IP the server certificate is valid for (repeat; default: nats, "
         "localhost, 127.0.0.1)",
     )
+    gen.add_argument(
+        "--server-dir",
+        default="/etc/nats/auth",
+        help="where the nats-server container mounts DIR/server (default /etc/nats/auth)",
+    )
     prov = sub.add_parser("provision", help="create/update streams, buckets and durables")
     prov.add_argument("--replicas", type=int, default=None)
     args = parser.parse_args(argv)
     if args.command == "generate":
         hosts = args.host or ["nats", "localhost", "127.0.0.1"]
-        for path in generate(args.dir, hosts):
+        for path in generate(args.dir, hosts, args.server_dir):
             sys.stdout.write(f"{path}\n")
         return 0
     return asyncio.run(provision(args.replicas))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from shared import events as ev
 from shared.bus import Bus
 from shared.config import NatsClientSettings
 from shared.micro import endpoint_subject, ping_all
-from shared.nats_auth import ACCESS, PROVISIONER, SERVICE_USERS
+from shared.nats_auth import ACCESS, PROVISIONER, SERVICE_USERS, tls_context
 from shared.service import BaseService
 from shared.subjects import (
     CLAIMS_BUCKET,
@@ -42,8 +43,9 @@ from shared.subjects import (
     subject_for,
 )
 from tests.helpers import eventually
+from tlr.devstack import REPO_ROOT as ROOT
 from tlr.devstack import SERVER_CONF
-from tlr.nats_auth import DevCredentials, dev_credentials
+from tlr.nats_auth import DevCredentials, dev_credentials, main, provision
 from tlr.nats_server import NatsServer
 
 BASE_SERVICES: dict[str, type[BaseService]] = {
@@ -354,3 +356,57 @@ def _sample(event_type: type[ev.Event]) -> ev.Event:
         ev.FileDeleted: ev.FileDeleted(correlation_id="c", path="1/a.mp4", reason="retention"),
     }
     return samples[event_type]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_compose_files_require_tls_and_a_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What compose runs: `python -m tlr.nats_auth generate`, nats/compose.conf (server.conf,
+    the users, TLS), the provisioner, then a service over TLS with its own user."""
+    auth = tmp_path / "auth"
+    assert (
+        main(["generate", str(auth), "--host", "127.0.0.1", "--server-dir", str(auth / "server")])
+        == 0
+    )
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(ROOT / "nats" / "server.conf", etc / "server.conf")
+    shutil.copy(ROOT / "nats" / "compose.conf", etc / "compose.conf")
+    (etc / "auth").symlink_to(auth / "server")
+    async with NatsServer(tmp_path / "nats", config=etc / "compose.conf") as server:
+        url = f"tls://127.0.0.1:{server.port}"
+        monkeypatch.setenv("NATS_URL", url)
+        monkeypatch.setenv("NATS_USER", PROVISIONER)
+        monkeypatch.setenv("NATS_PASSWORD_FILE", str(auth / PROVISIONER / "password"))
+        monkeypatch.setenv("NATS_TLS_CA", str(auth / PROVISIONER / "ca.pem"))
+        assert await provision() == 0
+        recorder = NatsClientSettings(
+            nats_url=url,
+            nats_user="recorder",
+            nats_password_file=auth / "recorder" / "password",
+            nats_tls_ca=auth / "recorder" / "ca.pem",
+            nats_provision=False,
+        )
+        bus = await Bus.connect([url], service="recorder", auth=recorder)
+        assert bus is not None
+        try:
+            await bus.provision(durables=ACCESS["recorder"].consumes)  # exists: returns
+            ack = await bus.publish(_sample(ev.RecordingStarted))
+            assert ack.stream == EVENTS_STREAM
+        finally:
+            await bus.close()
+        # Without the CA (no TLS context), or without a user, the server is not reached.
+        once = {"allow_reconnect": False, "connect_timeout": 2, "error_cb": _quiet}
+        with pytest.raises((nats.errors.Error, OSError)):
+            await nats.connect(server.client_url, **once)
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(url, tls=tls_context(recorder), **once)
+        gc.collect()
+    for user in (*SERVICE_USERS, PROVISIONER):
+        assert (auth / user / "password").stat().st_mode & 0o777 == 0o600
+    assert (auth / "server" / "server-key.pem").stat().st_mode & 0o777 == 0o600
+    # Run again (a `docker compose up` after the first): nothing changes.
+    before = (auth / "gateway" / "password").read_text()
+    main(["generate", str(auth), "--host", "127.0.0.1"])
+    assert (auth / "gateway" / "password").read_text() == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from shared.nats_auth import PROVISIONER, SERVICE_USERS, connect_options
 from tests.unit.deploy.helpers import (
     METRICS_PORT,
     MIN_NATS,
@@ -29,6 +31,9 @@ from tests.unit.deploy.helpers import (
     service,
     version_of,
 )
+from tlr.nats_auth import make_tls
+
+NATS_RUN = "/run/nats"
 
 
 def compose_spec_errors(document: dict[str, Any]) -> list[str]:
@@ -99,7 +104,12 @@ def test_every_path_compose_references_exists() -> None:
 def test_config_files_are_mounted_where_the_commands_read_them() -> None:
     nats = service("nats")
     assert ("./nats/server.conf", "/etc/nats/server.conf") in mounts("nats")
-    assert nats["command"][:2] == ["-c", "/etc/nats/server.conf"]
+    assert ("./nats/compose.conf", "/etc/nats/compose.conf") in mounts("nats")
+    assert nats["command"][:2] == ["-c", "/etc/nats/compose.conf"]
+    # compose.conf adds the users and TLS to server.conf, from the nats-auth volume.
+    includes = re.findall(r"^include (\S+)", (ROOT / "nats/compose.conf").read_text(), re.M)
+    assert includes == ["./server.conf", "./auth/auth.conf"]
+    assert ("nats-auth", "/etc/nats/auth") in mounts("nats")
     prometheus = service("prometheus")
     assert (
         "./deploy/prometheus/prometheus.yml",
@@ -116,17 +126,24 @@ def test_compose_sets_only_real_settings(name: str) -> None:
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_compose_environment_values_are_accepted_by_the_settings(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for key in list(os.environ):
         if key in all_env_names():
             monkeypatch.delenv(key)
+    # The files of the nats-auth volume, where the container sees them (/run/nats).
+    run_nats = tmp_path / "run-nats"
+    make_tls(run_nats, ["nats"])
+    (run_nats / "password").write_text("p\n")
     for key, value in compose_env(name).items():
-        monkeypatch.setenv(key, value)
+        monkeypatch.setenv(key, value.replace(NATS_RUN, str(run_nats)))
     settings = SETTINGS[name]()
     if name != "gateway":
         assert settings.metrics_port == METRICS_PORT
-    assert settings.nats_servers == ["nats://nats:4222"]
+    assert settings.nats_servers == ["tls://nats:4222"]
+    assert settings.nats_user == name
+    assert settings.nats_provision is False
+    assert connect_options(settings).tls is True
 
 
 def test_the_recorder_can_be_scaled() -> None:
@@ -199,3 +216,67 @@ def test_published_ports_bind_to_loopback_only() -> None:
     for name, svc in compose()["services"].items():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} to the network"
+
+
+def _nats_auth_mount(name: str) -> dict[str, Any] | None:
+    for vol in service(name).get("volumes", []):
+        if isinstance(vol, dict) and vol.get("source") == "nats-auth":
+            return vol
+    return None
+
+
+@pytest.mark.parametrize("name", [*SERVICES, "nats-provision"])
+def test_each_service_mounts_only_its_own_nats_credentials(name: str) -> None:
+    user = PROVISIONER if name == "nats-provision" else name
+    assert user in (*SERVICE_USERS, PROVISIONER)
+    mount = _nats_auth_mount(name)
+    assert mount is not None, f"{name} has no NATS credentials"
+    assert mount["target"] == NATS_RUN
+    assert mount["read_only"] is True
+    assert mount["volume"]["subpath"] == user  # its folder only: its password and the CA
+    env = compose_env(name)
+    assert env["NATS_USER"] == user
+    assert env["NATS_PASSWORD_FILE"] == f"{NATS_RUN}/password"
+    assert "NATS_PASSWORD" not in env
+    assert env["NATS_TLS_CA"] == f"{NATS_RUN}/ca.pem"
+    assert env["NATS_URL"].startswith("tls://")
+
+
+def test_nats_requires_users_and_tls_made_once_by_a_one_shot() -> None:
+    auth = service("nats-auth")
+    assert auth["command"] == ["python", "-m", "tlr.nats_auth", "generate", "/state"]
+    assert ("nats-auth", "/state") in mounts("nats-auth")
+    assert auth["restart"] == "no"
+    assert service("nats")["depends_on"]["nats-auth"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert "nats-auth" in compose()["volumes"]
+
+
+def test_only_the_provisioner_provisions_and_services_wait_for_it() -> None:
+    prov = service("nats-provision")
+    assert prov["command"] == ["python", "-m", "tlr.nats_auth", "provision"]
+    assert prov["restart"] == "no"
+    assert prov["depends_on"]["nats"] == {"condition": "service_healthy"}
+    for name in SERVICES:
+        assert service(name)["depends_on"]["nats-provision"] == {
+            "condition": "service_completed_successfully"
+        }
+        assert compose_env(name)["NATS_PROVISION"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("name", "variable", "default"),
+    [
+        ("recorder", "RECORDER_REPLICAS", "2"),
+        ("uploader", "UPLOADER_REPLICAS", "1"),
+        ("indexer", "INDEXER_REPLICAS", "1"),
+        ("scheduler", "SCHEDULER_REPLICAS", "1"),
+    ],
+)
+def test_replica_counts_come_from_the_environment(name: str, variable: str, default: str) -> None:
+    # `docker compose up` (the runbook's upgrade) keeps the count instead of resetting to one.
+    replicas = service(name)["deploy"]["replicas"]
+    assert replicas == f"${{{variable}:-{default}}}"
+    assert f"{name.upper()}_REPLICAS" == variable
+    assert "<SERVICE>_REPLICAS" in (ROOT / "docs" / "runbook.md").read_text()
