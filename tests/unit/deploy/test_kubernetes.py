@@ -14,6 +14,7 @@ from nats.js.api import StorageType
 from pydantic_settings import BaseSettings
 
 from shared.config import Settings
+from shared.nats_auth import DESTRUCTIVE, USERS, connect_options, permissions
 from shared.subjects import DURABLES, EVENTS_STREAM, RATELIMIT, RECORDERS, UPLOADER
 from tests.unit.deploy.helpers import (
     GATEWAY_PORT,
@@ -28,6 +29,7 @@ from tests.unit.deploy.helpers import (
     env_names,
     version_of,
 )
+from tlr.nats_auth import make_tls
 
 
 @cache
@@ -177,12 +179,15 @@ def test_configmap_and_secret_hold_only_settings() -> None:
     assert {"SECRET_KEY", "API_KEYS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secret_keys()
 
 
-def test_configmap_values_are_accepted_by_every_service(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configmap_values_are_accepted_by_every_service(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for key in list(os.environ):
         if key in all_env_names():
             monkeypatch.delenv(key)
+    ca, _, _ = make_tls(tmp_path, ["nats.nats.svc.cluster.local"])  # what /run/nats holds
     for key, value in configmap().items():
-        monkeypatch.setenv(key, value)
+        monkeypatch.setenv(key, value.replace("/run/nats/ca.crt", str(ca)))
     for settings_type in SETTINGS.values():
         settings: BaseSettings = settings_type()
         assert isinstance(settings, Settings)
@@ -309,7 +314,11 @@ def test_keda_scales_recorders_and_uploaders_on_their_durables() -> None:
         meta = trigger["metadata"]
         assert set(meta) == JETSTREAM_METADATA
         assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata is strings only"
-        assert meta["natsServerMonitoringEndpoint"] == f"{nats_host}:8222"
+        # The headless service of the NATS chart: KEDA must reach every server to find the
+        # consumer's leader (KEDA PR #5358, issue #7322), which the ClusterIP service hides.
+        service_name, namespace = nats_host.split(".")[:2]
+        headless = f"{service_name}-headless.{namespace}.svc.cluster.local:8222"
+        assert meta["natsServerMonitoringEndpoint"] == headless
         assert meta["account"] == "$G"
         assert meta["stream"] == EVENTS_STREAM
         assert meta["consumer"] in durables
@@ -343,3 +352,126 @@ def test_nats_helm_values_match_the_cluster_the_services_expect() -> None:
     assert values["service"]["ports"]["monitor"]["enabled"] is True
     assert version_of(f"nats:{values['container']['image']['tag']}")[:2] >= MIN_NATS
     assert "nats.nats.svc.cluster.local:4222" in configmap()["NATS_URL"]
+    # TLS with the Secret nats-tls; one user per service, generated from shared/nats_auth.py.
+    assert config["nats"]["tls"] == {"enabled": True, "secretName": "nats-tls"}
+    users = config["merge"]["authorization"]["users"]
+    assert [u["user"] for u in users] == list(USERS)
+    env = values["container"]["env"]
+    for entry in users:
+        variable = f"NATS_{entry['user'].upper()}_PASSWORD"
+        assert entry["password"] == f"<< ${variable} >>"
+        allowed = permissions(entry["user"])
+        assert entry.get("permissions") == (None if allowed is None else allowed.as_dict())
+        assert env[variable]["valueFrom"]["secretKeyRef"] == {
+            "name": "nats-users",
+            "key": entry["user"],
+        }
+
+
+def _nats_credentials(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, name, key) of each source of the pod's nats-credentials volume."""
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "nats-credentials"]
+    found = []
+    for source in volume["projected"]["sources"]:
+        ((kind, ref),) = source.items()
+        found += [(kind, ref["name"], item["key"]) for item in ref["items"]]
+    return found
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_pod_gets_only_its_own_nats_user_and_tls(name: str) -> None:
+    env = pod_env(name)
+    assert env["NATS_USER"] == name
+    assert env["NATS_PASSWORD_FILE"] == "/run/nats/password"
+    assert "NATS_PASSWORD" not in env
+    assert str(env["NATS_URL"]).startswith("tls://")
+    assert env["NATS_TLS_CA"] == "/run/nats/ca.crt"
+    assert env["NATS_PROVISION"] == "false"
+    assert _nats_credentials(pod_spec(name)) == [
+        ("secret", "nats-users", name),
+        ("configMap", "nats-ca", "ca.crt"),
+    ]
+    mounts = {m["name"]: m for m in container(name)["volumeMounts"]}
+    assert mounts["nats-credentials"] == {
+        "name": "nats-credentials",
+        "mountPath": "/run/nats",
+        "readOnly": True,
+    }
+    users = objects("Secret")["nats-users"]["stringData"]
+    assert name in users
+
+
+def test_a_job_provisions_as_the_provisioner() -> None:
+    job = objects("Job")["nats-provision"]
+    spec = job["spec"]["template"]["spec"]
+    (ctr,) = spec["containers"]
+    assert ctr["command"] == ["python", "-m", "tlr.nats_auth", "provision"]
+    env = {e["name"]: e.get("value") for e in ctr["env"]}
+    assert env["NATS_USER"] == "provisioner"
+    assert _nats_credentials(spec)[0] == ("secret", "nats-users", "provisioner")
+    assert "operator" not in objects("Secret")["nats-users"]["stringData"]  # the servers' only
+
+
+def test_tls_settings_of_the_pods_build_a_client_context(tmp_path: Path) -> None:
+    ca, _, _ = make_tls(tmp_path, ["nats.nats.svc.cluster.local"])
+    settings = Settings(nats_url=configmap()["NATS_URL"], nats_tls_ca=ca)
+    assert connect_options(settings).tls is True
+
+
+def network_policy() -> dict[str, Any]:
+    doc = yaml.safe_load((K8S / "nats" / "network-policy.yaml").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_only_the_services_and_nats_itself_reach_the_nats_client_port() -> None:
+    policy = network_policy()
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    assert policy["metadata"]["namespace"] == "nats"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "nats"}}
+    assert spec["policyTypes"] == ["Ingress"]
+    rules = spec["ingress"]
+    assert all(rule.get("from") for rule in rules), "a rule without from admits everyone"
+    by_port: dict[int, list[dict[str, Any]]] = {}
+    for rule in rules:
+        for port in rule["ports"]:
+            by_port.setdefault(port["port"], []).extend(rule["from"])
+    tlr_pods = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tlr"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "tlr"}},
+    }
+    nats_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}
+    assert by_port[4222] == [tlr_pods, nats_pods]
+    assert by_port[6222] == [nats_pods]  # cluster routes: the servers only
+    assert tlr_pods not in by_port[8222]  # monitoring: NATS, KEDA and Prometheus only
+    # Every pod that needs NATS carries the label the policy admits.
+    for name in SERVICES:
+        labels = objects("Deployment")[name]["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "tlr"
+    job = objects("Job")["nats-provision"]["spec"]["template"]["metadata"]["labels"]
+    assert job["app.kubernetes.io/part-of"] == "tlr"
+    # The policy's namespace selector matches the namespace the kustomization deploys into.
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert kustomization["namespace"] == "tlr"
+
+
+def test_no_service_user_may_purge_or_delete() -> None:
+    for name in SERVICES:
+        allowed = permissions(name)
+        assert allowed is not None
+        assert set(DESTRUCTIVE) <= set(allowed.publish_deny)
+        assert not any("PURGE" in s or "DELETE" in s for s in allowed.publish_allow)
+
+
+def test_the_runbook_and_the_manifests_agree_about_the_indexer_standby() -> None:
+    indexer = objects("Deployment")["indexer"]["spec"]
+    assert indexer["replicas"] == 2
+    assert indexer["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    runbook = (K8S.parents[1] / "docs" / "runbook.md").read_text()
+    assert "never\ntwo at once" not in runbook
+    assert "never two at once" not in runbook
+    assert "`deploy/k8s` runs two" in runbook
+    assert "(`maxSurge: 0`, `maxUnavailable: 1`)" in runbook
+    readme = (K8S / "README.md").read_text()
+    assert "a leader and a standby" in readme
