@@ -28,24 +28,36 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> GatewaySettings:
+# Dependencies are ``async def`` even when they await nothing: FastAPI runs a plain ``def``
+# dependency on a worker thread, a thread hop per dependency per request.
+
+
+def _settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-def get_link(request: Request) -> NatsLink:
+def _link(request: Request) -> NatsLink:
     link: NatsLink = request.app.state.link
     return link
 
 
-def get_secrets(request: Request) -> SecretBox | None:
+async def get_settings(request: Request) -> GatewaySettings:
+    return _settings(request)
+
+
+async def get_link(request: Request) -> NatsLink:
+    return _link(request)
+
+
+async def get_secrets(request: Request) -> SecretBox | None:
     box: SecretBox | None = request.app.state.secrets
     return box
 
 
 async def get_job_store(request: Request) -> JobStore:
     """The job store over the ``jobs`` bucket; 503 while NATS is not usable."""
-    link = get_link(request)
+    link = _link(request)
     if link.bus is None or not link.bus.nc.is_connected:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS is not connected")
     try:
@@ -54,7 +66,7 @@ async def get_job_store(request: Request) -> JobStore:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "job store not available") from exc
 
 
-def get_correlation_id() -> str:
+async def get_correlation_id() -> str:
     """The request's correlation id, which the events it causes carry too."""
     return CORRELATION_ID.get() or new_id()
 
@@ -66,25 +78,25 @@ JobsDep = Annotated[JobStore, Depends(get_job_store)]
 CorrelationDep = Annotated[str, Depends(get_correlation_id)]
 
 
-def get_api_keys(request: Request) -> ApiKeyRegistry:
+async def get_api_keys(request: Request) -> ApiKeyRegistry:
     """The key registry; ``__main__`` loads it at start, else (tests) it is loaded once here."""
     state = request.app.state
     registry: ApiKeyRegistry | None = getattr(state, "api_keys", None)
     if registry is None:
-        registry = ApiKeyRegistry.from_settings(get_settings(request))
+        registry = ApiKeyRegistry.from_settings(_settings(request))
         state.api_keys = registry
     return registry
 
 
 def get_rate_limiter(request: Request) -> RateLimiter | None:
     """The limiter on the link's connection; None until NATS was first reached."""
-    link = get_link(request)
+    link = _link(request)
     if link.bus is None:
         return None
     state = request.app.state
     limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
     if limiter is None or limiter.nc is not link.bus.nc:
-        limiter = RateLimiter(link.bus.nc, default_limit=get_settings(request).rate_limit_per_min)
+        limiter = RateLimiter(link.bus.nc, default_limit=_settings(request).rate_limit_per_min)
         state.rate_limiter = limiter
     return limiter
 

@@ -88,7 +88,7 @@ class IdempotencyKey:
         return Once(scope=self.scope, key=self.key, body_hash=digest.hexdigest())
 
 
-def idempotency_key(
+async def idempotency_key(
     request: Request,
     api_key: ApiKeyDep,
     key: Annotated[

@@ -16,7 +16,7 @@ from prometheus_client import Counter
 
 from services.gateway.api_keys import ApiKey
 from services.gateway.errors import ApiError
-from services.gateway.ratelimit_storage import NatsCounterStorage, weighted_count
+from services.gateway.ratelimit_storage import NatsCounterStorage, WindowCount, weighted_count
 from shared.errors import ErrorCode
 from shared.logging import get_logger
 from shared.metrics import PREFIX
@@ -117,20 +117,34 @@ class RateLimiter:
             raise RateLimiterUnavailable(msg)
         limit = self.limit_for(key)
         item = RateLimitItemPerMinute(limit)
+        expiry = item.get_expiry()
         try:
-            allowed = await self.strategy.hit(item, key.counter_id)
-            stats = await self.strategy.get_window_stats(item, key.counter_id)
+            # One read of the window, one increment: the headers come from the same counters
+            # (limits' hit + get_window_stats would read both windows a second time).
+            count = await self.storage.acquire_and_count(
+                item.key_for(key.counter_id), limit, expiry
+            )
         except StorageError as exc:
             cause = exc.storage_error
             detail = getattr(cause, "description", None) or str(cause)
             msg = f"rate-limit counters unreachable: {type(cause).__name__} {detail}".strip()
             raise RateLimiterUnavailable(msg) from exc
+        used = weighted_count(count.previous, count.previous_ttl, count.current, expiry)
         return Decision(
-            allowed=allowed,
+            allowed=count.allowed,
             limit=limit,
-            remaining=stats.remaining if allowed else 0,
-            reset_at=stats.reset_time,
+            remaining=max(0, limit - used) if count.allowed else 0,
+            reset_at=_reset_at(count, expiry),
         )
+
+
+def _reset_at(count: WindowCount, expiry: int) -> float:
+    """When one more hit will be admitted, as limits' sliding window counter reports it."""
+    if not (count.previous or count.current):
+        return count.now
+    previous_in = count.previous_ttl % (expiry / count.previous) if count.previous else math.inf
+    current_in = count.current_ttl % expiry if count.current else math.inf
+    return count.now + min(previous_in, current_in)
 
 
 async def enforce(limiter: RateLimiter | None, key: ApiKey, method: str) -> dict[str, str]:

@@ -8,12 +8,13 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
 from limits.aio.storage import SlidingWindowCounterSupport, Storage
-from limits.errors import ConfigurationError
+from limits.errors import ConfigurationError, StorageError
 from nats.js import JetStreamContext
 from nats.js.api import Header, StreamConfig
 
@@ -152,33 +153,67 @@ class NatsCounterStorage(Storage, SlidingWindowCounterSupport):
     async def acquire_sliding_window_entry(
         self, key: str, limit: int, expiry: int, amount: int = 1
     ) -> bool:
-        if amount > limit:
-            return False
+        return (await self.acquire_and_count(key, limit, expiry, amount)).allowed
+
+    async def acquire_and_count(
+        self, key: str, limit: int, expiry: int, amount: int = 1
+    ) -> WindowCount:
+        """Count ``amount`` hits unless that goes over ``limit``; either way, the window as it
+        stands after (what ``get_sliding_window`` would read next, without reading it again).
+
+        Raises:
+            StorageError: NATS could not be reached (as every method limits calls).
+        """
+        try:
+            return await self._acquire_and_count(key, limit, expiry, amount)
+        except self.base_exceptions as exc:
+            raise StorageError(exc) from exc
+
+    async def _acquire_and_count(
+        self, key: str, limit: int, expiry: int, amount: int
+    ) -> WindowCount:
         now = self.clock()
         previous_subject, current_subject = self.window_subjects(key, expiry, now)
         previous, current = await _both(self._value(previous_subject), self._value(current_subject))
         previous_ttl = _previous_ttl(previous, expiry, now)
-        if weighted_count(previous, previous_ttl, current, expiry) + amount > limit:
-            return False
-        # Another replica may have counted a hit since the read: the total the server returns
-        # settles who got the last places. Undo ours if it went over.
-        current = await self._add(current_subject, amount)
-        if weighted_count(previous, previous_ttl, current, expiry) > limit:
-            await self._add(current_subject, -amount)
-            return False
-        return True
+        allowed = amount <= limit
+        if allowed and weighted_count(previous, previous_ttl, current, expiry) + amount > limit:
+            allowed = False
+        if allowed:
+            # Another replica may have counted a hit since the read: the total the server
+            # returns settles who got the last places. Undo ours if it went over.
+            current = await self._add(current_subject, amount)
+            if weighted_count(previous, previous_ttl, current, expiry) > limit:
+                current = await self._add(current_subject, -amount)
+                allowed = False
+        return WindowCount(allowed, previous, previous_ttl, current, _current_ttl(expiry, now), now)
 
     async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
         now = self.clock()
         previous_subject, current_subject = self.window_subjects(key, expiry, now)
         previous, current = await _both(self._value(previous_subject), self._value(current_subject))
-        # Time left of the current window, plus a period: as limits' own storages report it.
-        current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
-        return previous, _previous_ttl(previous, expiry, now), current, current_ttl
+        return previous, _previous_ttl(previous, expiry, now), current, _current_ttl(expiry, now)
 
     async def clear_sliding_window(self, key: str, expiry: int) -> None:  # noqa: ARG002
         # Every window of the key, not only the two ``expiry`` points at.
         await self.js.purge_stream(self.stream, subject=f"{self.subject(key)}.>")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCount:
+    """The outcome of one acquire, and the sliding window's counters right after it."""
+
+    allowed: bool
+    previous: int
+    previous_ttl: float
+    current: int
+    current_ttl: float
+    now: float
+
+
+def _current_ttl(expiry: int, now: float) -> float:
+    """Time left of the current window, plus a period: as limits' own storages report it."""
+    return (1 - ((now / expiry) % 1)) * expiry + expiry
 
 
 def _previous_ttl(previous: int, expiry: int, now: float) -> float:

@@ -56,7 +56,7 @@ def _inert(text: str) -> bool:
     return not any(c.isspace() or not c.isprintable() for c in text)
 
 
-def path_key(
+async def path_key(
     key: Annotated[
         str,
         Path(
