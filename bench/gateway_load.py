@@ -29,6 +29,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,12 +187,37 @@ async def seed_files(db: Path, count: int) -> None:
 # --- the run ------------------------------------------------------------------------------------
 
 
+def profiled_service(name: str, out: Path) -> None:
+    """Run ``services.<name>`` in this process, under cProfile from SIGUSR1 to SIGUSR2 only
+    (the measured window: no start-up, no imports)."""
+    import cProfile
+    import runpy
+    import signal
+
+    profiler = cProfile.Profile()
+    signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+
+    dumps = [0]
+
+    def dump(*_: object) -> None:
+        profiler.disable()
+        dumps[0] += 1
+        profiler.dump_stats(f"{out}-{dumps[0]}.pstats")  # one per measured route, in order
+        profiler.clear()
+
+    signal.signal(signal.SIGUSR2, dump)
+    sys.argv = [name]
+    runpy.run_module(f"services.{name}", run_name="__main__")
+
+
 def start_service(
     name: str, env: dict[str, str], log: Path, profile: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    python = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
+    argv = [sys.executable, "-m", f"services.{name}"]
+    if profile:
+        argv = [sys.executable, __file__, "--profiled", name, "--profile", str(profile)]
     return subprocess.Popen(
-        [*python, "-m", f"services.{name}"],
+        argv,
         cwd=ROOT,
         env=env,
         stdout=log.open("ab"),
@@ -217,6 +243,7 @@ async def measure(
     ports: list[int],
     ids_file: Path,
     pids: dict[str, int],
+    profiled: Sequence[int] = (),
 ) -> dict[str, Any]:
     argv = [sys.executable, __file__, "--client", "--route", route]
     argv += ["--ports", ",".join(map(str, ports)), "--ids", str(ids_file)]
@@ -224,10 +251,14 @@ async def measure(
     argv += ["--warmup", str(args.warmup)]
     client = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)
     await asyncio.sleep(args.warmup)
+    for pid in profiled:
+        os.kill(pid, signal.SIGUSR1)
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     t0 = time.perf_counter()
     out, _ = await asyncio.to_thread(client.communicate)
     wall = time.perf_counter() - t0
+    for pid in profiled:
+        os.kill(pid, signal.SIGUSR2)
     cpu = {name: 100 * (cpu_seconds(pid) - cpu0[name]) / wall for name, pid in pids.items()}
     if client.returncode != 0:
         msg = f"the load generator failed ({client.returncode})"
@@ -244,10 +275,13 @@ def print_result(route: str, gateways: int, r: dict[str, Any], connections: int)
     client_cpu = 100 * r["client_cpu_s"] / r["client_wall_s"]
     label = {"jobs": "GET /jobs/{id}", "files": "GET /files", "files-room": "GET /files?room_id"}
     cpu = ", ".join(f"{name} {v:.0f} %" for name, v in r["cpu"].items())
+    # Gateway CPU per request: the ceiling of one process is 1,000 / this many req/s per core.
+    gateway_cpu = sum(v for name, v in r["cpu"].items() if name.startswith("gateway"))
+    per_request = 10 * gateway_cpu / rate if rate else float("nan")
     print(
         f"| {label[route]} | {gateways} | {connections} | {rate:,.0f} | {rate / gateways:,.0f} "
         f"| {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.1f} "
-        f"| {client_cpu:.0f} % | {cpu} |" + (f" non-200: {bad}" if bad else ""),
+        f"| {per_request:.2f} | {client_cpu:.0f} % | {cpu} |" + (f" non-200: {bad}" if bad else ""),
         flush=True,
     )
 
@@ -288,9 +322,10 @@ async def run(args: argparse.Namespace) -> None:
             print()
             print(
                 "| route | gateways | clients | req/s total | req/s per gateway | p50 ms | p90 ms "
-                "| p99 ms | max ms | load generator CPU | CPU (% of a core) |"
+                "| p99 ms | max ms | gateway CPU ms/request | load generator CPU "
+                "| CPU (% of a core) |"
             )
-            print("|---|---|---|---|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|")
             for count in args.gateways:
                 ports = [free_port() for _ in range(count)]
                 gateways = [
@@ -298,7 +333,7 @@ async def run(args: argparse.Namespace) -> None:
                         "gateway",
                         {**env, "GATEWAY_PORT": str(port), "INSTANCE_ID": f"bench-gw-{i}"},
                         tmp / f"gateway-{i}.log",
-                        args.profile / f"gateway-{count}-{i}.pstats" if args.profile else None,
+                        args.profile / f"gateway{count}-{i}" if args.profile else None,
                     )
                     for i, port in enumerate(ports)
                 ]
@@ -306,8 +341,9 @@ async def run(args: argparse.Namespace) -> None:
                 for port in ports:
                     await wait_ready(port, ids[0])
                 pids = {f"gateway-{i}": g.pid for i, g in enumerate(gateways)} | base_pids
+                profiled = [g.pid for g in gateways] if args.profile else []
                 for route in args.routes:
-                    result = await measure(args, route, ports, ids_file, pids)
+                    result = await measure(args, route, ports, ids_file, pids, profiled)
                     print_result(route, count, result, args.connections)
                 stop(gateways)
                 for g in gateways:
@@ -352,11 +388,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--profile", type=Path, help="cProfile each gateway into this directory")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profiled", help=argparse.SUPPRESS)
     parser.add_argument("--route", default="jobs", help=argparse.SUPPRESS)
     parser.add_argument("--ports", default="", help=argparse.SUPPRESS)
     parser.add_argument("--ids", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profiled:
+        profiled_service(args.profiled, args.profile)
+        return
     if args.client:
         import uvloop
 
