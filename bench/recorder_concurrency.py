@@ -165,6 +165,11 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.sleep(5)  # past the start-up burst
         root = tmp / "recordings"
         disk0 = sum(f.stat().st_size for f in root.rglob("*.flv"))
+        sampler = None
+        if args.sample_cmd:  # e.g. a profiler attached to the recorder during the window
+            cmd = args.sample_cmd.format(pid=recorder.pid)
+            sampler = subprocess.Popen(cmd, shell=True)
+            procs.append(sampler)
         cpu0, t0 = cpu_seconds(recorder.pid), time.monotonic()
         fake_cpu0 = cpu_seconds(fake.pid)
         lease_from = time.monotonic()
@@ -180,6 +185,8 @@ async def main(args: argparse.Namespace) -> None:
                     behind = (now - lag_t0) * 1000 - (ts - media0[job_id][1])
                     lags[job_id].append(behind / 1000)
         cpu1, t1 = cpu_seconds(recorder.pid), time.monotonic()
+        if sampler is not None:
+            await asyncio.to_thread(sampler.wait)
         fake_cpu1 = cpu_seconds(fake.pid)
         disk1 = sum(f.stat().st_size for f in root.rglob("*.flv"))
         rss = rss_mib(recorder.pid)
@@ -247,6 +254,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--log-level", default="INFO", help="the recorder's LOG_LEVEL")
     parser.add_argument("--keep-log", type=Path, help="copy the recorder's log here")
+    parser.add_argument(
+        "--sample-cmd",
+        help="a shell command run during the window, {pid} the recorder's (e.g. py-spy record"
+        " --pid {pid} --duration 20 --format raw --output stacks.txt --nonblocking)",
+    )
     parser.add_argument(
         "--profile-out", help="run the recorder under cProfile, writing its stats here"
     )

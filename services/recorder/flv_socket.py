@@ -15,7 +15,7 @@ import asyncio
 import ipaddress
 import ssl
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import httpcore
 import httpx
@@ -105,8 +105,8 @@ class Connection(asyncio.BufferedProtocol):
     # --- asyncio callbacks ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's is not a subclass of asyncio.Transport: no isinstance).
+        self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:  # noqa: ARG002  (we know our size)
         free = len(self._buf) - self.end
@@ -292,7 +292,6 @@ async def _start_tls(conn: Connection, route: Route, host: str) -> Connection:
     if transport is None:
         msg = "TLS handshake failed"
         raise httpx.ConnectError(msg)
-    assert isinstance(transport, asyncio.Transport)
     conn.transport = transport
     return conn
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+import uvloop
 from prometheus_client import REGISTRY
 
 from services.recorder.ffmpeg import FfmpegMissingError, ffmpeg_binary, remux
+from services.recorder.flv_pull import flv_get, route_for
 from services.recorder.segmenter import SegmentInfo
 from services.recorder.session import RecordingSession
 from services.recorder.session_types import Progress, SessionResult, StreamLookup
@@ -651,3 +653,35 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.write(data)
         await writer.drain()
     writer.close()
+
+
+def test_flv_pull_on_uvloop() -> None:
+    # The services run on uvloop (shared/runtime.py), whose transports are not subclasses of
+    # asyncio.Transport; the tests above run on asyncio's loop.
+    body = bytes(range(256)) * 40
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, len(body), 1400):
+            piece = body[i : i + 1400]
+            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def pull() -> bytes:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/stream.flv"
+        async with httpx.AsyncClient() as client:
+            route = route_for(client, httpx.URL(url))
+            assert route is not None
+            async with flv_get(client, route, url, connect_timeout=5, read_timeout=5) as got:
+                assert got.status == 200
+                data = b"".join([piece async for piece in got.chunks()])
+        server.close()
+        await server.wait_closed()
+        return data
+
+    assert uvloop.run(pull()) == body
