@@ -109,7 +109,7 @@ def serve_fake(
     async def get_timings(_request: web.Request) -> web.Response:
         return web.json_response(timings)
 
-    make_app = fake_server.make_app
+    from tlr.fake_tiktok.app import make_app
 
     def timed_app(*args: Any, **kwargs: Any) -> web.Application:
         app = make_app(*args, **kwargs)
@@ -118,7 +118,8 @@ def serve_fake(
         app.router.add_get("/__bench/timings", get_timings)
         return app
 
-    fake_server.make_app = timed_app  # type: ignore[assignment]
+    # The server module builds its app with the name it imported: replace it there.
+    vars(fake_server)["make_app"] = timed_app
 
     async def run() -> None:
         stop = asyncio.Event()
