@@ -59,13 +59,15 @@ class FlvResponse:
         """The body, decoded (chunked framing stripped), one piece per socket read."""
         conn = self._conn
         conn.coalesce = True
+        left = 0  # undecodable bytes left by the last pass (a cut chunk-size line or CRLF)
         while True:
-            await conn.wait()
+            await conn.wait_more(left)
             view = conn.data()
             if not view:
                 self._check_complete()
                 return
             payload, used = self._decode(view)
+            left = len(view) - used
             view.release()
             conn.consume(used)
             conn.taken()
@@ -75,7 +77,7 @@ class FlvResponse:
                 yield payload
             if self._state == "done":
                 return
-            if not payload and used == 0 and conn.eof:
+            if conn.eof and left == conn.end - conn.start:  # nothing more is coming
                 self._check_complete()
                 return
 

@@ -114,10 +114,13 @@ class Connection(asyncio.BufferedProtocol):
             self._compact()
             free = len(self._buf) - self.end
             if free < BUFFER // 4:  # the consumer is behind: grow (bounded by HIGH_WATER)
-                self._buf.extend(bytes(max(BUFFER, len(self._buf))))
-                self._view.release()
-                self._view = memoryview(self._buf)
-                free = len(self._buf) - self.end
+                # A new buffer, not a resize: views of the old one may still be alive.
+                unread = self.end - self.start
+                grown = bytearray(2 * len(self._buf))
+                grown[:unread] = self._view[self.start : self.end]
+                self._buf, self._view = grown, memoryview(grown)
+                self.start, self.end = 0, unread
+                free = len(grown) - unread
         self._offered = free
         return self._view[self.end :]
 
