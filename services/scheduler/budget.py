@@ -28,6 +28,7 @@ class Egress:
     updated: float = field(default_factory=time.monotonic)
     blocked_until: float = 0.0
     backoff: float = 0.0
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # the taker waiting for a token
 
 
 class BudgetStopped(Exception):
@@ -58,22 +59,28 @@ class Budget:
         eg = self.egress(name)
         self.waiting += 1
         try:
-            while True:
-                if self.stop.is_set():
-                    raise BudgetStopped
-                now = time.monotonic()
-                if now < eg.blocked_until:
-                    await self._pause(eg.blocked_until - now)
-                    continue
-                eg.tokens = min(eg.capacity, eg.tokens + (now - eg.updated) * eg.rate)
-                eg.updated = now
-                if eg.tokens >= 1.0:
-                    eg.tokens -= 1.0
-                    metrics.REQUESTS.labels(endpoint).inc()
-                    return
-                await self._pause((1.0 - eg.tokens) / eg.rate)
+            # One taker at a time waits for the next token, the others queue behind it in
+            # order: concurrent takers (resolves) do not all wake for every token.
+            async with eg.turn:
+                await self._wait_for_token(eg, endpoint)
         finally:
             self.waiting -= 1
+
+    async def _wait_for_token(self, eg: Egress, endpoint: str) -> None:
+        while True:
+            if self.stop.is_set():
+                raise BudgetStopped
+            now = time.monotonic()
+            if now < eg.blocked_until:
+                await self._pause(eg.blocked_until - now)
+                continue
+            eg.tokens = min(eg.capacity, eg.tokens + (now - eg.updated) * eg.rate)
+            eg.updated = now
+            if eg.tokens >= 1.0:
+                eg.tokens -= 1.0
+                metrics.REQUESTS.labels(endpoint).inc()
+                return
+            await self._pause((1.0 - eg.tokens) / eg.rate)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
