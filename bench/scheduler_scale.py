@@ -425,7 +425,8 @@ async def run(cfg: RunConfig) -> Result:
 
 def _event_name(line: str) -> str:
     try:
-        return str(json.loads(line).get("event"))
+        record = json.loads(line)
+        return str(record.get("event") or record.get("message") or line[:60])
     except (ValueError, AttributeError):
         return line[:60]
 
