@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 from services.recorder.endings import Endings
 from services.recorder.media import Media
 from services.recorder.settings import RecorderSettings
+from services.recorder.startup import StartUps
 from shared.events import Event, RecordingOptions, RecordingRequested, RoomLive
 from shared.job_store import JobStore
 from shared.lease import Leases
@@ -68,3 +69,5 @@ class RecorderDeps:
     # Jobs another recorder was recording when their message came here, and since when: its
     # holder gets a moment to take its lease again before this process does (handlers.py).
     deferred: dict[str, float] = field(default_factory=dict)
+    # Jobs between their message and a running session, at most settings.max_startups at once.
+    startups: StartUps = field(default_factory=StartUps)

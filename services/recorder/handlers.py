@@ -1,9 +1,10 @@
 """What a recorder decides for one unit of recording work (room.live or recording.requested).
 
 Plain async functions over a frozen deps object of small Protocols: no NATS here. The flow:
-finished or cancelled already? -> resolve the room -> take its lease -> take over what a dead
-holder left -> confirm it is live -> claim the job (fenced by the lease's token) -> record
-(``recording.py``) -> write the outcome and publish recording.finished.
+a start-up slot (``startup.py``, MAX_STARTUPS at once) -> finished or cancelled already? ->
+resolve the room -> take its lease -> take over what a dead holder left -> confirm it is live
+-> claim the job (fenced by the lease's token) -> record (``recording.py``; the slot is given
+back once the session runs) -> write the outcome and publish recording.finished.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 from services.recorder.deps import RecorderDeps, Work
 from services.recorder.outcome import fail_or_retry, failed_unexpectedly, finish
 from services.recorder.recording import record
+from services.recorder.startup import Slot
 from shared.bus import TRANSIENT
 from shared.consumer import Delivery
 from shared.errors import ErrorCode, HandlerError, NotMine, RetryLater
@@ -53,6 +55,16 @@ async def _work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:
         # records it: the recording goes on; a second one here would only fight it.
         msg = f"job {job_id} is being recorded by this process"
         raise NotMine(msg)
+    # A burst of jobs ramps: no KV read, lookup or lease before this process has a slot.
+    async with deps.startups.slot() as slot:
+        await _start(event, delivery, deps, slot)
+
+
+async def _start(event: Work, delivery: Delivery, deps: RecorderDeps, slot: Slot) -> None:
+    job_id = event.job_id
+    if job_id in deps.active:  # another delivery of it started while this one waited
+        msg = f"job {job_id} is being recorded by this process"
+        raise NotMine(msg)
     done = await deps.store.recording(job_id)
     if done is not None and done.state in TERMINAL:
         # A redelivery: recording.finished again (same id, JetStream drops a duplicate), in
@@ -77,11 +89,11 @@ async def _work(event: Work, delivery: Delivery, deps: RecorderDeps) -> None:
             # The job's own options cannot work here (cookie file, proxy): retrying won't help.
             await finish(deps, event, Outcome("FAILURE", ErrorCode.VALIDATION_ERROR, str(exc)))
             return
-        await _with_client(event, delivery, deps, client)
+        await _with_client(event, delivery, deps, client, slot)
 
 
 async def _with_client(
-    event: Work, delivery: Delivery, deps: RecorderDeps, client: TikTokClient
+    event: Work, delivery: Delivery, deps: RecorderDeps, client: TikTokClient, slot: Slot
 ) -> None:
     job_id = event.job_id
     unique_id = event.unique_id if isinstance(event, RoomLive) else None
@@ -104,7 +116,7 @@ async def _with_client(
         msg = f"room {room_id} is leased by {holder.owner if holder else '?'}"
         raise RetryLater(msg, delay=1.0 if mine else LEASE_RENEW)
     try:
-        await record(deps, event, delivery, client, room_id, unique_id, lease)
+        await record(deps, event, delivery, client, room_id, unique_id, lease, slot)
     except StaleHolder as exc:
         # Frozen past the lease: a newer holder has the job (and its message). Hands off.
         log.warning("recorder.stale_holder", job_id=job_id, error=str(exc))

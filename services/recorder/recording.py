@@ -17,6 +17,7 @@ from services.recorder.deps import Job, RecorderDeps, Work
 from services.recorder.media import SessionPlan
 from services.recorder.outcome import fail_or_retry, finish
 from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
+from services.recorder.startup import Slot
 from shared.bus import TRANSIENT
 from shared.consumer import Delivery
 from shared.errors import ErrorCode, RetryLater
@@ -52,8 +53,10 @@ async def record(
     room_id: str,
     unique_id: str | None,
     lease: HeldLease,
+    slot: Slot | None = None,
 ) -> None:
-    """Record ``event``'s job while holding ``lease``. Raises Refused (StaleHolder or
+    """Record ``event``'s job while holding ``lease``; ``slot``, its start-up slot, is given
+    back once the session runs. Raises Refused (StaleHolder or
     JobFinished) when the store says the job is no longer this holder's to write."""
     job_id = event.job_id
     job = Job(job_id)
@@ -119,6 +122,8 @@ async def record(
             )
         )
         log.info("recorder.started", job_id=job_id, room_id=room_id, attempt=delivery.num_delivered)
+        if slot is not None:
+            slot.release()  # started: the next job in line may start up
         deps.active[job_id] = job
         metrics.ACTIVE.inc()
         lost = asyncio.create_task(_halt_when_lost(keeper, job))

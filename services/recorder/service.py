@@ -18,6 +18,7 @@ from services.recorder.handlers import on_recording_work
 from services.recorder.media import FfmpegMedia
 from services.recorder.recording import PROGRESS_EVERY
 from services.recorder.settings import RecorderSettings
+from services.recorder.startup import StartUps
 from shared.consumer import Delivery
 from shared.documents import KvDocuments
 from shared.events import Event, RecordingRequested, RoomLive
@@ -56,6 +57,7 @@ class RecorderService(BaseService[RecorderSettings]):
             leases=KvLeases(await self.bus.claims()),
             publisher=self.bus,
             tiktok=self._pool,
+            startups=StartUps(settings.max_startups),
             media=FfmpegMedia(
                 root=settings.recordings_dir,
                 ffmpeg=await self._ffmpeg(settings.ffmpeg_bin),

@@ -11,6 +11,12 @@ class RecorderSettings(Settings):
     """Settings of a recorder process."""
 
     max_recordings: int = Field(50, ge=1, le=1000, description="Recordings one recorder runs")
+    max_startups: int = Field(
+        32,
+        ge=1,
+        le=1000,
+        description="Jobs one recorder starts at once (lookups, lease, claim); the rest wait",
+    )
     ffmpeg_bin: str | None = Field(
         None, description="ffmpeg to use (else a 6.1+ ffmpeg on PATH, else the bundled one)"
     )

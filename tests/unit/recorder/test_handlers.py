@@ -16,6 +16,7 @@ from services.recorder.handlers import FIRST_REFUSAL, on_recording_work
 from services.recorder.outcome import MAX_RETRIES
 from services.recorder.recording import DISK_FULL_RETRY, LeaseNotFresh
 from services.recorder.settings import RecorderSettings
+from services.recorder.startup import StartUps
 from shared.consumer import Delivery
 from shared.errors import ErrorCode, NotMine, RetryLater
 from shared.events import (
@@ -29,7 +30,7 @@ from shared.job_store import JobStore
 from shared.jobs import Claim, JobRequest, Outcome, RecordingPart, SegmentEntry
 from shared.lease import LEASE_DOUBT, Holder
 from shared.subjects import LEASE_RENEW
-from shared.tiktok import UserNotFound, WafBlocked
+from shared.tiktok import RoomInfo, UserNotFound, WafBlocked
 from tests.fakes.clock import ManualClock
 from tests.fakes.documents import MemoryDocuments
 from tests.fakes.leases import MemoryLeases
@@ -73,6 +74,7 @@ class World:
     deferred: dict[str, float] = field(default_factory=dict)
     withdrawn: bool = False  # no request document, as after a publish the gateway undid
     renew_every: float = 3600.0  # the Keeper stays out of the way unless a test wants it
+    startups: StartUps = field(default_factory=StartUps)
 
     @property
     def tiktok(self) -> FakeTikTokClient:
@@ -93,6 +95,7 @@ class World:
             endings=self.endings,
             deferred=self.deferred,
             renew_every=self.renew_every,
+            startups=self.startups,
         )
 
     async def run(self, event: Work | None = None, attempt: int = 1) -> None:
@@ -652,3 +655,78 @@ async def test_a_job_stuck_after_its_session_ended_is_cancelled_and_redelivered(
 async def _swallowed(publisher: CountingPublisher) -> bool:
     assert isinstance(publisher, HangingPublisher)
     return publisher.swallowed == 1
+
+
+# --- a burst of jobs ---------------------------------------------------------------------------
+
+
+class GatedTikTok(FakeTikTokClient):
+    """``confirm_live`` waits for ``gate``; ``inside`` and ``most`` count who is waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.inside = 0
+        self.most = 0
+
+    async def confirm_live(self, room_id: str, unique_id: str | None = None) -> RoomInfo:
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        try:
+            await self.gate.wait()
+        finally:
+            self.inside -= 1
+        return await super().confirm_live(room_id, unique_id)
+
+
+async def test_a_burst_of_jobs_starts_a_few_at_a_time_and_the_rest_wait_without_a_lease(
+    world: World,
+) -> None:
+    world.startups = StartUps(limit=2)
+    world.pool.fake = gated = GatedTikTok()
+    world.media = FakeMedia([Take()], pause_after_open=0)  # sessions run until resumed
+    rooms = [f"{ROOM[:-1]}{i}" for i in range(5)]
+    for room in rooms:
+        gated.live(room)
+    jobs = [
+        asyncio.create_task(world.run(requested(job_id=f"job{i}", room_id=room)))
+        for i, room in enumerate(rooms)
+    ]
+
+    async def two_confirming() -> bool:
+        return gated.inside == 2
+
+    await eventually(two_confirming)
+    for _ in range(20):  # whatever else could run, runs
+        await asyncio.sleep(0)
+    assert (world.startups.running, world.startups.waiting) == (2, 3)
+    assert len(world.leases.held) == 2  # the waiting jobs hold no lease
+    assert not world.active
+
+    gated.gate.set()
+
+    async def all_recording() -> bool:
+        return len(world.active) == 5
+
+    # A slot is given back when its session starts, not when the job ends: all five record.
+    await eventually(all_recording)
+    assert (world.startups.running, world.startups.waiting) == (0, 0)
+    assert gated.most == 2
+    world.media.resume.set()
+    await asyncio.gather(*jobs)
+    for i in range(5):
+        doc = await world.store.recording(f"job{i}")
+        assert doc is not None
+        assert doc.state == "SUCCESS"
+    assert world.leases.held == {}
+
+
+async def test_a_start_up_that_fails_gives_its_slot_back(world: World) -> None:
+    world.startups = StartUps(limit=1)
+    world.tiktok.fail("confirm_live", WafBlocked(endpoint="room", reason="empty body"), times=1)
+    world.tiktok.live(ROOM)
+    with pytest.raises(RetryLater):
+        await world.run()
+    assert (world.startups.running, world.startups.waiting) == (0, 0)
+    await world.run(attempt=2)  # the one slot is free again
+    assert (await world.job()).state == "SUCCESS"
