@@ -8,6 +8,11 @@ issue 16: <= 0.15 core and <= 1 MiB RSS per stream all-in with the CDN-like deli
 
     .venv/bin/python bench/recorder_concurrency.py --streams 200 --window 30 --delivery segments
 
+``--target`` says how each job names its live: ``room`` (the default: a room id, as
+``room.live`` and most watchers carry; no TikTok profile lookup) or ``user`` (``@u0001``: the
+recorder looks the profile up first, through the fake's default defences: WAF challenges to
+solve, a signed user API; 1,000 such jobs at once logged 9,311 resolve steps).
+
 ``--delivery`` is the fake CDN's way of writing (tlr/fake_tiktok/delivery.py): ``chunks``
 (whole tags per 40 ms tick, the old default), ``segments`` (one ~1.4 KB TCP segment at a time,
 paced in real time, as a CDN delivers 2 Mbit/s) or ``irregular`` (writes of 1 B-48 KB).
@@ -87,6 +92,16 @@ async def _media_ms(store: JobStore, job_ids: list[str], root: Path) -> dict[str
     return out
 
 
+def _room_ids(fake_log: str) -> dict[str, str]:
+    """The room id of each live user, from the lines the fake writes as they go live."""
+    rooms = {}
+    for line in fake_log.splitlines():
+        if line.startswith("@") and " live: room_id=" in line:
+            user, rest = line[1:].split(" live: room_id=", 1)
+            rooms[user] = rest.split()[0]
+    return rooms
+
+
 async def main(args: argparse.Namespace) -> None:
     streams, window, profile = args.streams, args.window, args.profile
     tmp = Path(tempfile.mkdtemp(prefix="tlr-bench-"))
@@ -110,10 +125,13 @@ async def main(args: argparse.Namespace) -> None:
         ]
         for user in users:
             argv += ["--live", user]
-        fake = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        fake_log = tmp / "fake.log"  # "@u0001 live: room_id=... stream_id=..." per user
+        with fake_log.open("wb") as fake_err:
+            fake = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=fake_err)
         procs.append(fake)
         assert fake.stdout is not None
         base = (await asyncio.to_thread(fake.stdout.readline)).decode().strip()
+        rooms = _room_ids(fake_log.read_text(errors="replace"))
         env = {
             **os.environ,
             "NATS_URL": nats.client_url,
@@ -144,10 +162,14 @@ async def main(args: argparse.Namespace) -> None:
         job_ids = []
         store = JobStore(KvDocuments(await bus.kv(JOBS_BUCKET)))
         for user in users:
-            event = RecordingRequested(job_id=f"bench-{user}", url=f"@{user}", duration=36_000)
+            # By room id (what most watchers and room.live carry: no profile lookup), or by
+            # @user (the recorder resolves each through the fake's WAF and signing first).
+            target = {"room_id": rooms[user]} if args.target == "room" else {"url": f"@{user}"}
+            job_id = f"bench-{user}"
+            event = RecordingRequested(job_id=job_id, duration=36_000, **target)  # type: ignore[arg-type]
             job_ids.append(event.job_id)
             # As the gateway does: the job first (a recorder skips a job it cannot find).
-            await store.submit(JobRequest(job_id=event.job_id, url=event.url, duration=36_000))
+            await store.submit(JobRequest(job_id=job_id, duration=36_000, **target))  # type: ignore[arg-type]
             await bus.publish(event)
 
         writing = [0]
@@ -197,7 +219,10 @@ async def main(args: argparse.Namespace) -> None:
         elapsed = t1 - t0
         cores = (cpu1 - cpu0) / elapsed
         mbit = (disk1 - disk0) * 8 / elapsed / 1e6
-        print(f"streams:                 {streams} x {profile}, delivery {args.delivery}")
+        print(
+            f"streams:                 {streams} x {profile}, delivery {args.delivery}, "
+            f"requested by {'room id' if args.target == 'room' else '@user'}"
+        )
         print(f"window:                  {elapsed:.1f} s")
         print(f"written to disk:         {mbit:.1f} Mbit/s total, {mbit / streams:.2f} per stream")
         per = 100 * cores / streams
@@ -255,6 +280,13 @@ if __name__ == "__main__":
         choices=DELIVERIES,
         default="chunks",
         help="how the fake CDN writes: chunks, segments (CDN-like) or irregular",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("room", "user"),
+        default="room",
+        help="request each recording by room id (no lookup; default) or by @user (a profile"
+        " lookup through the fake's WAF and signing per job first)",
     )
     parser.add_argument("--log-level", default="INFO", help="the recorder's LOG_LEVEL")
     parser.add_argument("--keep-log", type=Path, help="copy the recorder's log here")
