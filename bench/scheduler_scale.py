@@ -426,7 +426,7 @@ async def run(cfg: RunConfig) -> Result:
 def _event_name(line: str) -> str:
     try:
         record = json.loads(line)
-        return str(record.get("event") or record.get("message") or line[:60])
+        return str(record.get("msg") or record.get("event") or line[:60])  # shared/logging: msg
     except (ValueError, AttributeError):
         return line[:60]
 
