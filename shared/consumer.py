@@ -99,7 +99,9 @@ class Consumer:
                     continue
                 try:
                     msgs = await sub.fetch(free, timeout=self.fetch_timeout)
-                except nats.errors.TimeoutError:
+                except TimeoutError:
+                    # Nothing to deliver; nats-py raises its own or, when the server's answer
+                    # to a batch pull is late, the builtin one: an empty fetch either way.
                     continue
                 except (*TRANSIENT, nats.js.errors.APIError) as exc:
                     log.warning("bus.fetch_failed", durable=self.durable.name, error=repr(exc))
