@@ -345,7 +345,9 @@ class Segmenter:
         seg.last_rel = rel
         if rel > seg.max_rel:
             seg.max_rel = rel
-        if len(buf) >= self._flush_bytes:
+        # The segment's first keyframe goes to disk at once, preamble and all: a new file
+        # holds a playable start within a frame of the live's start, not 256 KB (~1 s) later.
+        if len(buf) >= self._flush_bytes or info.tags == 1:
             self._flush(seg)
 
     def _append(self, seg: _Open, data: bytes) -> None:

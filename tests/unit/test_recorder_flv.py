@@ -285,6 +285,19 @@ def test_segment_is_a_complete_flv_starting_at_zero(tmp_path: Path) -> None:
     assert seg.dropped == 2
 
 
+def test_a_new_segment_is_on_disk_from_its_first_keyframe(tmp_path: Path) -> None:
+    # First byte on disk without waiting for a full write buffer (256 KB: ~1 s of live).
+    rec = Recorder(tmp_path)
+    seg = rec.segmenter()
+    run_stream(seg, stream_start() + keyframe(0) + interframe(33))
+    current = seg.current
+    assert current is not None
+    flags, tags = walk(current.path.read_bytes())
+    assert flags == 0x05
+    assert [(k, ts) for k, ts, _ in media_tags(tags)] == [(9, 0)]  # the keyframe, written
+    seg.close()
+
+
 def test_rebased_timestamps_use_the_extended_byte(tmp_path: Path) -> None:
     rec = Recorder(tmp_path)
     seg = rec.segmenter()
@@ -410,7 +423,8 @@ def test_writes_are_buffered_and_files_closed(tmp_path: Path) -> None:
     run_stream(seg, stream_start() + gop(0, frames=3), reader=reader)
     current = seg.current
     assert current is not None
-    assert current.path.stat().st_size == 0  # still in the buffer
+    # On disk: the preamble and the first keyframe (written at once); the rest buffered.
+    assert 0 < current.path.stat().st_size < current.bytes
     run_stream(seg, gop(100, frames=400), reader=reader)
     assert current.path.stat().st_size >= 16 * 1024  # flushed on the way
     seg.close()
