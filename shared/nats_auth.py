@@ -298,7 +298,12 @@ def _password(settings: NatsClientSettings) -> str | None:
     if settings.nats_password_file is not None:
         from shared.config import SettingsError
 
-        text = settings.nats_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        try:
+            text = settings.nats_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:  # opened at validation, then failed
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            msg = f"NATS_PASSWORD_FILE: {settings.nats_password_file} cannot be read ({why})"
+            raise SettingsError(msg) from None
         if not text:
             msg = f"NATS_PASSWORD_FILE: {settings.nats_password_file} is empty"
             raise SettingsError(msg)
