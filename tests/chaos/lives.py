@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from tests.chaos.fleet import ChaosFleet
-from tests.chaos.invariants import Live, Outcome
+from tests.chaos.invariants import Live, Outcome, check_invariants, end_live
 from tests.helpers import eventually
 from tlr.fake_tiktok import FakeTikTok
 from tlr.fake_tiktok.media import DEFAULT_PROFILE
@@ -65,3 +65,13 @@ def report_outcomes(report: Callable[[str], None], outcomes: list[Outcome]) -> N
             f"job {o.task_id}: served {o.served_s:.1f}s, recorded {o.recorded_s:.1f}s, "
             f"lost {o.lost_s:.1f}s, hand-overs {o.handovers} ({starts}), files {len(o.files)}"
         )
+
+
+async def end_and_check(fleet: ChaosFleet, fake: FakeTikTok, lives: list[Live]) -> list[Outcome]:
+    """End every live, wait until each job is SUCCESS, then check the invariants."""
+    for live in lives:
+        await end_live(fake, live)
+    for live in lives:
+        job = await fleet.wait(live.task_id, "SUCCESS", "FAILURE", timeout=60)
+        assert job["status"] == "SUCCESS", job
+    return await check_invariants(fleet, fleet.bus, fake, fleet.recordings, lives)

@@ -8,8 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.chaos.fleet import ChaosFleet
-from tests.chaos.invariants import check_invariants, end_live
-from tests.chaos.lives import growing, report_outcomes, start_lives
+from tests.chaos.lives import end_and_check, growing, report_outcomes, start_lives
 from tlr.fake_tiktok import FakeTikTok
 
 FAKE_TIKTOK_OPTIONS = {"speed": 1.0}  # real time: losses are measured in seconds of live
@@ -36,15 +35,7 @@ async def test_the_whole_cluster_restarted_under_live_recordings(
         *(growing(chaos_fleet, live.task_id, timeout=90) for live in lives)
     )
     await asyncio.gather(*(growing(chaos_fleet, live.task_id, timeout=30) for live in lives))
-    for live in lives:
-        await end_live(fake_tiktok, live)
-    for live in lives:
-        job = await chaos_fleet.wait(live.task_id, "SUCCESS", "FAILURE", timeout=60)
-        assert job["status"] == "SUCCESS", job
-
-    outcomes = await check_invariants(
-        chaos_fleet, chaos_fleet.bus, fake_tiktok, chaos_fleet.recordings, lives
-    )
+    outcomes = await end_and_check(chaos_fleet, fake_tiktok, lives)
     chaos_report(
         f"all 3 nodes stopped in {stopped:.1f}s, cluster answering again {outage:.1f}s after "
         "the stop; job progress grew again within "

@@ -11,8 +11,7 @@ import pytest
 
 from shared.subjects import CLAIMS, CLAIMS_BUCKET, EVENTS_STREAM
 from tests.chaos.fleet import ChaosFleet
-from tests.chaos.invariants import check_invariants, end_live
-from tests.chaos.lives import growing, report_outcomes, start_lives
+from tests.chaos.lives import end_and_check, growing, report_outcomes, start_lives
 from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsServer
 
@@ -67,15 +66,7 @@ async def test_the_leader_of_a_stream_killed_under_live_recordings(
         await chaos_fleet.cluster.start_node(leader)  # back with its store, as after a crash
         await chaos_fleet.cluster.wait_ready(timeout=60)
         await asyncio.gather(*(growing(chaos_fleet, live.task_id, timeout=30) for live in lives))
-    for live in lives:
-        await end_live(fake_tiktok, live)
-    for live in lives:
-        job = await chaos_fleet.wait(live.task_id, "SUCCESS", "FAILURE", timeout=60)
-        assert job["status"] == "SUCCESS", job
-
-    outcomes = await check_invariants(
-        chaos_fleet, chaos_fleet.bus, fake_tiktok, chaos_fleet.recordings, lives
-    )
+    outcomes = await end_and_check(chaos_fleet, fake_tiktok, lives)
     chaos_report(
         f"leader of {stream} killed {ROUNDS} times ({', '.join(killed)}): new leader after "
         + ", ".join(f"{e:.1f}s" for e in elections)

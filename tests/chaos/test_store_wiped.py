@@ -10,8 +10,7 @@ import pytest
 
 from shared.subjects import EVENTS_STREAM, JOBS_BUCKET
 from tests.chaos.fleet import ChaosFleet
-from tests.chaos.invariants import check_invariants, end_live
-from tests.chaos.lives import growing, report_outcomes, start_lives
+from tests.chaos.lives import end_and_check, growing, report_outcomes, start_lives
 from tests.helpers import eventually
 from tlr.fake_tiktok import FakeTikTok
 
@@ -40,15 +39,7 @@ async def test_a_node_that_lost_its_store_catches_up_and_nothing_is_lost(
         # Before the next wipe: the recordings went on, and the node holds its copies again.
         await asyncio.gather(*(growing(chaos_fleet, live.task_id, timeout=60) for live in lives))
         await _caught_up(node.monitor_url)
-    for live in lives:
-        await end_live(fake_tiktok, live)
-    for live in lives:
-        job = await chaos_fleet.wait(live.task_id, "SUCCESS", "FAILURE", timeout=60)
-        assert job["status"] == "SUCCESS", job
-
-    outcomes = await check_invariants(
-        chaos_fleet, chaos_fleet.bus, fake_tiktok, chaos_fleet.recordings, lives
-    )
+    outcomes = await end_and_check(chaos_fleet, fake_tiktok, lives)
     chaos_report("stores wiped: " + ", ".join(wiped))
     report_outcomes(chaos_report, outcomes)
     assert [o.handovers for o in outcomes] == [0] * len(outcomes)
