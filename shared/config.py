@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.egress import DEFAULT_STREAM_HOST_SUFFIXES, StreamPolicy, parse_host_list
 from shared.tiktok.http import DEFAULT_USER_AGENT
 
 
@@ -157,6 +158,62 @@ class Settings(NatsClientSettings):
     cookies_dir: Path = Field(
         Path("var/cookies"), description="The only folder cookie files may be read from"
     )
+    stream_host_suffixes: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_STREAM_HOST_SUFFIXES,
+        description="Hosts stream URLs and their redirects may point at, comma-separated; "
+        "each allows its subdomains (an IP address: only itself)",
+    )
+    allow_private_stream_hosts: bool = Field(
+        False,
+        description="Let stream URLs reach private, loopback or link-local addresses "
+        "(a fake TikTok on this machine)",
+    )
+    allow_private_proxies: bool = Field(
+        False, description="Accept proxies on private, loopback or link-local addresses"
+    )
+
+    @field_validator("stream_host_suffixes", mode="before")
+    @classmethod
+    def _stream_hosts(cls, value: object) -> object:
+        entries = split_csv(value)
+        if isinstance(entries, list | tuple) and all(isinstance(e, str) for e in entries):
+            try:
+                return parse_host_list(entries)
+            except ValueError as exc:
+                msg = f"STREAM_HOST_SUFFIXES: {exc}"
+                raise SettingsError(msg) from None
+        msg = "STREAM_HOST_SUFFIXES: a comma-separated list of host names"
+        raise SettingsError(msg)
+
+    @field_validator("allow_private_stream_hosts", "allow_private_proxies", mode="before")
+    @classmethod
+    def _switch(cls, value: object, info: object) -> object:
+        # pydantic's own message names the field in lower case among every other error; a
+        # security switch gets a message of its own.
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _SWITCH_WORDS:
+            return _SWITCH_WORDS[value.strip().lower()]
+        name = str(getattr(info, "field_name", "")).upper()
+        msg = f"{name} must be true or false"
+        raise SettingsError(msg)
+
+    @property
+    def stream_policy(self) -> StreamPolicy:
+        """Where stream GETs may go (STREAM_HOST_SUFFIXES, ALLOW_PRIVATE_STREAM_HOSTS)."""
+        return StreamPolicy(self.stream_host_suffixes, self.allow_private_stream_hosts)
+
+
+_SWITCH_WORDS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
 
 
 MIB = 1024 * 1024

@@ -187,3 +187,49 @@ def test_every_service_reads_the_nats_settings(monkeypatch: pytest.MonkeyPatch) 
         IndexerSettings,
     ):
         assert settings_type().nats_provision is False
+
+
+# --- egress (issue 17) -----------------------------------------------------------------------
+
+
+def test_egress_settings_default_to_tiktoks_cdns_and_no_private_address() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.stream_host_suffixes == (
+        "tiktokcdn.com",
+        "tiktokcdn-eu.com",
+        "tiktokcdn-us.com",
+    )
+    assert settings.allow_private_stream_hosts is False
+    assert settings.allow_private_proxies is False
+    assert settings.stream_policy.refusal("https", "pull-flv-l1-va01.tiktokcdn.com") is None
+
+
+def test_egress_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_HOST_SUFFIXES", " 127.0.0.1, CDN.Example. ,cdn.example")
+    monkeypatch.setenv("ALLOW_PRIVATE_STREAM_HOSTS", "true")
+    monkeypatch.setenv("ALLOW_PRIVATE_PROXIES", "Yes")
+    settings = RecorderSettings()
+    assert settings.stream_host_suffixes == ("127.0.0.1", "cdn.example")
+    assert settings.stream_policy.allow_private is True
+    assert settings.allow_private_proxies is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("STREAM_HOST_SUFFIXES", ",", "STREAM_HOST_SUFFIXES: the list is empty"),
+        ("STREAM_HOST_SUFFIXES", "*.tiktokcdn.com", "STREAM_HOST_SUFFIXES: '\\*.tiktokcdn.com'"),
+        ("STREAM_HOST_SUFFIXES", "https://tiktokcdn.com", "STREAM_HOST_SUFFIXES: 'https:"),
+        ("STREAM_HOST_SUFFIXES", "tiktokcdn.com:443", "STREAM_HOST_SUFFIXES: 'tiktokcdn.com:443'"),
+        ("STREAM_HOST_SUFFIXES", "2130706433", "STREAM_HOST_SUFFIXES: '2130706433': a numeric"),
+        ("ALLOW_PRIVATE_STREAM_HOSTS", "maybe", "ALLOW_PRIVATE_STREAM_HOSTS must be true or false"),
+        ("ALLOW_PRIVATE_PROXIES", "2", "ALLOW_PRIVATE_PROXIES must be true or false"),
+    ],
+)
+def test_bad_egress_settings_fail_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    for settings_type in (Settings, GatewaySettings, RecorderSettings, SchedulerSettings):
+        with pytest.raises(SettingsError, match=message):
+            settings_type()
