@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
+from shared.egress import StreamPolicy
 from shared.logging import get_logger
 from shared.tiktok.errors import (
     AgeRestricted,
@@ -70,6 +71,8 @@ class TikTokClient:
     ``proxy=None`` always means a direct connection. ``impersonate`` (a curl_cffi target such
     as ``chrome``) fetches www pages with that browser's TLS fingerprint. ``signer`` enables
     api-live. ``trace`` sees every request (``tlr check``). ``transport`` is a test seam.
+    ``stream_policy`` says where :attr:`http`'s stream GETs may go (default: TikTok's CDNs,
+    no private address); ``allow_private_proxy`` accepts a proxy on a private address.
     """
 
     def __init__(
@@ -85,6 +88,8 @@ class TikTokClient:
         signer: Signer | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         trace: Trace | None = None,
+        stream_policy: StreamPolicy | None = None,
+        allow_private_proxy: bool = False,
     ) -> None:
         self.web_base = _base_url(web_base, "web_base")
         self.webcast_base = _base_url(webcast_base, "webcast_base")
@@ -99,6 +104,8 @@ class TikTokClient:
             impersonate=impersonate,
             transport=transport,
             trace=trace,
+            stream_policy=stream_policy,
+            allow_private_proxy=allow_private_proxy,
         )
 
     async def __aenter__(self) -> TikTokClient:
@@ -118,7 +125,8 @@ class TikTokClient:
 
     @property
     def http(self) -> httpx.AsyncClient:
-        """The underlying client (same proxy, no cookies), for streaming the FLV itself."""
+        """The underlying client (same proxy, no cookies), for streaming the FLV itself; its
+        requests marked ``guards.STREAM_REQUEST`` go only where ``stream_policy`` allows."""
         return self._net.http
 
     # --- resolving targets ---------------------------------------------------------------

@@ -18,6 +18,7 @@ import httpx
 from shared.errors import ErrorCode
 from shared.tiktok.client import TikTokClient
 from shared.tiktok.errors import TikTokError
+from shared.tiktok.guards import STREAM_REQUEST, EgressRefused
 from shared.tiktok.http import Step, Trace
 from shared.tiktok.quality import DEFAULT_PREFERENCE, stream_candidates
 
@@ -116,7 +117,11 @@ async def probe_stream(http: httpx.AsyncClient, url: str) -> StreamProbe:
     found = StreamProbe(quality="", source="", url=url.split("?", 1)[0])
     deadline = time.monotonic() + PROBE_TIMEOUT_S
     try:
-        async with http.stream("GET", url, timeout=PROBE_TIMEOUT_S) as response:
+        # Marked a stream GET: the client's StreamGuard judges it like the recorder's pulls.
+        extensions = {STREAM_REQUEST: True}
+        async with http.stream(
+            "GET", url, timeout=PROBE_TIMEOUT_S, extensions=extensions
+        ) as response:
             found.http_status = response.status_code
             if response.status_code != 200:
                 return found
@@ -129,6 +134,8 @@ async def probe_stream(http: httpx.AsyncClient, url: str) -> StreamProbe:
             found.media = head == FLV_SIGNATURE and found.bytes >= PROBE_BYTES
             if not found.media:
                 found.error = f"closed after {found.bytes} bytes"
+    except EgressRefused as exc:
+        found.error = str(exc)  # generic: the host and the reason are in the log
     except httpx.HTTPError as exc:
         found.error = type(exc).__name__
     return found

@@ -7,10 +7,13 @@
     ├── CountryBlocked      COUNTRY_BLOCKED      www LIVE pages answer 302 to /login
     ├── WafBlocked          WAF_BLOCKED          retryable: empty body, "Please wait...", 403/429
     ├── NetworkTimeout      NETWORK_TIMEOUT      retryable: timeout, refused/reset connection
-    └── UnexpectedResponse  SERVICE_UNAVAILABLE  retryable: an answer we cannot make sense of
+    ├── UnexpectedResponse  SERVICE_UNAVAILABLE  retryable: an answer we cannot make sense of
+    ├── ProxyNotAllowed     VALIDATION_ERROR     the proxy is on a private address (egress)
+    └── StreamHostNotAllowed STREAM_HOST_NOT_ALLOWED  no stream URL passes the egress policy
 
 Subclasses take keyword-only fields and build their message in ``__init__``, so a message
-never carries cookies or proxy credentials and every raise site reads the same way.
+never carries cookies or proxy credentials and every raise site reads the same way. Messages
+reach API answers (``error_message``): nothing in them comes from a transport error's text.
 """
 
 from __future__ import annotations
@@ -109,6 +112,8 @@ class NetworkTimeout(TikTokError):
     failure. One code for all of them because the caller's reaction is the same: retry later."""
 
     def __init__(self, *, endpoint: str, reason: str) -> None:
+        # ``reason`` is a fixed phrase (shared.tiktok.guards.transport_reason), never the
+        # exception's text: a proxy or a service behind it could have put a banner there.
         msg = f"network error calling TikTok {endpoint}: {reason}"
         super().__init__(msg, code=ErrorCode.NETWORK_TIMEOUT, retryable=True)
         self.endpoint = endpoint
@@ -125,3 +130,27 @@ class UnexpectedResponse(TikTokError):
         msg = f"unexpected answer from TikTok {endpoint}: {detail}"
         super().__init__(msg, code=ErrorCode.SERVICE_UNAVAILABLE, retryable=True)
         self.endpoint = endpoint
+
+
+class ProxyNotAllowed(TikTokError):
+    """The job's or watcher's proxy is on a private, loopback or link-local address (or its
+    name resolves to one) and ALLOW_PRIVATE_PROXIES is off: nothing is sent through it."""
+
+    def __init__(self) -> None:
+        msg = (
+            "options.proxy is on a private, loopback or link-local address, "
+            "which this deployment does not allow"
+        )
+        super().__init__(msg, code=ErrorCode.VALIDATION_ERROR, retryable=False)
+
+
+class StreamHostNotAllowed(TikTokError):
+    """Every stream URL TikTok gave is off STREAM_HOST_SUFFIXES or points (or redirects) at a
+    private address: none is fetched. The hosts are in the recorder's log, not here."""
+
+    def __init__(self) -> None:
+        msg = (
+            "no stream URL is on a host this deployment fetches from "
+            "(STREAM_HOST_SUFFIXES; no private addresses)"
+        )
+        super().__init__(msg, code=ErrorCode.STREAM_HOST_NOT_ALLOWED, retryable=False)

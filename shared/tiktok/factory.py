@@ -21,7 +21,8 @@ def client_from_settings(
     signer: Signer | None = None,
     trace: Trace | None = None,
 ) -> TikTokClient:
-    """A client with the deployment's bases, User-Agent and impersonation, for one identity."""
+    """A client with the deployment's bases, User-Agent, impersonation and egress policy
+    (STREAM_HOST_SUFFIXES, ALLOW_PRIVATE_*), for one identity."""
     return TikTokClient(
         web_base=settings.tiktok_web_base,
         webcast_base=settings.tiktok_webcast_base,
@@ -31,4 +32,6 @@ def client_from_settings(
         impersonate=settings.tiktok_impersonate,
         signer=signer,
         trace=trace,
+        stream_policy=settings.stream_policy,
+        allow_private_proxy=settings.allow_private_proxies,
     )

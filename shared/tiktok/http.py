@@ -12,6 +12,11 @@ Two kinds of request, as a browser makes them:
 
 Cookies are exactly the configured ones (plus a WAF answer for the one request it is good
 for): cookies a response sets are never kept, so no request carries state from another.
+
+Egress (``shared.tiktok.guards``): a proxy on a private address is refused (a literal one when
+the client is made, a name before the first request), and the client's stream GETs go only to
+the allowed stream hosts. A transport failure is reported with a fixed phrase; its text, which
+a proxy could fill, goes to the log only.
 """
 
 from __future__ import annotations
@@ -26,15 +31,18 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from shared.egress import Refusal, StreamPolicy, ip_of, proxy_refusal
 from shared.logging import get_logger, redact_text
 from shared.tiktok import waf
 from shared.tiktok.errors import (
     CountryBlocked,
     NetworkTimeout,
+    ProxyNotAllowed,
     TikTokError,
     UnexpectedResponse,
     WafBlocked,
 )
+from shared.tiktok.guards import ProxyGuard, ProxyRefused, StreamGuard, transport_reason
 from shared.tiktok.metrics import OUTCOME_OK, Endpoint, count_request
 from shared.tiktok.targets import is_tiktok_host
 
@@ -118,7 +126,11 @@ def _strip_query(url: str) -> str:
 
 
 class Requester:
-    """One HTTP identity (proxy, cookies, User-Agent) towards TikTok; ``aclose()`` it."""
+    """One HTTP identity (proxy, cookies, User-Agent) towards TikTok; ``aclose()`` it.
+
+    ``stream_policy``: where the client's stream GETs may go (default: TikTok's CDNs, no
+    private address). ``allow_private_proxy``: accept a proxy on a private address.
+    """
 
     def __init__(
         self,
@@ -131,11 +143,19 @@ class Requester:
         impersonate: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         trace: Trace | None = None,
+        stream_policy: StreamPolicy | None = None,
+        allow_private_proxy: bool = False,
     ) -> None:
         if proxy is not None and urlsplit(proxy).scheme.lower() not in PROXY_SCHEMES:
             # The URL itself is not repeated: it may carry a password.
             msg = f"proxy URL scheme must be one of {', '.join(PROXY_SCHEMES)}"
             raise ValueError(msg)
+        self._proxy_guard = _proxy_guard(proxy, allow_private_proxy)
+        hooks: list[Callable[[httpx.Request], Any]] = []
+        if self._proxy_guard is not None:
+            hooks.append(self._proxy_guard)
+        policy = stream_policy if stream_policy is not None else StreamPolicy()
+        hooks.append(StreamGuard(policy, via_proxy=proxy is not None))
         self._web_host = urlsplit(web_base).netloc
         self._cookies = {k: v for k, v in (cookies or {}).items() if v}
         self._trace = trace
@@ -150,6 +170,7 @@ class Requester:
                 follow_redirects=False,
                 trust_env=False,  # proxy=None always means a direct connection
                 transport=transport,
+                event_hooks={"request": hooks},
             )
         except (ValueError, ImportError, httpx.InvalidURL):
             msg = "invalid proxy URL (for socks5, install httpx[socks])"
@@ -254,7 +275,13 @@ class Requester:
             **self._cookie_header(extra),
         }
         if self._browser is not None:
-            # Its User-Agent and client hints match its TLS fingerprint; ours would not.
+            # Its User-Agent and client hints match its TLS fingerprint; ours would not. It is
+            # no httpx client: the proxy is checked here, as the hook does for httpx.
+            if self._proxy_guard is not None:
+                try:
+                    await self._proxy_guard.check()
+                except ProxyRefused:
+                    raise ProxyNotAllowed from None
             return await self._browser.get(step, url, headers)
         return await self._get_httpx(step, url, None, {**headers, **self._hints})
 
@@ -279,10 +306,10 @@ class Requester:
                         raise UnexpectedResponse(endpoint=step.endpoint, detail=detail)
                     chunks.append(chunk)
                 return Reply(response.status_code, response.headers, b"".join(chunks))
+        except ProxyRefused:
+            raise ProxyNotAllowed from None
         except httpx.TransportError as exc:
-            # redact_text: a proxy error could quote the proxy URL with its password.
-            reason = redact_text(str(exc))[:200] or type(exc).__name__
-            raise NetworkTimeout(endpoint=step.endpoint, reason=reason) from None
+            raise NetworkTimeout(endpoint=step.endpoint, reason=_failed(step, exc)) from None
         except httpx.HTTPError as exc:
             raise UnexpectedResponse(endpoint=step.endpoint, detail=type(exc).__name__) from None
 
@@ -322,6 +349,37 @@ class Requester:
             )
             if self._trace is not None:
                 self._trace(step)
+
+
+def _failed(step: Step, exc: Exception) -> str:
+    """Log a transport failure with its text; return the fixed phrase an answer may carry."""
+    # redact_text: a proxy error could quote the proxy URL with its password.
+    detail = redact_text(str(exc))[:300] or type(exc).__name__
+    log.warning("tiktok.transport_failed", endpoint=step.endpoint, error=detail)
+    return transport_reason(exc)
+
+
+def _proxy_guard(proxy: str | None, allow_private: bool) -> ProxyGuard | None:
+    """The hook that checks ``proxy``'s addresses, if it has a name to resolve.
+
+    Raises:
+        ValueError: a proxy on a private address (ClientPool documents a ValueError for
+            options it cannot use), or a host that is no host name nor IP address.
+    """
+    if proxy is None:
+        return None
+    parts = urlsplit(proxy)
+    host = parts.hostname or ""
+    refusal = proxy_refusal(host, allow_private=allow_private)
+    if refusal == Refusal.PRIVATE_ADDRESS:
+        raise ValueError(ProxyNotAllowed().message)
+    if refusal is not None:
+        # 2130706433 and the like: the C resolver reads them as (any) IP address.
+        msg = "proxy host must be a host name or an IP address"
+        raise ValueError(msg)
+    if allow_private or ip_of(host) is not None:
+        return None  # nothing to resolve: allowed anyway, or a public address
+    return ProxyGuard(host, 0)
 
 
 def _challenge_of(reply: Reply, endpoint: Endpoint) -> waf.Challenge | None:
@@ -366,8 +424,7 @@ class _Impersonating:
                 url, headers=headers, allow_redirects=False, max_recv_speed=0
             )
         except RequestException as exc:
-            reason = redact_text(str(exc))[:200] or type(exc).__name__
-            raise NetworkTimeout(endpoint=step.endpoint, reason=reason) from None
+            raise NetworkTimeout(endpoint=step.endpoint, reason=_failed(step, exc)) from None
         finally:
             self._session.cookies.clear()  # like _NoJar: nothing carries over
         step.http_status = response.status_code

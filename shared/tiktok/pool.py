@@ -34,7 +34,9 @@ class ClientPool:
     that cannot be opened (no SECRET_KEY, another key, damaged) raises SecretError: going
     direct instead would show TikTok the IP the proxy is there to hide. A cookies file that
     cannot be loaded raises CookiesError. Both are ValueErrors, as is a proxy URL that opens
-    but no client accepts. No message quotes the proxy URL or a cookie value.
+    but no client accepts, or one on a private address (ALLOW_PRIVATE_PROXIES off; a name
+    resolving to one is refused at its first request: ProxyNotAllowed). No message quotes
+    the proxy URL or a cookie value.
     """
 
     def __init__(

@@ -27,8 +27,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from shared.logging import redact_text
+from shared.logging import get_logger, redact_text
 from shared.tiktok.errors import NetworkTimeout, UnexpectedResponse
+from shared.tiktok.guards import transport_reason
+
+log = get_logger(__name__)
 
 MAX_REPLY_BYTES: Final = 64 * 1024
 
@@ -60,8 +63,9 @@ class Signer:
         try:
             response = await self._http.post(self._url, json={"url": unsigned})
         except httpx.HTTPError as exc:
-            reason = redact_text(str(exc))[:200] or type(exc).__name__
-            raise NetworkTimeout(endpoint="signer", reason=reason) from None
+            # Its text to the log only: what an API answer may say is a fixed phrase.
+            log.warning("tiktok.signer_failed", error=redact_text(str(exc))[:300])
+            raise NetworkTimeout(endpoint="signer", reason=transport_reason(exc)) from None
         if response.status_code != 200:
             detail = f"HTTP {response.status_code}"
             raise UnexpectedResponse(endpoint="signer", detail=detail)
