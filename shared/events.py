@@ -91,6 +91,8 @@ class WatchRequested(Event, frozen=True, tag="watch.requested"):
     unique_id: str | None = None
     poll_interval: int = 60
     options: RecordingOptions = msgspec.field(default_factory=RecordingOptions)
+    # The name of the API key that asked: the watcher and the jobs it starts are its.
+    owner: str | None = None
 
 
 class WatchDeleted(Event, frozen=True, tag="watch.deleted"):
@@ -122,6 +124,7 @@ class RecordingRequested(Event, frozen=True, tag="recording.requested"):
     url: str | None = None
     duration: int | None = None
     options: RecordingOptions = msgspec.field(default_factory=RecordingOptions)
+    owner: str | None = None  # the name of the API key that asked
 
 
 class RoomLive(Event, frozen=True, tag="room.live"):

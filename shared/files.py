@@ -45,15 +45,18 @@ class IndexedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     upload_wanted: bool = False  # the job asked for upload_s3
     s3: S3Location | None = None
     local: bool = True  # False once the local copy is gone (the S3 copy remains)
+    owner: str | None = None  # its job's owner (an API key's name); None: an admin's only
 
 
 class FileQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Filters (all optional, combined with AND) and the page wanted.
 
     ``since`` <= mtime <= ``until``. ``user`` matches the host's unique id; ``url`` matches the
-    URL a recording was asked with, exactly.
+    URL a recording was asked with, exactly. ``owner`` (an API key's name) is set by the gateway
+    for every key but an admin's: files without an owner then never match.
     """
 
+    owner: str | None = None
     room_id: str | None = None
     user: str | None = None
     url: str | None = None

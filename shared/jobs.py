@@ -44,6 +44,9 @@ class JobRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     correlation_id: str = ""
     created_at: datetime = msgspec.field(default_factory=utc_now)
     desired: Desired = "run"
+    # The name of the API key that asked (a watcher's job: its watcher's); only that key and
+    # admins see the job. None: made before ownership was recorded, an admin's only.
+    owner: str | None = None
 
 
 class SegmentEntry(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -52,6 +52,9 @@ class Watcher(msgspec.Struct, kw_only=True, omit_defaults=True):
     generation: int = 0  # bumped on resume: a live seen again after a pause is a new job
     # The request's correlation id: every live of this watcher carries it to every service.
     correlation_id: str = ""
+    # The name of the API key that made it; the jobs it starts are that key's too. None: made
+    # before ownership was recorded, an admin's only.
+    owner: str | None = None
 
 
 class GetRequest(msgspec.Struct):
@@ -61,6 +64,7 @@ class GetRequest(msgspec.Struct):
 class ListRequest(msgspec.Struct):
     page: int = 1
     page_size: int = 50
+    owner: str | None = None  # only this owner's watchers (and total); None: everyone's
 
 
 class ListReply(msgspec.Struct):

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from services.indexer.jobs import JobReader, owner_of
 from services.indexer.paths import inside, normalize, regular_file
 from services.indexer.schema import from_us
 from services.indexer.store import IndexStore
@@ -23,10 +24,12 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class IndexerDeps:
-    """What the handlers need: the index and the folder the paths are relative to."""
+    """What the handlers need: the index, the folder the paths are relative to, and the job
+    documents (a file's owner is its job's)."""
 
     store: IndexStore
     root: Path
+    jobs: JobReader
 
 
 async def on_recording_finished(event: RecordingFinished, deps: IndexerDeps) -> None:
@@ -36,6 +39,7 @@ async def on_recording_finished(event: RecordingFinished, deps: IndexerDeps) -> 
         return
     on_disk = await asyncio.to_thread(_stat_all, deps.root, list(paths.values()))
     user = event.unique_id.removeprefix("@") if event.unique_id else _user_of(event.url)
+    owner = await owner_of(deps.jobs, event.job_id)
     rows = []
     for f in event.files:
         path = paths.get(f.path)
@@ -57,6 +61,7 @@ async def on_recording_finished(event: RecordingFinished, deps: IndexerDeps) -> 
             watcher_key=event.watcher_key,
             started_at=event.started_at,
             upload_wanted=event.upload_s3,
+            owner=owner,
         )
         rows.append((row, found is not None))
     await deps.store.upsert_finished(rows)
@@ -69,6 +74,7 @@ async def on_upload_done(event: UploadDone, deps: IndexerDeps) -> None:
     if not paths:
         return
     on_disk = await asyncio.to_thread(_stat_all, deps.root, list(paths.values()))
+    owner = await owner_of(deps.jobs, event.job_id)
     rows = []
     for f in event.files:
         path = paths.get(f.path)
@@ -85,6 +91,7 @@ async def on_upload_done(event: UploadDone, deps: IndexerDeps) -> None:
             upload_wanted=True,
             s3=S3Location(bucket=f.bucket, key=f.key, etag=f.etag),
             local=found is not None,
+            owner=owner,
         )
         rows.append((row, f.local_deleted))
     await deps.store.set_uploaded(rows)

@@ -1,10 +1,12 @@
-"""What the job documents say about an indexed file: which job wrote it, and whether it must stay.
+"""What the job documents say about an indexed file: which job wrote it, whose it is, and
+whether it must stay.
 
-The index learns a file's job and upload wish from recording.finished. A file a rebuild finds
-on disk has neither: it may belong to a job still recording, or to one whose upload has not
-happened yet (a lost INDEX_DB, ``POST /files/rebuild`` during a recording). Retention must not
-delete such a file, so a rebuild asks the job documents (KV ``jobs``) whose file it is, and a
-retention pass asks, before deleting a file not in S3, whether its job still needs it.
+The index learns a file's job and upload wish from recording.finished, and its owner from the
+job's document. A file a rebuild finds on disk has none of them: it may belong to a job still
+recording, or to one whose upload has not happened yet (a lost INDEX_DB, ``POST /files/rebuild``
+during a recording). Retention must not delete such a file, so a rebuild asks the job documents
+(KV ``jobs``) whose file it is (and so learns its owner too), and a retention pass asks, before
+deleting a file not in S3, whether its job still needs it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class JobView:
     running: bool  # the recording is not terminal: its files may still change hands
     wants_upload: bool
     uploaded: dict[str, UploadedFile]  # {path: its S3 copy} as the upload part lists them
+    owner: str | None = None  # the API key name the job is of (None: an admin's only)
 
     def holds(self, path: str) -> str | None:
         """Why ``path`` of this job must stay on disk, or None."""
@@ -48,6 +51,12 @@ class JobView:
         if self.wants_upload and path not in self.uploaded:
             return "upload pending"
         return None
+
+
+async def owner_of(jobs: JobReader, job_id: str) -> str | None:
+    """The owner of job ``job_id`` as its request says; None when unknown (an admin's only)."""
+    request = await jobs.request(job_id)
+    return request.owner if request is not None else None
 
 
 @dataclass
@@ -73,6 +82,7 @@ class JobGuard:
                 uploaded={
                     f.path: f for f in (upload.files if upload and upload.state != "RETRY" else [])
                 },
+                owner=request.owner if request is not None else None,
             )
             self._views[job_id] = found
         return found

@@ -127,9 +127,9 @@ async def rebuild(store: IndexStore, root: Path, guard: JobGuard | None = None) 
 
 
 async def _attach(store: IndexStore, guard: JobGuard, paths: list[str]) -> None:
-    """Give the files found without a job the job that recorded them, its upload wish and,
-    when its upload part lists them, their S3 copy (whose upload.done was seen by a lost
-    index, or has yet to come)."""
+    """Give the files found without a job the job that recorded them, its owner, its upload
+    wish and, when its upload part lists them, their S3 copy (whose upload.done was seen by a
+    lost index, or has yet to come)."""
     for start in range(0, len(paths), _BATCH):
         owners = await guard.owners(await store.unowned(paths[start : start + _BATCH]))
         rows = []
@@ -137,7 +137,7 @@ async def _attach(store: IndexStore, guard: JobGuard, paths: list[str]) -> None:
             view = await guard.view(job_id)
             up = view.uploaded.get(path)
             s3 = S3Location(bucket=up.bucket, key=up.key, etag=up.etag) if up else None
-            rows.append((path, job_id, view.wants_upload, s3))
+            rows.append((path, job_id, view.wants_upload, s3, view.owner))
         await store.attach(rows)
 
 

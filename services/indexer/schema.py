@@ -1,4 +1,8 @@
-"""The index's SQL: its table, indexes and statements, and how files and queries map to them."""
+"""The index's SQL: its table, indexes and statements, and how files and queries map to them.
+
+A column added since the first release is in :data:`ADDED_COLUMNS`: an index file from before
+gets it when opened (rows from before keep its default), and the indexes on it are made after.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +35,12 @@ CREATE TABLE IF NOT EXISTS files (
     s3_bucket TEXT,
     s3_key TEXT,
     s3_etag TEXT,
-    local INTEGER NOT NULL DEFAULT 1
+    local INTEGER NOT NULL DEFAULT 1,
+    owner TEXT
 )"""
+# (name, definition) of the columns added to TABLE since the first release. A file's owner is
+# its job's (an API key's name); NULL, as for every row from before: only admins see the file.
+ADDED_COLUMNS = (("owner", "TEXT"),)
 # Separate from the table (not a column constraint) so a bulk load can build them last. SQLite
 # appends the rowid (``id``) to every index entry: each orders by (..., mtime, id) and covers id.
 INDEXES = {
@@ -42,17 +50,21 @@ INDEXES = {
     "files_user": "CREATE INDEX IF NOT EXISTS files_user ON files (user, mtime)",
     "files_url": "CREATE INDEX IF NOT EXISTS files_url ON files (url, mtime)",
     "files_job": "CREATE INDEX IF NOT EXISTS files_job ON files (job_id, mtime)",
+    "files_owner": "CREATE INDEX IF NOT EXISTS files_owner ON files (owner, mtime)",
 }
-# Equality filters, most selective first: the first one given picks the index to scan.
+# Equality filters, most selective first: the first one given picks the index to scan. The
+# owner comes last: every query of a key but an admin's has one, and any other filter narrows
+# more (the owner is then checked on the rows that index finds).
 FILTER_INDEX = {
     "job_id": "files_job",
     "room_id": "files_room",
     "url": "files_url",
     "user": "files_user",
+    "owner": "files_owner",
 }
 COLUMNS = (
     "path, name, size, mtime, duration_s, room_id, user, url, title, job_id, watcher_key, "
-    "started_at, upload_wanted, s3_bucket, s3_key, s3_etag, local"
+    "started_at, upload_wanted, s3_bucket, s3_key, s3_etag, local, owner"
 )
 _VALUES = ", ".join("?" * len(COLUMNS.split(",")))
 _PRESENT = f"?{len(COLUMNS.split(',')) + 1}"  # the parameter after the row's values
@@ -72,16 +84,19 @@ UPSERT_FINISHED = f"""{INSERT} ON CONFLICT (path) DO UPDATE SET
     title = COALESCE(excluded.title, title),
     job_id = COALESCE(excluded.job_id, job_id),
     watcher_key = COALESCE(excluded.watcher_key, watcher_key),
+    owner = COALESCE(excluded.owner, owner),
     started_at = COALESCE(excluded.started_at, started_at),
     upload_wanted = MAX(excluded.upload_wanted, upload_wanted),
     local = CASE WHEN {_PRESENT} THEN 1 ELSE local END"""
 UPSERT_UPLOADED = f"""{INSERT} ON CONFLICT (path) DO UPDATE SET
     s3_bucket = excluded.s3_bucket, s3_key = excluded.s3_key, s3_etag = excluded.s3_etag,
+    owner = COALESCE(owner, excluded.owner),
     local = CASE WHEN ? THEN 0 ELSE local END"""
 # A rebuild found the file's job in the job documents (see jobs.py): events win over it.
 ATTACH = """UPDATE files SET job_id = ?, upload_wanted = MAX(upload_wanted, ?),
     s3_bucket = COALESCE(s3_bucket, ?), s3_key = COALESCE(s3_key, ?),
-    s3_etag = COALESCE(s3_etag, ?) WHERE path = ? AND job_id IS NULL"""
+    s3_etag = COALESCE(s3_etag, ?), owner = COALESCE(owner, ?)
+    WHERE path = ? AND job_id IS NULL"""
 # A file the job wanted uploaded is kept until its S3 copy exists.
 DELETABLE = "local = 1 AND NOT (upload_wanted = 1 AND s3_key IS NULL)"
 
@@ -109,7 +124,13 @@ class Filter:
     @classmethod
     def of(cls, q: FileQuery) -> Filter:
         user = q.user.removeprefix("@") if q.user is not None else None
-        given = [("job_id", q.job_id), ("room_id", q.room_id), ("url", q.url), ("user", user)]
+        given = [
+            ("job_id", q.job_id),
+            ("room_id", q.room_id),
+            ("url", q.url),
+            ("user", user),
+            ("owner", q.owner),
+        ]
         eq = tuple((col, v) for col, v in given if v is not None)
         return cls(
             index=FILTER_INDEX[eq[0][0]] if eq else "files_mtime",
@@ -162,6 +183,7 @@ def to_row(f: IndexedFile) -> tuple[Any, ...]:
         s3.key if s3 else None,
         s3.etag if s3 else None,
         int(f.local),
+        f.owner,
     )
 
 
@@ -182,4 +204,5 @@ def from_row(r: Sequence[Any]) -> IndexedFile:
         upload_wanted=bool(r[12]),
         s3=S3Location(bucket=r[13], key=r[14], etag=r[15]) if r[14] is not None else None,
         local=bool(r[16]),
+        owner=r[17],
     )

@@ -69,8 +69,8 @@ class IndexerService(BaseService[IndexerSettings]):
 
     async def _start(self, group: Group, settings: IndexerSettings) -> None:
         root = settings.recordings_dir
-        self.deps = IndexerDeps(store=self.store, root=root)
         self.jobs = JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET)))
+        self.deps = IndexerDeps(store=self.store, root=root, jobs=self.jobs)
         self.retention = Retention(
             RetentionDeps(
                 store=self.store,

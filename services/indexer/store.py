@@ -24,6 +24,7 @@ from typing import Any, Self
 import aiosqlite
 
 from services.indexer.schema import (
+    ADDED_COLUMNS,
     ATTACH,
     COLUMNS,
     DELETABLE,
@@ -77,6 +78,7 @@ class IndexStore:
             for pragma in ("synchronous=NORMAL", "cache_size=-65536"):
                 await self._w.execute(f"PRAGMA {pragma}")
             await self._w.execute(TABLE)
+            await self._add_columns(self._w)
             # Creates the indexes, also those a bulk load stopped halfway left out.
             await self._build_indexes(self._w)
             self._r = await aiosqlite.connect(self.path, timeout=30, isolation_level=None)
@@ -137,6 +139,20 @@ class IndexStore:
                     await self._build_indexes(self._conn(write=True))
         async with self._conn(write).execute(sql, args) as cur:
             return list(await cur.fetchall())
+
+    @staticmethod
+    async def _add_columns(db: aiosqlite.Connection) -> None:
+        """Give an index file from before a column of ADDED_COLUMNS that column."""
+        async with db.execute("PRAGMA table_info(files)") as cur:
+            columns = {row[1] for row in await cur.fetchall()}
+        for name, definition in ADDED_COLUMNS:
+            if name in columns:
+                continue
+            try:
+                await db.execute(f"ALTER TABLE files ADD COLUMN {name} {definition}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another instance added it first
+                    raise
 
     async def _build_indexes(self, db: aiosqlite.Connection) -> None:
         """Create the indexes a bulk load deferred (the caller holds the lock)."""
@@ -361,13 +377,21 @@ class IndexStore:
             found += [(r[0], r[1]) for r in await self._fetch(sql, batch)]
         return found
 
-    async def attach(self, rows: Sequence[tuple[str, str, bool, S3Location | None]]) -> None:
-        """Give (path, job id, upload wanted, S3 copy) to rows that have no job yet."""
+    async def attach(
+        self, rows: Sequence[tuple[str, str, bool, S3Location | None, str | None]]
+    ) -> None:
+        """Give (path, job id, upload wanted, S3 copy, owner) to rows that have no job yet."""
         if not rows:
             return
         args = [
-            (job, int(wanted), *((s3.bucket, s3.key, s3.etag) if s3 else (None,) * 3), path)
-            for path, job, wanted, s3 in rows
+            (
+                job,
+                int(wanted),
+                *((s3.bucket, s3.key, s3.etag) if s3 else (None,) * 3),
+                owner,
+                path,
+            )
+            for path, job, wanted, s3, owner in rows
         ]
         async with self._writing() as db:
             await db.executemany(ATTACH, args)

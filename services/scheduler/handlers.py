@@ -31,6 +31,7 @@ async def on_watch_requested(event: WatchRequested, store: WatcherStore) -> None
         options=event.options,
         created_at=event.occurred_at,
         correlation_id=event.correlation_id,
+        owner=event.owner,
     )
     await store.put(watcher, next_check=time.time())  # first check right away
     log.info("scheduler.watcher_added", key=event.key, poll_interval=event.poll_interval)

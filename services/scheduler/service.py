@@ -23,6 +23,7 @@ from services.scheduler.handlers import (
     on_watch_requested,
     on_watch_resumed,
 )
+from services.scheduler.owned_jobs import WatcherJobs
 from services.scheduler.poller import PollDeps, pace, poll_once
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
@@ -31,7 +32,6 @@ from shared.bus import TRANSIENT
 from shared.consumer import Delivery
 from shared.documents import KvDocuments
 from shared.events import Event, WatchDeleted, WatchPaused, WatchRequested, WatchResumed
-from shared.job_store import JobStore
 from shared.logging import get_logger
 from shared.service import BaseService
 from shared.subjects import JOBS_BUCKET, SCHEDULER
@@ -66,7 +66,8 @@ class SchedulerService(BaseService[SchedulerSettings]):
         self.deps = PollDeps(
             store=self.store,
             budget=Budget(settings.tiktok_requests_per_min),
-            jobs=JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET))),
+            # Lives are recorded by jobs of their watcher's owner.
+            jobs=WatcherJobs(KvDocuments(await self.bus.kv(JOBS_BUCKET)), self.store),
             publish=self.bus.publish,
             client_for=lambda w: self.clients.client(w.options),
             egress_of=lambda w: self.clients.egress(w.options),
@@ -183,5 +184,6 @@ class SchedulerService(BaseService[SchedulerSettings]):
             ask = msgspec.json.decode(req.data or b"{}", type=ListRequest)
         except msgspec.ValidationError as exc:
             raise ServiceError(BAD_REQUEST, "bad request") from exc
-        items, total = await self.store.page(max(1, ask.page), max(1, min(500, ask.page_size)))
+        page, page_size = max(1, ask.page), max(1, min(500, ask.page_size))
+        items, total = await self.store.page(page, page_size, owner=ask.owner)
         await req.respond(msgspec.json.encode(ListReply(items=items, total=total)))

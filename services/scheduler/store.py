@@ -2,8 +2,10 @@
 
 Each row keeps the whole :class:`~shared.watchers.Watcher` as JSON, plus the columns the
 polling query needs (status, next check time) so "which watchers are due" is one index scan,
-and a ``version`` that every write bumps: a poll pass writes a row back only if no command
-changed it meanwhile (a watcher deleted or paused during a pass stays so).
+a ``version`` that every write bumps: a poll pass writes a row back only if no command
+changed it meanwhile (a watcher deleted or paused during a pass stays so), and its ``owner``,
+so one API key's page of watchers is an index scan too. A file from before a column gets it
+when opened (:meth:`WatcherStore._add_columns`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,17 @@ CREATE TABLE IF NOT EXISTS watchers (
     next_check REAL NOT NULL,
     created REAL NOT NULL,
     doc TEXT NOT NULL,
-    version INTEGER NOT NULL DEFAULT 0
+    version INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS watchers_due ON watchers (status, next_check);
 CREATE INDEX IF NOT EXISTS watchers_created ON watchers (created, key);
 """
+# Columns added since the first release: (name, definition). Rows from before get the default
+# (an owner of NULL: only admins see those watchers).
+_ADDED_COLUMNS = (("version", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT"))
+# Needs the owner column, so it is made after the columns are added.
+_OWNER_INDEX = "CREATE INDEX IF NOT EXISTS watchers_owner ON watchers (owner, created, key)"
 
 _decoder = msgspec.json.Decoder(Watcher)
 # Left out of the JSON when it has its default (omit_defaults): the need query falls back to it.
@@ -57,23 +65,25 @@ class WatcherStore:
         # WAL: a standby scheduler can read (status endpoints) while the leader writes.
         self._db = await connect_wal(self.path, schema=_SCHEMA)
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._add_version_column()
+        await self._add_columns()
+        await self.db.execute(_OWNER_INDEX)
+        await self.db.commit()
         return self
 
-    async def _add_version_column(self) -> None:
-        """A file from before ``version``: add it (existing rows start at 0)."""
+    async def _add_columns(self) -> None:
+        """A file from before a column of :data:`_ADDED_COLUMNS`: add it (existing rows get
+        its default)."""
         async with self.db.execute("PRAGMA table_info(watchers)") as cur:
             columns = {row[1] for row in await cur.fetchall()}
-        if "version" in columns:
-            return
-        try:
-            await self.db.execute(
-                "ALTER TABLE watchers ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
-            )
-            await self.db.commit()
-        except sqlite3.OperationalError as exc:
-            if "duplicate column" not in str(exc):  # another instance added it first
-                raise
+        for name, definition in _ADDED_COLUMNS:
+            if name in columns:
+                continue
+            try:
+                await self.db.execute(f"ALTER TABLE watchers ADD COLUMN {name} {definition}")
+                await self.db.commit()
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another instance added it first
+                    raise
 
     async def __aexit__(
         self,
@@ -131,12 +141,20 @@ class WatcherStore:
 
     async def _write(self, rows: list[tuple[Watcher, float]]) -> None:
         await self.db.executemany(
-            "INSERT INTO watchers (key, status, next_check, created, doc) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO watchers (key, status, next_check, created, doc, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (key) DO UPDATE SET status = excluded.status, "
             "next_check = excluded.next_check, created = excluded.created, "
-            "doc = excluded.doc, version = watchers.version + 1",
+            "doc = excluded.doc, version = watchers.version + 1, owner = excluded.owner",
             [
-                (w.key, w.status, nxt, w.created_at.timestamp(), msgspec.json.encode(w).decode())
+                (
+                    w.key,
+                    w.status,
+                    nxt,
+                    w.created_at.timestamp(),
+                    msgspec.json.encode(w).decode(),
+                    w.owner,
+                )
                 for w, nxt in rows
             ],
         )
@@ -188,13 +206,18 @@ class WatcherStore:
             rows = await cur.fetchall()
         return [(str(r[0]), float(r[1])) for r in rows]
 
-    async def page(self, page: int, page_size: int) -> tuple[list[Watcher], int]:
-        async with self.db.execute("SELECT COUNT(*) FROM watchers") as cur:
+    async def page(
+        self, page: int, page_size: int, owner: str | None = None
+    ) -> tuple[list[Watcher], int]:
+        """One page of watchers, oldest first, and how many there are: of ``owner`` only, or
+        everyone's when None."""
+        where, args = ("WHERE owner = ? ", (owner,)) if owner is not None else ("", ())
+        async with self.db.execute(f"SELECT COUNT(*) FROM watchers {where}", args) as cur:
             row = await cur.fetchone()
         total = int(row[0]) if row else 0
         async with self.db.execute(
-            "SELECT doc FROM watchers ORDER BY created, key LIMIT ? OFFSET ?",
-            (page_size, (page - 1) * page_size),
+            f"SELECT doc FROM watchers {where}ORDER BY created, key LIMIT ? OFFSET ?",
+            (*args, page_size, (page - 1) * page_size),
         ) as cur:
             rows = await cur.fetchall()
         return [_decoder.decode(r[0]) for r in rows], total

@@ -493,11 +493,19 @@ async def test_a_standby_indexes_when_the_leader_stops(
 
 
 async def recorded(
-    store: JobStore, job_id: str, room: str, path: str, *, upload: bool, done: bool
+    store: JobStore,
+    job_id: str,
+    room: str,
+    path: str,
+    *,
+    upload: bool,
+    done: bool,
+    owner: str | None = None,
 ) -> None:
-    """``job_id`` in KV ``jobs`` as a recorder leaves it: ``path`` finalised, maybe finished."""
+    """``job_id`` (of ``owner``) in KV ``jobs`` as a recorder leaves it: ``path`` finalised,
+    maybe finished."""
     options = RecordingOptions(upload_s3=upload)
-    await store.submit(JobRequest(job_id=job_id, room_id=room, options=options))
+    await store.submit(JobRequest(job_id=job_id, room_id=room, options=options, owner=owner))
     claim = Claim(recorder_id="rec-1", room_id=room, title=None, unique_id=None, attempt=1)
     await store.claim(job_id, 1, claim)
     await store.segment_opened(job_id, 1, SegmentEntry(path=path))
@@ -550,3 +558,31 @@ async def test_a_rebuild_keeps_files_their_jobs_still_need(
         assert await service.retention.run_pass() == {"retention": 2}
     assert not (root / owed).exists()
     assert not (root / live).exists()
+
+
+async def test_a_files_owner_is_its_jobs_and_a_rebuild_finds_it_again(
+    bus: Bus, indexer: Indexer, root: Path, tmp_path: Path
+) -> None:
+    store = await job_store(bus)
+    mine = put(root, f"{ROOM_A}/2026/01/01/mine.mp4")
+    old = put(root, f"{ROOM_B}/2026/01/01/old.mp4")  # its job's document is gone
+    await recorded(store, "job-mine", ROOM_A, mine, upload=False, done=True, owner="alice")
+    async with indexer(index_db=tmp_path / "first.sqlite3") as service:
+        await first_pass_done(service)
+        await bus.publish(finished(root, "job-mine", ROOM_A, [mine]))
+        await bus.publish(finished(root, "job-old", ROOM_B, [old]))
+        (row,) = (await indexed(bus, 1, owner="alice")).items
+        assert (row.path, row.job_id, row.owner) == (mine, "job-mine", "alice")
+
+        async def old_indexed() -> bool:
+            return (await by_path(bus))[old].job_id == "job-old"
+
+        await eventually(old_indexed, timeout=15)
+        assert (await by_path(bus))[old].owner is None  # an admin's only
+        assert (await query(bus, owner="bob")).total == 0
+
+    # A lost INDEX_DB: the rebuild finds the file's job through the room, and so its owner.
+    async with indexer(index_db=tmp_path / "second.sqlite3"):
+        (row,) = (await indexed(bus, 1, owner="alice")).items
+        assert (row.path, row.job_id, row.owner) == (mine, "job-mine", "alice")
+        assert (await by_path(bus))[old].owner is None

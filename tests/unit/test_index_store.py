@@ -1,8 +1,10 @@
-"""The indexer's SQLite store: filters, totals, stable paging (both scan directions), upserts."""
+"""The indexer's SQLite store: filters, totals, stable paging (both scan directions), upserts,
+owners, and a file from before the owner column."""
 
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -289,3 +291,62 @@ async def test_a_second_indexer_on_the_same_file_lists_what_the_first_indexed(
         assert [f.path for f in page.items] == [
             f.path for f in (file(3, minutes=3), file(2, minutes=2), file(1, minutes=1))
         ]
+
+
+async def test_one_owners_files_filtered_counted_and_paged(store: IndexStore) -> None:
+    owners = ("alice", "bob", None)  # None: from before ownership
+    files = [file(n, minutes=n % 17, owner=owners[n % 3]) for n in range(60)]
+    await store.bulk_insert(files)
+    alices = [f for f in files if f.owner == "alice"]
+    seen, totals = await all_pages(store, 7, owner="alice")
+    assert (seen, totals) == (newest_first(alices), 20)
+    # With another filter the owner still narrows the rows and the total.
+    seen, totals = await all_pages(store, 3, owner="alice", room_id=ROOMS[0])
+    expected = [f for f in alices if f.room_id == ROOMS[0]]
+    assert (seen, totals) == (newest_first(expected), len(expected))
+    assert (await store.query(FileQuery(owner="carol"))).total == 0
+    assert (await store.query(FileQuery())).total == 60  # no owner asked: everyone's
+
+
+async def test_an_owner_is_never_erased_and_fills_a_row_without_one(store: IndexStore) -> None:
+    early = file(1, minutes=1, owner=None, s3=S3Location(bucket="b", key="k"))
+    await store.set_uploaded([(early, False)])  # upload.done first, its job unknown then
+    await store.upsert_finished([(file(1, minutes=1, owner="alice"), True)])
+    row = await store.get(early.path)
+    assert row is not None
+    assert row.owner == "alice"
+    await store.upsert_finished([(file(1, minutes=1, owner=None), True)])  # a redelivery
+    await store.set_uploaded([(file(1, minutes=1, owner="bob"), False)])
+    row = await store.get(early.path)
+    assert row is not None
+    assert row.owner == "alice"
+
+
+async def test_an_index_from_before_owners_gets_the_column_its_rows_none(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite3"
+    old_table = """CREATE TABLE files (
+        id INTEGER PRIMARY KEY, path TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL,
+        mtime INTEGER NOT NULL, duration_s REAL, room_id TEXT, user TEXT, url TEXT, title TEXT,
+        job_id TEXT, watcher_key TEXT, started_at INTEGER,
+        upload_wanted INTEGER NOT NULL DEFAULT 0, s3_bucket TEXT, s3_key TEXT, s3_etag TEXT,
+        local INTEGER NOT NULL DEFAULT 1)"""
+    with sqlite3.connect(db) as conn:
+        conn.execute(old_table)
+        conn.execute(
+            "INSERT INTO files (path, name, size, mtime, room_id, job_id) "
+            "VALUES ('r/old.mp4', 'old.mp4', 5, 1000, ?, 'job-old')",
+            (ROOMS[0],),
+        )
+    async with IndexStore(db) as store:
+        old = await store.get("r/old.mp4")
+        assert old is not None
+        assert (old.job_id, old.owner) == ("job-old", None)
+        assert (await store.query(FileQuery(owner="alice"))).total == 0
+        assert (await store.query(FileQuery())).total == 1
+        await store.upsert_finished([(file(2, minutes=1, owner="alice"), True)])
+        assert (await store.query(FileQuery(owner="alice"))).total == 1
+    async with IndexStore(db) as store:  # opened again: nothing left to add
+        assert await store.count() == 2
+    with sqlite3.connect(db) as conn:
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(files)")}
+    assert "files_owner" in indexes

@@ -70,3 +70,47 @@ async def test_concurrent_command_writes_share_one_commit_and_all_land(tmp_path:
         assert store.generation == 2
         rows = {w.key: version for w, version in await store.due(10.0, 100)}
         assert rows["@0"] == 1
+
+
+async def test_a_page_of_one_owner_counts_only_its_watchers(tmp_path: Path) -> None:
+    async with WatcherStore(tmp_path / "w.sqlite3") as store:
+        for key, owner in (("@a", "alice"), ("@b", "bob"), ("@c", "alice"), ("@d", None)):
+            w = _watcher(key)
+            w.owner = owner
+            await store.put(w, next_check=0)
+        items, total = await store.page(1, 1, owner="alice")
+        assert ([w.key for w in items], total) == (["@a"], 2)
+        items, total = await store.page(2, 1, owner="alice")
+        assert ([w.key for w in items], total) == (["@c"], 2)
+        assert await store.page(1, 10, owner="carol") == ([], 0)
+        items, total = await store.page(1, 10)  # no owner given: everyone's, and the ownerless
+        assert ({w.key for w in items}, total) == ({"@a", "@b", "@c", "@d"}, 4)
+
+
+async def test_a_file_from_before_owners_gets_the_column_its_rows_no_owner(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE watchers (key TEXT PRIMARY KEY, status TEXT NOT NULL, "
+            "next_check REAL NOT NULL, created REAL NOT NULL, doc TEXT NOT NULL, "
+            "version INTEGER NOT NULL DEFAULT 0)"
+        )
+        db.execute(
+            "INSERT INTO watchers VALUES (?, 'active', 0, 0, ?, 3)",
+            ("@old", '{"key":"@old","task_id":"t","created_at":"2026-01-01T00:00:00Z"}'),
+        )
+    async with WatcherStore(path) as store:
+        old = await store.get("@old")
+        assert old is not None
+        assert old.owner is None  # from before ownership: an admin's only
+        assert await store.page(1, 10, owner="alice") == ([], 0)
+        assert (await store.page(1, 10))[1] == 1
+        new = _watcher("@new")
+        new.owner = "alice"
+        await store.put(new, next_check=0)
+        assert [w.key for w in (await store.page(1, 10, owner="alice"))[0]] == ["@new"]
+    with sqlite3.connect(path) as db:
+        indexes = {r[1] for r in db.execute("PRAGMA index_list(watchers)")}
+    assert "watchers_owner" in indexes
