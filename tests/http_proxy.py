@@ -19,15 +19,17 @@ MAX_HEAD = 64 * 1024
 
 
 class AuthProxy:
-    """Listens on 127.0.0.1; ``requests`` counts the requests forwarded, by target path."""
+    """Listens on 127.0.0.1; ``requests`` counts the requests forwarded, by target path.
+    ``hosts`` is the proxy's own name resolution (name -> address): a test's DNS."""
 
-    def __init__(self, user: str, password: str) -> None:
+    def __init__(self, user: str, password: str, *, hosts: dict[str, str] | None = None) -> None:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._expected = f"Basic {token}"
         self.user = user
         self.password = password
         self.requests: Counter[str] = Counter()
         self.refused = 0
+        self.hosts = hosts or {}
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
 
@@ -91,7 +93,8 @@ class AuthProxy:
         )
         upstream_head += "Connection: close\r\n\r\n"
         try:
-            up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            host = self.hosts.get(parts.hostname or "", parts.hostname)
+            up_reader, up_writer = await asyncio.open_connection(host, parts.port or 80)
         except OSError:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             await _close(writer)

@@ -51,7 +51,7 @@ def _url_maker(request: web.Request) -> UrlMaker:
     ctx = get_ctx(request)
     scenario = ctx.state.scenario
     # Default to the address the client used, so URLs work through Docker port mappings too.
-    base = ctx.public_base_url or f"{request.scheme}://{request.host}"
+    base = scenario.cdn_base_url or ctx.public_base_url or f"{request.scheme}://{request.host}"
     expire = int(time.time()) + scenario.url_ttl_s
     return UrlMaker(base, expire, with_backup=scenario.backup_urls)
 
@@ -290,6 +290,9 @@ async def flv_stream(request: web.Request) -> web.StreamResponse:
     room = ctx.state.streams.get(sid)
     if room is None or room.status != RoomStatus.LIVE:
         return web.Response(status=404, text="Not Found")
+    redirect = ctx.state.scenario.cdn_redirect
+    if redirect is not None:
+        return web.Response(status=302, headers={"Location": redirect})
     audio_only = request.query.get("only_audio") == "1"
     if _dead_rung(request, ctx, suffix, audio_only=audio_only):
         return hostile.dead_rung(ctx.state.scenario.dead_rung_mode)

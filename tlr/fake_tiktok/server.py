@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -125,6 +126,20 @@ class FakeTikTok:
     def base_url(self) -> str:
         """http://<host>:<port>; use it for both TIKTOK_WEB_BASE and TIKTOK_WEBCAST_BASE."""
         return self._ctx.public_base_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def egress_settings(self) -> dict[str, Any]:
+        """What a service needs to fetch streams from this fake (keyword arguments of its
+        settings): the fake's host on STREAM_HOST_SUFFIXES and, since it listens on a
+        loopback address, ALLOW_PRIVATE_STREAM_HOSTS."""
+        host = urlsplit(self.base_url).hostname or self.host
+        return {"stream_host_suffixes": (host,), "allow_private_stream_hosts": True}
+
+    @property
+    def egress_env(self) -> dict[str, str]:
+        """:attr:`egress_settings` as environment variables, for services run as processes."""
+        host = urlsplit(self.base_url).hostname or self.host
+        return {"STREAM_HOST_SUFFIXES": host, "ALLOW_PRIVATE_STREAM_HOSTS": "true"}
 
     @property
     def signer_url(self) -> str:

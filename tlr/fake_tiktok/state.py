@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from shared.tiktok.waf import MAX_ANSWER
 from tlr.fake_tiktok.defences import ApiSigner, DefenceStats, WafChallenges
@@ -98,6 +99,12 @@ class Scenario:
     """Age-gated rooms without a session answer 10011 instead of 4003110 (fault mode)."""
     require_browser_headers: bool = True
     """www HTML routes answer 403 "Access Denied" to requests that are no browser navigation."""
+    cdn_base_url: str | None = None
+    """Stream URLs handed out point at this ``http(s)://host[:port]`` instead of this server
+    (egress tests: a stream URL aimed at another service, or at a host name of the test's)."""
+    cdn_redirect: str | None = None
+    """Every CDN GET (a valid, signed one) answers 302 to this absolute URL (egress tests: a
+    CDN redirecting to a loopback service or to 169.254.169.254)."""
 
     def to_json(self) -> dict[str, Any]:
         body = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -159,6 +166,8 @@ _INT_RANGES: dict[str, tuple[int | None, int | None]] = {
 def _parse_flag(key: str, value: object) -> Any:
     if key == "rate_limit":
         return _parse_rate_limit(value)
+    if key in _URLS:
+        return _parse_url(key, value)
     if key in _CHOICES:
         if not isinstance(value, str) or value not in _CHOICES[key]:
             msg = f"{key} must be one of {', '.join(_CHOICES[key])}"
@@ -177,6 +186,25 @@ def _parse_flag(key: str, value: object) -> Any:
         msg = f"{key} must be a boolean"
         raise ValueError(msg)
     return value
+
+
+_URLS = ("cdn_base_url", "cdn_redirect")
+
+
+def _parse_url(key: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            if key == "cdn_base_url":
+                if parts.path.strip("/") or parts.query or parts.fragment:
+                    msg = f"{key} must be scheme://host[:port] only"
+                    raise ValueError(msg)
+                return value.rstrip("/")
+            return value
+    msg = f"{key} must be null or an absolute http(s) URL"
+    raise ValueError(msg)
 
 
 def _parse_rate_limit(value: object) -> RateLimit | None:
