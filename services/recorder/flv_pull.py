@@ -11,7 +11,9 @@ per stream, whatever the CDN's write sizes; the head is read as soon as it arriv
 the first piece of the body (the first media byte is not delayed).
 
 What stays as with httpx (the caller's client still decides it): the request headers
-(``client.build_request``), redirects (``follow_redirects``, ``max_redirects``), proxies (HTTP
+(``client.build_request``), the request event hooks, awaited before every hop as httpx does
+(the egress guards, ``shared.tiktok.guards``: a refused hop is never connected to), redirects
+(``follow_redirects``, ``max_redirects``), proxies (HTTP
 with CONNECT for https targets, SOCKS5 with or without auth; the client's own routing, mounts
 included), TLS with the client's SSL context, and httpx's exceptions (ConnectTimeout,
 ReadTimeout, ConnectError, ProxyError, RemoteProtocolError, TooManyRedirects), so the caller
@@ -30,6 +32,7 @@ from typing import Literal
 import httpx
 
 from services.recorder.flv_socket import Connection, Route, Stats, connect, parse_head, route_for
+from shared.tiktok.guards import STREAM_REQUEST
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -172,13 +175,16 @@ async def open_flv(
 
     Raises:
         httpx.HTTPError: ConnectTimeout, ReadTimeout (no head within ``read_timeout``),
-            ConnectError, ProxyError, RemoteProtocolError, TooManyRedirects.
+            ConnectError, ProxyError, RemoteProtocolError, TooManyRedirects, or what a
+            request hook raised (``guards.EgressRefused``).
         OSError: the connection failed in another way.
     """
     redirects = 0
     while True:
-        request = client.build_request("GET", url)
+        request = client.build_request("GET", url, extensions={STREAM_REQUEST: True})
         request.headers["Accept-Encoding"] = "identity"  # the body is fed as is to the parser
+        for hook in client.event_hooks["request"]:
+            await hook(request)
         conn = await connect(route, request.url, connect_timeout, Stats())
         try:
             response = await _exchange(conn, request, route, read_timeout)
@@ -225,7 +231,12 @@ async def _exchange(
     if "chunked" in encoding:
         framing = "chunked"
     elif "content-length" in values:
-        framing, left = "length", int(values["content-length"])
+        length = values["content-length"]
+        if not length.isdigit():
+            # Not int()'s ValueError: its text would quote the header (the peer's words).
+            msg = "malformed Content-Length"
+            raise httpx.RemoteProtocolError(msg, request=request)
+        framing, left = "length", int(length)
     if values.get("content-encoding", "identity").lower() not in ("identity", ""):
         msg = f"unsupported content encoding {values['content-encoding']!r}"
         raise httpx.DecodingError(msg, request=request)

@@ -7,7 +7,7 @@ from services.recorder.deps import RecorderDeps, Work
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordedFile, RecordingFinished, RoomLive, utc_now
 from shared.jobs import Outcome, Totals
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_text
 from shared.tiktok import TikTokError
 
 log = get_logger(__name__)
@@ -93,11 +93,16 @@ async def fail_or_retry(
 
 async def failed_unexpectedly(deps: RecorderDeps, event: Work, exc: Exception) -> None:
     """A bug or a local fault: counted like any failure; once the budget is spent the job
-    fails INTERNAL instead of being retried for ever."""
-    message = f"{type(exc).__name__}: {exc}"[:500]
+    fails INTERNAL instead of being retried for ever. The job shows the exception's type
+    only: its text (which may quote whatever a peer sent) goes to the log."""
+    log.warning(
+        "recorder.failed_unexpectedly",
+        job_id=event.job_id,
+        error=redact_text(f"{type(exc).__name__}: {exc}")[:500],
+    )
+    message = f"internal error ({type(exc).__name__}); the recorder's log has the details"
     failures = await deps.store.retrying(event.job_id, ErrorCode.INTERNAL, message)
     if failures >= MAX_RETRIES:
-        log.error("recorder.failed_unexpectedly", job_id=event.job_id, error=message)
         await finish(deps, event, Outcome("FAILURE", ErrorCode.INTERNAL, message))
         return
     raise exc

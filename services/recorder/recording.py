@@ -20,6 +20,7 @@ from services.recorder.session_types import Progress, RecordedSegment, SessionRe
 from services.recorder.startup import Slot
 from shared.bus import TRANSIENT
 from shared.consumer import Delivery
+from shared.egress import StreamPolicy
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordingStarted
 from shared.job_store import Refused
@@ -27,8 +28,15 @@ from shared.jobs import Claim, Outcome, RecordingPart, SegmentEntry, Totals
 from shared.lease import HeldLease, Holder, Keeper
 from shared.logging import get_logger
 from shared.naming import render
-from shared.tiktok import RoomInfo, StreamCandidate, TikTokError, stream_candidates
+from shared.tiktok import (
+    RoomInfo,
+    StreamCandidate,
+    StreamHostNotAllowed,
+    TikTokError,
+    stream_candidates,
+)
 from shared.tiktok.client import TikTokClient
+from shared.tiktok.guards import SESSION_REFUSALS, Refusals, stream_refusal
 
 log = get_logger(__name__)
 
@@ -175,6 +183,10 @@ async def _ended(
         outcome = Outcome("SUCCESS", room_id=room_id, files=files)
     else:
         message = result.error or result.reason
+        if result.error_code == ErrorCode.INTERNAL:
+            # A bug's text (an exception's) is for the log, not for API answers.
+            log.error("recorder.session_failed", job_id=event.job_id, error=message)
+            message = "internal error in the recorder; its log has the details"
         outcome = Outcome("FAILURE", result.error_code, message, room_id, files)
     await finish(deps, event, outcome, totals, token)
 
@@ -230,14 +242,25 @@ async def _session(
         except TRANSIENT as exc:
             log.warning("recorder.write_failed", job_id=job_id, error=repr(exc))
 
+    # Stream GETs the egress guards refused in this session (set around the session below).
+    refusals = Refusals()
+    handed_out = [0]  # stream URLs the last lookup gave the session
+
     async def lookup() -> StreamLookup:
+        if handed_out[0] and refusals.count >= handed_out[0]:
+            # Every URL of the last lookup was refused when fetched (a redirect, or a name,
+            # to a private address or off the list): the job ends on it, nothing fetched.
+            raise StreamHostNotAllowed
+        refusals.count = handed_out[0] = 0
         # room/info, or the live page when room/info refuses a flagged IP (4003110).
         fresh = await client.live_info(info.room_id, info.unique_id)
         if fresh.has_ended:
             return StreamLookup(status="ended")
         if fresh.is_paused:
             return StreamLookup(status="paused")
-        return StreamLookup(status="live", candidates=tuple(stream_candidates(fresh, preference)))
+        candidates = allowed(stream_candidates(fresh, preference), settings.stream_policy)
+        handed_out[0] = len(candidates)
+        return StreamLookup(status="live", candidates=candidates)
 
     def open_path(index: int, started_at: datetime) -> Path:
         if not keeper.fresh():
@@ -288,11 +311,34 @@ async def _session(
         duration=None if event.duration is None else max(1.0, event.duration - recorded_s),
         http=client.http if event.options.proxy else None,
     )
+    token = SESSION_REFUSALS.set(refusals)  # the session runs in this task
     try:
         return await deps.media.record(plan)
     finally:
+        SESSION_REFUSALS.reset(token)
         if writes:
             await asyncio.gather(*writes, return_exceptions=True)
+
+
+def allowed(candidates: list[StreamCandidate], policy: StreamPolicy) -> tuple[StreamCandidate, ...]:
+    """The candidates ``policy`` lets the session fetch, in order; the others are skipped
+    like dead rungs, never fetched, and logged. StreamHostNotAllowed when none is left."""
+    kept = []
+    for candidate in candidates:
+        reason = stream_refusal(policy, candidate.url)
+        if reason is None:
+            kept.append(candidate)
+            continue
+        log.warning(
+            "recorder.stream_refused",
+            quality=candidate.quality,
+            source=candidate.source,
+            url=candidate.url.split("?", 1)[0],  # without its signature
+            reason=reason,
+        )
+    if candidates and not kept:
+        raise StreamHostNotAllowed
+    return tuple(kept)
 
 
 def next_part(prior: RecordingPart | None) -> int:

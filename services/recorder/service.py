@@ -28,6 +28,7 @@ from shared.lease import KvLeases
 from shared.logging import get_logger
 from shared.service import BaseService
 from shared.subjects import JOB_REQUEST_CHANGES, JOBS_BUCKET, LEASE_RENEW, RECORDERS
+from shared.tiktok.guards import StreamGuard
 from shared.tiktok.pool import ClientPool
 
 log = get_logger(__name__)
@@ -44,10 +45,14 @@ class RecorderService(BaseService[RecorderSettings]):
 
     async def start(self, group: Group) -> None:  # noqa: ARG002  (no endpoints beyond status)
         settings = self.settings
+        # The direct client only ever fetches streams: every request (each redirect hop
+        # included) goes only where STREAM_HOST_SUFFIXES / ALLOW_PRIVATE_STREAM_HOSTS allow.
+        guard = StreamGuard(settings.stream_policy, via_proxy=False, every_request=True)
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, read=settings.read_timeout),
             follow_redirects=False,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+            event_hooks={"request": [guard]},
         )
         self._pool = ClientPool(settings)
         self.deps = RecorderDeps(

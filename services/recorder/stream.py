@@ -14,7 +14,8 @@ from services.recorder import metrics
 from services.recorder.flv import FlvFormatError, FlvReader
 from services.recorder.flv_pull import Stats, flv_get, route_for
 from services.recorder.segmenter import Segmenter, SegmentWriteError
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_text
+from shared.tiktok.guards import STREAM_REQUEST, EgressRefused, transport_reason
 from shared.tiktok.models import StreamCandidate
 
 log = get_logger(__name__)
@@ -22,9 +23,10 @@ log = get_logger(__name__)
 
 @dataclass(slots=True)
 class Conn:
-    """How one connection ended."""
+    """How one connection ended. ``detail`` is a fixed phrase (it may reach a job's
+    ``error_message``); the exception's own text is logged where it is caught."""
 
-    kind: Literal["eof", "stall", "stop", "limit", "http", "error"]
+    kind: Literal["eof", "stall", "stop", "limit", "http", "error", "refused"]
     media: bool = False
     status: int | None = None
     detail: str = ""
@@ -32,9 +34,12 @@ class Conn:
     @property
     def dead(self) -> bool:
         """The URL is not worth waiting for: it answered an error status, or closed (or
-        failed) before any media. A listed rung can be dead while others play (StreamCap
-        #120; upstream 7.7 counts a connection under ~4 KB as dead)."""
-        return self.kind == "http" or (self.kind in ("eof", "error") and not self.media)
+        failed) before any media, or the egress policy refused it (or a redirect from it).
+        A listed rung can be dead while others play (StreamCap #120; upstream 7.7 counts a
+        connection under ~4 KB as dead)."""
+        return self.kind in ("http", "refused") or (
+            self.kind in ("eof", "error") and not self.media
+        )
 
     @property
     def close_reason(self) -> str:
@@ -261,10 +266,24 @@ class StreamPuller:
             return Conn("error", media=media, detail="timeout")
         except httpx.ReadTimeout:
             return self._stalled(media, "read timeout")
+        except EgressRefused as exc:
+            # Never connected to (the guard logged the host and why).
+            return Conn("refused", media=media, detail=str(exc))
         except (httpx.HTTPError, httpx.InvalidURL, OSError, FlvFormatError) as exc:
             if isinstance(exc, SegmentWriteError):
                 raise  # the disk failed, not the stream: it ends the session (see run())
-            return Conn("error", media=media, detail=f"{type(exc).__name__}: {exc}")
+            # The text (a proxy's or a service's banner, maybe) to the log, never further.
+            log.warning(
+                "recorder.stream_failed",
+                error=redact_text(f"{type(exc).__name__}: {exc}")[:300],
+                media=media,
+            )
+            detail = (
+                "the stream is not valid FLV"
+                if isinstance(exc, FlvFormatError)
+                else transport_reason(exc)
+            )
+            return Conn("error", media=media, detail=detail)
         finally:
             self.count_bytes()
         return Conn("eof", media=media)
@@ -275,7 +294,11 @@ class StreamPuller:
         route = route_for(self._http, httpx.URL(url))
         if route is None:
             async with self._http.stream(
-                "GET", url, timeout=self._timeouts, follow_redirects=True
+                "GET",
+                url,
+                timeout=self._timeouts,
+                follow_redirects=True,  # every hop passes the client's egress guards
+                extensions={STREAM_REQUEST: True},
             ) as response:
                 yield response.status_code, response.aiter_bytes()
             return

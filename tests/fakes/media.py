@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from services.recorder.media import SessionPlan
-from services.recorder.session_types import Progress, Reason, RecordedSegment, SessionResult
+from services.recorder.session_types import (
+    Progress,
+    Reason,
+    RecordedSegment,
+    SessionResult,
+    StreamLookup,
+)
 from shared.errors import ErrorCode
 from shared.jobs import SegmentEntry
 
@@ -54,6 +60,7 @@ class FakeMedia:
         self.paused = asyncio.Event()
         self.resume = asyncio.Event()
         self.plans: list[SessionPlan] = []
+        self.lookups: list[StreamLookup] = []
         self.opened: list[Path] = []
         self.open_error: Exception | None = None
         self.results: list[SessionResult] = []
@@ -71,7 +78,15 @@ class FakeMedia:
         return self.takeovers.get(entry.path)
 
     async def _play(self, plan: SessionPlan) -> SessionResult:
-        found = await plan.lookup()
+        try:
+            found = await plan.lookup()
+        except Exception as exc:
+            if getattr(exc, "retryable", True) is not False:
+                raise
+            # As RecordingSession: a lookup error that says so ends the session on its code.
+            code = getattr(exc, "code", ErrorCode.INTERNAL)
+            return _result([], "error", code, str(exc))
+        self.lookups.append(found)
         if found.status != "live" or not found.urls:
             return _result([], "error", ErrorCode.LIVE_OFFLINE, "the live was not on")
         await plan.on_stream(found.urls[0])

@@ -38,7 +38,7 @@ class FakeTikTokClient:
 
     def live(self, room_id: str, *, unique_id: str = "kim", title: str = "hello") -> RoomInfo:
         """The room is live, with one origin stream."""
-        url = f"https://cdn.example/{room_id}/origin.flv"
+        url = f"https://pull-flv-l1-va01.tiktokcdn.com/game/stream-{room_id}.flv"
         info = RoomInfo(
             room_id=room_id,
             status=STATUS_LIVE,

@@ -1,15 +1,19 @@
-"""flv_pull without sockets: the routes it reads off an httpx client, the chunked decoder."""
+"""flv_pull: the routes it reads off an httpx client, the chunked decoder (without sockets), and
+the egress guards it awaits before every hop (with local servers)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import httpx
 import pytest
 
-from services.recorder.flv_pull import FlvResponse, route_for
+from services.recorder.flv_pull import FlvResponse, open_flv, route_for
 from services.recorder.flv_socket import Connection, Stats
+from shared.egress import StreamPolicy
+from shared.tiktok.guards import StreamGuard, StreamHostRefused
 
 URL = httpx.URL("http://cdn.example/stream.flv")
 
@@ -118,3 +122,85 @@ async def test_malformed_chunk_size() -> None:
     rng = random.Random(10)
     with pytest.raises(httpx.RemoteProtocolError, match="chunk size"):
         await _decode(b"zz\r\nabc\r\n0\r\n\r\n", "chunked", rng)
+
+
+# --- egress (issue 17): the client's request hooks on every hop --------------------------------
+
+
+class Server:
+    """A local HTTP server answering every connection with ``answer`` (then closing); counts
+    connections."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.answer)
+            await writer.drain()
+        writer.close()
+
+
+def redirect_to(location: str) -> bytes:
+    return f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("target", ["localhost", "169.254.169.254"])
+async def test_a_redirect_off_the_list_is_refused_before_connecting(target: str) -> None:
+    local = StreamPolicy(("127.0.0.1",), allow_private=True)  # the test's CDN, on loopback
+    guard = StreamGuard(local, via_proxy=False, every_request=True)
+    async with Server(b"") as canary:
+        port = canary.url.rsplit(":", 1)[1]
+        location = f"http://{target}:{port}/x" if target == "localhost" else f"http://{target}/"
+        async with (
+            Server(redirect_to(location)) as cdn,
+            httpx.AsyncClient(event_hooks={"request": [guard]}) as client,
+        ):
+            url = f"{cdn.url}/game/stream-1.flv"
+            route = route_for(client, httpx.URL(url))
+            assert route is not None
+            with pytest.raises(StreamHostRefused):
+                await open_flv(client, route, url, connect_timeout=5, read_timeout=5)
+            assert cdn.connections == 1
+        assert canary.connections == 0
+
+
+async def test_a_first_url_off_the_list_is_never_connected_to() -> None:
+    guard = StreamGuard(StreamPolicy(), via_proxy=False, every_request=True)
+    async with Server(b"HTTP/1.1 200 OK\r\n\r\n") as service:
+        async with httpx.AsyncClient(event_hooks={"request": [guard]}) as client:
+            url = f"{service.url}/x.flv"
+            route = route_for(client, httpx.URL(url))
+            assert route is not None
+            with pytest.raises(StreamHostRefused):
+                await open_flv(client, route, url, connect_timeout=5, read_timeout=5)
+        assert service.connections == 0
+
+
+async def test_a_malformed_content_length_does_not_quote_the_peer() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: SSH-2.0-OpenSSH_9.6\r\n\r\n"
+    async with Server(answer) as service, httpx.AsyncClient() as client:
+        url = f"{service.url}/x.flv"
+        route = route_for(client, httpx.URL(url))
+        assert route is not None
+        with pytest.raises(httpx.RemoteProtocolError) as failed:
+            await open_flv(client, route, url, connect_timeout=5, read_timeout=5)
+    assert "OpenSSH" not in str(failed.value)

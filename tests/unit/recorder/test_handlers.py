@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 from services.recorder.deps import Job, RecorderDeps, Work
 from services.recorder.endings import ENDING_DEADLINE, Endings
 from services.recorder.handlers import FIRST_REFUSAL, on_recording_work
+from services.recorder.media import SessionPlan
 from services.recorder.outcome import MAX_RETRIES
 from services.recorder.recording import DISK_FULL_RETRY, LeaseNotFresh
+from services.recorder.session_types import SessionResult
 from services.recorder.settings import RecorderSettings
 from services.recorder.startup import StartUps
 from shared.consumer import Delivery
@@ -30,7 +33,8 @@ from shared.job_store import JobStore
 from shared.jobs import Claim, JobRequest, Outcome, RecordingPart, SegmentEntry
 from shared.lease import LEASE_DOUBT, Holder
 from shared.subjects import LEASE_RENEW
-from shared.tiktok import RoomInfo, UserNotFound, WafBlocked
+from shared.tiktok import RoomInfo, StreamVariant, UserNotFound, WafBlocked
+from shared.tiktok.guards import SESSION_REFUSALS
 from tests.fakes.clock import ManualClock
 from tests.fakes.documents import MemoryDocuments
 from tests.fakes.leases import MemoryLeases
@@ -730,3 +734,84 @@ async def test_a_start_up_that_fails_gives_its_slot_back(world: World) -> None:
     assert (world.startups.running, world.startups.waiting) == (0, 0)
     await world.run(attempt=2)  # the one slot is free again
     assert (await world.job()).state == "SUCCESS"
+
+
+# --- egress (issue 17) -------------------------------------------------------------------------
+
+CDN = "https://pull-flv-l1-va01.tiktokcdn.com/game/stream-1"
+
+
+def streams(world: World, **urls: str) -> None:
+    """The live room lists these stream URLs, by quality (best first)."""
+    info = world.tiktok.live(ROOM)
+    variants = {q: StreamVariant(q, url) for q, url in urls.items()}
+    world.tiktok.rooms[ROOM] = dataclasses.replace(info, streams=variants)
+
+
+async def test_stream_urls_off_the_allow_list_are_skipped_never_handed_to_the_session(
+    world: World,
+) -> None:
+    streams(
+        world,
+        origin="http://127.0.0.1:6379/game/stream-1.flv",
+        uhd="https://evil-tiktokcdn.com/game/stream-1_uhd5.flv",
+        hd=f"{CDN}_hd5.flv",
+    )
+    await world.run()
+    [found] = world.media.lookups
+    assert [c.url for c in found.candidates] == [f"{CDN}_hd5.flv"]
+    assert (await world.job()).state == "SUCCESS"
+
+
+async def test_no_stream_url_on_the_allow_list_fails_the_job_with_its_own_code(
+    world: World,
+) -> None:
+    streams(world, origin="http://169.254.169.254/latest/meta-data/", hd="http://10.0.0.8/x.flv")
+    await world.run()
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.STREAM_HOST_NOT_ALLOWED)
+    assert doc.error_message is not None
+    assert "169.254" not in doc.error_message
+    assert "10.0.0.8" not in doc.error_message
+    assert world.media.lookups == []
+    assert [e.error_code for e in world.finished()] == [ErrorCode.STREAM_HOST_NOT_ALLOWED]
+
+
+class RefusingMedia(FakeMedia):
+    """Every URL of the first lookup is refused when fetched (what the StreamGuard does to a
+    redirect to a private address), then the session looks the stream up again."""
+
+    async def record(self, plan: SessionPlan) -> SessionResult:
+        found = await plan.lookup()
+        refusals = SESSION_REFUSALS.get()
+        assert refusals is not None  # the recorder counts this session's refusals
+        refusals.count += len(found.candidates)
+        return await super().record(plan)
+
+
+async def test_every_stream_url_refused_when_fetched_fails_the_job(world: World) -> None:
+    streams(world, origin=f"{CDN}.flv", hd=f"{CDN}_hd5.flv")
+    world.media = RefusingMedia()
+    await world.run()
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.STREAM_HOST_NOT_ALLOWED)
+    assert SESSION_REFUSALS.get() is None  # set for the session only
+
+
+async def test_a_session_failing_internally_shows_no_exception_text(world: World) -> None:
+    world.tiktok.live(ROOM)
+    banner = "RemoteProtocolError('SSH-2.0-OpenSSH_9.6 billing-db')"
+    world.media = FakeMedia([], ending="error", error_code=ErrorCode.INTERNAL, error=banner)
+    await world.run()
+    doc = await world.job()
+    assert (doc.state, doc.error_code) == ("FAILURE", ErrorCode.INTERNAL)
+    assert doc.error_message is not None
+    assert "OpenSSH" not in doc.error_message
+
+
+async def test_a_bug_shows_its_type_not_its_text(world: World) -> None:
+    world.tiktok.fail("confirm_live", ValueError("invalid literal for int(): 'SSH-2.0-OpenSSH'"))
+    with pytest.raises(ValueError, match="invalid literal"):
+        await world.run()
+    doc = await world.job()
+    assert doc.error_message == "internal error (ValueError); the recorder's log has the details"
