@@ -153,6 +153,10 @@ def _stack_env(ports: Ports, var_dir: Path, fake: str, s3: bool) -> dict[str, st
     env = {
         "TIKTOK_WEB_BASE": fake,
         "TIKTOK_WEBCAST_BASE": fake,
+        # The fake's CDN is this machine: its host on the allow-list, loopback allowed (the
+        # defaults, TikTok's CDNs and no private address, are for real deployments).
+        "STREAM_HOST_SUFFIXES": "127.0.0.1",
+        "ALLOW_PRIVATE_STREAM_HOSTS": "true",
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(ports.gateway),
         "API_KEYS": "demo-" + os.urandom(12).hex(),

@@ -75,6 +75,7 @@ async def chaos_fleet(
         "COOKIES_DIR": str(tmp_path / "cookies"),
         "TIKTOK_WEB_BASE": fake_tiktok.base_url,
         "TIKTOK_WEBCAST_BASE": fake_tiktok.base_url,
+        **fake_tiktok.egress_env,
         "SECRET_KEY": secret,
         "READ_TIMEOUT": "2",
         "LOG_FORMAT": "json",

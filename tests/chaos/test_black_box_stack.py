@@ -80,6 +80,7 @@ async def stack(fake_tiktok: FakeTikTok, tmp_path: Path) -> AsyncIterator[Stack]
         "GATEWAY_PORT": str(free_port()),
         "TIKTOK_WEB_BASE": fake_tiktok.base_url,
         "TIKTOK_WEBCAST_BASE": fake_tiktok.base_url,
+        **fake_tiktok.egress_env,
         "READ_TIMEOUT": "2",
         "RATE_LIMIT_PER_MIN": "100000",
         "PYTHONUNBUFFERED": "1",

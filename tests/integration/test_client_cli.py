@@ -120,6 +120,7 @@ async def gateway(
         read_timeout=2.0,
         tiktok_web_base=fake_tiktok.base_url,
         tiktok_webcast_base=fake_tiktok.base_url,
+        **fake_tiktok.egress_settings,
     )
     sched = SchedulerSettings(
         nats_url=nats_url,

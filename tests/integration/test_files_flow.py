@@ -65,6 +65,7 @@ async def stack(
         tiktok_web_base=fake_tiktok.base_url,
         tiktok_webcast_base=fake_tiktok.base_url,
         read_timeout=2.0,
+        **fake_tiktok.egress_settings,
     )
     up = UploaderSettings(
         **common, instance_id="up-1", s3_bucket=BUCKET, s3_endpoint_url=s3_server.endpoint_url

@@ -48,6 +48,7 @@ def recorder_settings(nats_url: str, fake: FakeTikTok, tmp: Path, secret: str, n
         tiktok_webcast_base=fake.base_url,
         secret_key=secret,
         read_timeout=2.0,
+        **fake.egress_settings,
     )
 
 

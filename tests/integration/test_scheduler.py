@@ -53,6 +53,7 @@ async def recorder(
         tiktok_web_base=fake_tiktok.base_url,
         tiktok_webcast_base=fake_tiktok.base_url,
         read_timeout=2.0,
+        **fake_tiktok.egress_settings,
     )
     async with RecorderService(bus, settings):
         yield settings.recordings_dir
@@ -383,8 +384,15 @@ async def test_a_watcher_whose_proxy_cannot_be_unsealed_never_asks_tiktok(
             assert "s3cret" not in pia.error_message
             assert pia.live_state == "unknown"
 
-        # Given the key that sealed it, the scheduler polls it, through its proxy only.
-        right = scheduler_settings(nats_server, fake_tiktok, tmp_path, secret_key=sealing_key)
+        # Given the key that sealed it, the scheduler polls it, through its proxy only (on
+        # 127.0.0.1: private proxies allowed).
+        right = scheduler_settings(
+            nats_server,
+            fake_tiktok,
+            tmp_path,
+            secret_key=sealing_key,
+            allow_private_proxies=True,
+        )
         async with SchedulerService(bus, right):
 
             async def polled_through_proxy() -> bool:

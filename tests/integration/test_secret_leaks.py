@@ -92,13 +92,18 @@ async def stack(
         "cookies_dir": cookies,
         "secret_key": secret,
     }
-    gw = GatewaySettings(**common, api_keys=[KEY], rate_limit_per_min=100_000)
+    # The proxy listens on 127.0.0.1: private proxies allowed (gateway and recorder).
+    gw = GatewaySettings(
+        **common, api_keys=[KEY], rate_limit_per_min=100_000, allow_private_proxies=True
+    )
     rec = RecorderSettings(
         **common,
         instance_id="rec-1",
         tiktok_web_base=fake_tiktok.base_url,
         tiktok_webcast_base=fake_tiktok.base_url,
         read_timeout=2.0,
+        allow_private_proxies=True,
+        **fake_tiktok.egress_settings,
     )
     up = UploaderSettings(
         **common, instance_id="up-1", s3_bucket="rec", s3_endpoint_url=s3_server.endpoint_url
@@ -243,6 +248,7 @@ async def test_no_nats_password_or_seed_in_logs_events_kv_or_answers(
             tiktok_web_base=fake_tiktok.base_url,
             tiktok_webcast_base=fake_tiktok.base_url,
             read_timeout=2.0,
+            **fake_tiktok.egress_settings,
         )
         recorder = await Bus.connect(
             [server.client_url], service="recorder", auth=as_user("recorder")

@@ -65,6 +65,7 @@ async def api(
         recordings_dir=tmp_path / "recordings",
         read_timeout=2.0,
         **common,  # type: ignore[arg-type]
+        **fake_tiktok.egress_settings,
     )
     sched = SchedulerSettings(
         instance_id="sched-1",
