@@ -10,10 +10,17 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
+from shared.egress import canonical_host, ip_of, is_private, resolve
 from shared.naming import validate_template
 
 PROXY_SCHEMES = frozenset({"http", "https", "socks5", "socks5h"})
 MAX_URL = 300
+# A proxy's name is resolved for at most this long while a request waits for its answer.
+PROXY_RESOLVE_TIMEOUT_S = 2.0
+PRIVATE_PROXY = (
+    "proxy must not be on a private, loopback or link-local address "
+    "(this deployment does not allow it: ALLOW_PRIVATE_PROXIES)"
+)
 ROOM_ID_PATTERN = r"^[0-9]{15,20}$"
 COOKIES_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}){0,7}$"
 _ROOM_ID = re.compile(ROOM_ID_PATTERN)
@@ -80,7 +87,9 @@ def check_proxy(value: str) -> str:
         port = None
     if parts.scheme not in PROXY_SCHEMES or not parts.hostname or not port:
         raise ValueError(shape)
-    if not (_is_ip(parts.hostname) or _HOSTNAME.fullmatch(parts.hostname)):
+    if not (_is_ip(parts.hostname) or _HOSTNAME.fullmatch(parts.hostname)) or not _plain(
+        parts.hostname
+    ):
         msg = "proxy host must be a host name or an IP address"
         raise ValueError(msg)
     if not _USERINFO.fullmatch(parts.netloc.rpartition("@")[0]):
@@ -90,6 +99,43 @@ def check_proxy(value: str) -> str:
         msg = "proxy must be only scheme, host and port (no path, query or fragment)"
         raise ValueError(msg)
     return value
+
+
+def _plain(host: str) -> bool:
+    """Not a numeric form a resolver reads as an address (2130706433, 127.1, 0x7f000001)."""
+    try:
+        canonical_host(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def check_proxy_destination(
+    value: str, *, allow_private: bool, timeout: float = PROXY_RESOLVE_TIMEOUT_S
+) -> None:
+    """Refuse a proxy (already :func:`check_proxy`'d) on a private, loopback or link-local
+    address unless ``allow_private`` (ALLOW_PRIVATE_PROXIES): ValueError, worded like the
+    other field errors.
+
+    A literal address is judged as it is; a name is resolved, within ``timeout`` seconds,
+    and every address it has must be public. A name that does not resolve here (or not in
+    time) is accepted: the gateway need not share the recorders' DNS (a proxy known only
+    inside their network), and the recorders and the scheduler check the proxy again,
+    resolving it themselves, before anything goes through it.
+    """
+    if allow_private:
+        return
+    host = urlsplit(value).hostname or ""
+    ip = ip_of(host)
+    if ip is not None:
+        addresses = [ip]
+    else:
+        try:
+            addresses = await resolve(host, 0, timeout=timeout)
+        except OSError:  # TimeoutError included
+            return
+    if any(is_private(a) for a in addresses):
+        raise ValueError(PRIVATE_PROXY)
 
 
 def _is_ip(host: str) -> bool:
