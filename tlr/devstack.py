@@ -114,13 +114,26 @@ def _new_api_key() -> str:
     return "dev-" + secrets.token_urlsafe(24)
 
 
+DEV_KEY_NAME = "dev"
+
+
 def dev_api_key(env: dict[str, str], var_dir: Path) -> str | None:
     """The development key (kept in ``var/dev-api-key``) put in ``env``'s API_KEYS, only when
-    the operator gave no key: never one beside API_KEYS_FILE's. None when none was made."""
+    the operator gave no key: never one beside API_KEYS_FILE's. None when none was made.
+
+    It is an admin's (it sees every job and may rebuild the index, as the one user of a dev
+    stack must): ``var/dev-api-keys`` (API_KEYS_FILE) names it ``dev`` with ``role=admin``,
+    and the file's entry of a key listed in both places wins.
+    """
     if env.get("API_KEYS") or env.get("API_KEYS_FILE"):
         return None
     key = kept_secret(var_dir, "dev-api-key", _new_api_key)
+    keys_file = var_dir / "dev-api-keys"
+    keys_file.touch(mode=0o600)
+    keys_file.chmod(0o600)  # before the key is in it
+    keys_file.write_text(f"# made by tlr up from dev-api-key\n{DEV_KEY_NAME} {key} role=admin\n")
     env["API_KEYS"] = key
+    env["API_KEYS_FILE"] = str(keys_file)
     return key
 
 

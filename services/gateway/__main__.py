@@ -37,6 +37,9 @@ async def serve(settings: GatewaySettings, api_keys: ApiKeyRegistry) -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        # Always given: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1. The
+        # client address it yields is what failed authentications are counted by.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     server = _Server(config)
     serving = asyncio.create_task(server.serve())

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from services.gateway.auth_failures import AuthFailures
 from services.gateway.body_limits import BodyLimitMiddleware
 from services.gateway.cors import CorsMiddleware
 from services.gateway.deps import require_api_key
@@ -32,6 +33,9 @@ REST API of the distributed TikTok LIVE recorder. Every route except health, rea
 metrics and these docs needs an `X-API-Key` header. Every error has the body
 `{error_code, error_message, correlation_id}`; send `X-Correlation-ID` to choose the id.
 Request bodies are JSON (`Content-Type: application/json`) of at most MAX_BODY_BYTES.
+A key sees and changes only the jobs, watchers and files it made (another key's answer 404,
+as unknown ones do); a key with `role=admin` sees all, and alone may call the fleet-wide
+routes (services, diagnostics, index rebuild).
 """
 
 
@@ -60,6 +64,7 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     app.state.settings = settings
     app.state.link = link
     app.state.secrets = SecretBox(settings.secret_key) if settings.secret_key else None
+    app.state.auth_failures = AuthFailures(settings.auth_failures_per_min)
     install_error_handlers(app)
     # Added innermost first. Outermost, the request context: every answer (a preflight, a
     # 413, a 500) carries the correlation id. CORS wraps the rest so a browser can read error

@@ -4,6 +4,10 @@ Each command takes the handles it needs and returns a result or raises a :class:
 it knows nothing of HTTP (``errors.py`` maps its errors, and NATS outages, to answers). A
 change travels as a JetStream command its owner consumes in order, or as ``desired`` in a
 ``job.<id>`` document of KV ``jobs``, so it is accepted here and applied moments later.
+
+What a command makes is owned by the asking key's name; a command on a job or a watcher that
+the asking key does not see (:meth:`ApiKey.sees`) is :class:`NotFound`, exactly as for one that
+does not exist.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.gateway.api_keys import ApiKey
 from services.gateway.job_status import assemble, assemble_watch
 from services.gateway.micro_client import get_watcher, rebuild_index
 from services.gateway.nats_link import NatsLink
@@ -51,6 +56,11 @@ class NotFound(CommandError):
 
 class Conflict(CommandError):
     """It exists, but its state forbids the command (finished, paused, being deleted)."""
+
+
+# One message for unknown and not the caller's: an answer must not tell them apart.
+NO_JOB = "no such job"
+NO_WATCHER = "no such watcher"
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -108,13 +118,15 @@ async def submit_recording(
     store: JobStore,
     ask: RecordingCreate,
     *,
+    owner: str,
     secrets: SecretBox | None,
     cookies_dir: Path,
     correlation_id: str,
     start: Start | None = None,
 ) -> str:
-    """Record a live now: ``job.<id>`` stored PENDING, then ``recording.requested`` for the
-    recorder fleet (by ``start``, :func:`store_and_publish` unless given). Returns the job id."""
+    """Record a live now: ``job.<id>`` of ``owner`` stored PENDING, then
+    ``recording.requested`` for the recorder fleet (by ``start``, :func:`store_and_publish`
+    unless given). Returns the job id."""
     options = await recording_options(ask.options, ask.output_template, secrets, cookies_dir)
     job_id = new_id()
     doc = jobs.JobRequest(
@@ -124,6 +136,7 @@ async def submit_recording(
         duration=ask.duration,
         options=options,
         correlation_id=correlation_id,
+        owner=owner,
     )
     event = RecordingRequested(
         event_id=f"rec:{job_id}",
@@ -133,6 +146,7 @@ async def submit_recording(
         url=ask.url,
         duration=ask.duration,
         options=options,
+        owner=owner,
     )
     return await (start or store_and_publish)(link.require_bus(), store, doc, event)
 
@@ -184,17 +198,21 @@ async def create_watcher(
     store: JobStore,
     ask: WatcherCreate,
     *,
+    owner: str,
     secrets: SecretBox | None,
     cookies_dir: Path,
     correlation_id: str,
     start: Start | None = None,
 ) -> str:
     """Watch a room or user: ``job.<id>`` of kind watch stored, then ``watch.requested`` for
-    the scheduler (by ``start``, as for a recording). Returns the watch job's id."""
+    the scheduler (by ``start``, as for a recording); the watcher, its watch job and every
+    job it starts are ``owner``'s. Returns the watch job's id."""
     target = watch_target(ask.room_id, ask.url)
     template = ask.options.output_template
     options = await recording_options(ask.options, template, secrets, cookies_dir)
-    # A key is free again once its watcher is being deleted: the delete is queued first.
+    # A key is free again once its watcher is being deleted: the delete is queued first. A
+    # target is watched once per deployment, whoever watches it: 409 tells that it is watched,
+    # never by whom (nor anything else of that watcher).
     existing = await _scheduler_watcher(link, target.key)
     if existing is not None and not await _being_deleted(store, existing):
         msg = f"a watcher with key {target.key} exists"
@@ -208,6 +226,7 @@ async def create_watcher(
         url=ask.url,
         options=options,
         correlation_id=correlation_id,
+        owner=owner,
     )
     event = WatchRequested(
         event_id=f"watch:{task_id}",
@@ -219,13 +238,24 @@ async def create_watcher(
         unique_id=target.unique_id,
         poll_interval=ask.poll_interval,
         options=options,
+        owner=owner,
     )
     return await (start or store_and_publish)(link.require_bus(), store, doc, event)
 
 
-async def delete_watcher(link: NatsLink, store: JobStore, key: str, *, correlation_id: str) -> None:
+async def read_watcher(link: NatsLink, key: str, *, caller: ApiKey) -> Watcher:
+    """The watcher under ``key``, if ``caller`` sees it."""
+    watcher = await _scheduler_watcher(link, key)
+    if watcher is None or not caller.sees(watcher.owner):
+        raise NotFound(NO_WATCHER)
+    return watcher
+
+
+async def delete_watcher(
+    link: NatsLink, store: JobStore, key: str, *, caller: ApiKey, correlation_id: str
+) -> None:
     """Stop watching ``key``; the recording in progress stops and its files are finalized."""
-    watcher = await _changeable_watcher(link, store, key)
+    watcher = await _changeable_watcher(link, store, key, caller)
     await _end_watch(
         link.require_bus(),
         store,
@@ -236,9 +266,11 @@ async def delete_watcher(link: NatsLink, store: JobStore, key: str, *, correlati
     )
 
 
-async def pause_watcher(link: NatsLink, store: JobStore, key: str, *, correlation_id: str) -> None:
+async def pause_watcher(
+    link: NatsLink, store: JobStore, key: str, *, caller: ApiKey, correlation_id: str
+) -> None:
     """Stop polling ``key`` until resumed; the recording in progress stops cleanly."""
-    watcher = await _changeable_watcher(link, store, key)
+    watcher = await _changeable_watcher(link, store, key, caller)
     if watcher.status == "paused":
         msg = "watcher is paused already"
         raise Conflict(msg)
@@ -247,9 +279,11 @@ async def pause_watcher(link: NatsLink, store: JobStore, key: str, *, correlatio
     await link.require_bus().publish(WatchPaused(correlation_id=correlation_id, key=watcher.key))
 
 
-async def resume_watcher(link: NatsLink, store: JobStore, key: str, *, correlation_id: str) -> None:
+async def resume_watcher(
+    link: NatsLink, store: JobStore, key: str, *, caller: ApiKey, correlation_id: str
+) -> None:
     """Poll a paused ``key`` again; the scheduler checks the room right away."""
-    watcher = await _changeable_watcher(link, store, key)
+    watcher = await _changeable_watcher(link, store, key, caller)
     if watcher.status != "paused":
         msg = "watcher is not paused"
         raise Conflict(msg)
@@ -261,12 +295,10 @@ async def _scheduler_watcher(link: NatsLink, key: str) -> Watcher | None:
     return await get_watcher(link.require_bus().nc, key)
 
 
-async def _changeable_watcher(link: NatsLink, store: JobStore, key: str) -> Watcher:
-    """The watcher under ``key``, unless it is unknown or being deleted already."""
-    watcher = await _scheduler_watcher(link, key)
-    if watcher is None:
-        msg = "no such watcher"
-        raise NotFound(msg)
+async def _changeable_watcher(link: NatsLink, store: JobStore, key: str, caller: ApiKey) -> Watcher:
+    """The watcher under ``key``, unless it is unknown (to ``caller``) or being deleted
+    already. Ownership comes first: another key's watcher is a 404, being deleted or not."""
+    watcher = await read_watcher(link, key, caller=caller)
     if await _being_deleted(store, watcher):
         msg = "watcher is being deleted"
         raise Conflict(msg)
@@ -309,14 +341,13 @@ async def _end_watch(
 
 
 async def cancel_job(
-    link: NatsLink, store: JobStore, task_id: str, *, correlation_id: str
+    link: NatsLink, store: JobStore, task_id: str, *, caller: ApiKey, correlation_id: str
 ) -> JobStatus:
     """Cancel a job; its status once asked. A recording stops and its files are finalized; a
     watch job is cancelled by ending its watcher, as :func:`delete_watcher` does."""
     found = await store.request(task_id)
-    if found is None:
-        msg = "no such job"
-        raise NotFound(msg)
+    if found is None or not caller.sees(found.owner):
+        raise NotFound(NO_JOB)
     if found.kind == "watch":
         return await _cancel_watch_job(link, store, found, correlation_id)
     recording = await store.recording(task_id)

@@ -1,5 +1,5 @@
-"""FastAPI dependencies: settings, the NATS link, the correlation id, the API key check and the
-rate limit."""
+"""FastAPI dependencies: settings, the NATS link, the correlation id, the API key check (with
+failed attempts limited per client address), the admin check and the rate limit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
 
 from services.gateway.api_keys import ApiKey, ApiKeyRegistry
+from services.gateway.auth_failures import AUTH_REFUSED, AuthFailures
 from services.gateway.errors import CORRELATION_ID, ApiError
 from services.gateway.nats_link import NatsLink
 from services.gateway.ratelimit import RateLimiter, enforce
@@ -101,15 +102,39 @@ def get_rate_limiter(request: Request) -> RateLimiter | None:
     return limiter
 
 
+def client_address(request: Request) -> str:
+    """The client's address: the peer's, or the one X-Forwarded-For gives when the peer is a
+    proxy in FORWARDED_ALLOW_IPS (uvicorn rewrites the ASGI scope before we see it)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _auth_failures(request: Request) -> AuthFailures:
+    failures: AuthFailures = request.app.state.auth_failures
+    return failures
+
+
 async def authenticate(
+    request: Request,
     registry: Annotated[ApiKeyRegistry, Depends(get_api_keys)],
     key: Annotated[str | None, Security(api_key_header)] = None,
 ) -> ApiKey:
-    """401 without a key, 403 with an unknown one. Compared in constant time."""
+    """401 without a key, 403 with an unknown one (compared in constant time); 429, before
+    the key is even looked at, for an address past AUTH_FAILURES_PER_MIN failures."""
+    failures = _auth_failures(request)
+    address = client_address(request)
+    wait = failures.retry_after(address)
+    if wait is not None:
+        AUTH_REFUSED.labels("throttled").inc()
+        message = f"too many failed authentications from this address; retry in {wait} s"
+        raise ApiError(429, ErrorCode.RATE_LIMITED, message, headers={"Retry-After": str(wait)})
     if not key:
+        failures.failed(address)
+        AUTH_REFUSED.labels("missing").inc()
         raise ApiError(401, ErrorCode.UNAUTHORIZED, "missing X-API-Key header")
     found = registry.lookup(key)
     if found is None:
+        failures.failed(address)
+        AUTH_REFUSED.labels("unknown").inc()
         raise ApiError(403, ErrorCode.FORBIDDEN, "unknown API key")
     # Not "api_key_name": the log redaction hides any field named like api_key.
     structlog.contextvars.bind_contextvars(key_name=found.name)
@@ -129,3 +154,13 @@ async def require_api_key(
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+async def require_admin(api_key: ApiKeyDep) -> ApiKey:
+    """403 unless the key has ``role=admin``: a fleet-wide operation, not an id lookup."""
+    if not api_key.admin:
+        raise ApiError(403, ErrorCode.FORBIDDEN, "this needs an API key with role=admin")
+    return api_key
+
+
+AdminDep = Annotated[ApiKey, Depends(require_admin)]

@@ -164,7 +164,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     401: _error("Missing X-API-Key"),
     403: _error("Unknown API key"),
     422: _error("Invalid request: error_message names each field and why"),
-    429: _error("Rate limit reached; retry after Retry-After seconds"),
+    429: _error(
+        "Rate limit reached: the key's, or too many failed authentications from this "
+        "address; retry after Retry-After seconds"
+    ),
     503: _error("NATS, or a service behind it, is not reachable; retry later"),
 }
 
@@ -174,6 +177,8 @@ def documented(status: int, description: str) -> dict[int | str, dict[str, objec
     return {status: _error(description)}
 
 
+# Fleet-wide routes: an admin's key only (role=admin in API_KEYS_FILE).
+ADMIN_ONLY = documented(403, "Unknown API key, or a key without role=admin")
 # Routes that take a target: room_id or url, exactly one.
 BAD_TARGET = documented(400, "Neither or both of room_id and url; or a malformed request")
 # Routes that ask the scheduler about a watcher.

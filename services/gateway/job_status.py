@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.gateway.api_keys import ApiKey
 from services.gateway.micro_client import ServiceUnavailable, get_watcher
 from services.gateway.nats_link import NatsLink
 from services.gateway.schemas import (
@@ -19,14 +20,17 @@ from shared.jobs import JobRequest, RecordingPart, UploadPart
 from shared.watchers import Watcher
 
 
-async def read_status(link: NatsLink, store: JobStore, job_id: str) -> JobStatus | None:
-    """The status of job ``job_id`` as it stands; None when there is no such job.
+async def read_status(
+    link: NatsLink, store: JobStore, job_id: str, *, caller: ApiKey
+) -> JobStatus | None:
+    """The status of job ``job_id`` as it stands; None when there is no such job, or when it
+    is not ``caller``'s to see (both after the same one read).
 
     A watch job's status also asks the scheduler for its watcher, and still answers without
     it when the scheduler cannot.
     """
     request = await store.request(job_id)
-    if request is None:
+    if request is None or not caller.sees(request.owner):
         return None
     if request.kind == "watch":
         return assemble_watch(request, await _watcher_if_any(link, request.watcher_key))
@@ -97,6 +101,7 @@ def assemble(
         error_message=(recording.error_message if recording else "cancelled") if failed else None,
         correlation_id=request.correlation_id or None,
         upload=_upload(upload) if upload else None,
+        owner=request.owner,
     )
 
 
@@ -138,6 +143,7 @@ def assemble_watch(request: JobRequest, watcher: Watcher | None) -> JobStatus:
         error_code="CANCELLED" if cancelled else None,
         error_message="cancelled" if cancelled else None,
         correlation_id=request.correlation_id or None,
+        owner=request.owner,
         watcher=WatcherOut.from_watcher(mine) if mine else None,
         jobs=list(mine.jobs) if mine else [],
     )

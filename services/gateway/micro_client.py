@@ -58,10 +58,11 @@ async def get_watcher(nc: Client, key: str, *, timeout: float = TIMEOUT) -> watc
 
 
 async def list_watchers(
-    nc: Client, page: int, page_size: int, *, timeout: float = TIMEOUT
+    nc: Client, page: int, page_size: int, *, owner: str | None, timeout: float = TIMEOUT
 ) -> watchers.ListReply:
-    """One page of watchers (oldest first) and the total count."""
-    request = watchers.ListRequest(page=page, page_size=page_size)
+    """One page of watchers (oldest first) and the total count: ``owner``'s, or everyone's
+    when None."""
+    request = watchers.ListRequest(page=page, page_size=page_size, owner=owner)
     return await _found(
         _query(nc, watchers.SERVICE, watchers.LIST, request, watchers.ListReply, timeout),
         watchers.SERVICE,

@@ -11,6 +11,11 @@ from services.gateway.validators import CookiesName, OutputTemplate, ProxyUrl, R
 from shared.tiktok.quality import Quality
 from shared.watchers import Watcher
 
+OWNER = (
+    "The name of the API key it belongs to (a watcher's jobs and files: the watcher's); "
+    "null for what was made before ownership was recorded, which only admins see"
+)
+
 
 class RecordingOptionsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -155,6 +160,7 @@ class WatcherOut(BaseModel):
     )
     error_message: str | None = None
     next_check_at: datetime | None = None
+    owner: str | None = Field(None, description=OWNER)
 
     @classmethod
     def from_watcher(cls, w: Watcher) -> WatcherOut:
@@ -185,6 +191,7 @@ class WatcherOut(BaseModel):
             jobs=list(w.jobs),
             failures=w.failures,
             next_check_at=w.next_check_at,
+            owner=w.owner,
         )
 
 
@@ -228,6 +235,7 @@ class FileItem(BaseModel):
     url: str | None = None
     title: str | None = None
     started_at: datetime | None = Field(None, description="When the job's recording started")
+    owner: str | None = Field(None, description=OWNER)
 
 
 class FileList(BaseModel):
@@ -265,6 +273,7 @@ class JobStatus(BaseModel):
     upload: UploadOut | None = Field(
         None, description="Jobs with upload_s3: the upload, once the uploader took it"
     )
+    owner: str | None = Field(None, description=OWNER)
     watcher: WatcherOut | None = Field(
         None, description="watch jobs: the watcher, when the scheduler knows it (else null)"
     )

@@ -21,9 +21,22 @@ class GatewaySettings(Settings):
     )
     api_keys_file: Path | None = Field(
         None,
-        description="File of API keys, one per line: name key [requests per minute]",
+        description="File of API keys, one per line: name key [requests per minute] "
+        "[role=admin|user]",
     )
     rate_limit_per_min: int = Field(60, ge=1, description="Requests per minute per API key")
+    auth_failures_per_min: int = Field(
+        20,
+        ge=1,
+        le=1_000_000,
+        description="Failed authentications (401, 403) one client address may have per minute "
+        "in one gateway process; past them every request from it is 429 until the minute ends",
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Reverse proxies (addresses or networks, comma-separated; * = any) whose "
+        "X-Forwarded-For names the client (none: it is never believed); passed to uvicorn",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma-separated (none: no CORS)"
     )
@@ -31,7 +44,7 @@ class GatewaySettings(Settings):
         65_536, ge=1024, description="Largest request body accepted (bigger: 413)"
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return split_csv(value)

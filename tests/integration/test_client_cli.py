@@ -41,6 +41,7 @@ from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsServer
 
 KEY = "k-cli"
+ADMIN_KEY = "k-cli-admin"  # role=admin, as the dev key `tlr up` makes (the Postman run uses it)
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 # The CLI's own variables, dropped so the developer's environment cannot leak into a test.
 CLI_ENV = ("TLR_API", "TLR_API_KEY", "TLR_VAR_DIR")
@@ -112,7 +113,11 @@ async def gateway(
 ) -> AsyncIterator[Gateway]:
     root = tmp_path / "recordings"
     nats_url = nats_server.client_url
-    gw = GatewaySettings(api_keys=[KEY], nats_url=nats_url, rate_limit_per_min=100_000)
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"ops {ADMIN_KEY} role=admin\n")
+    gw = GatewaySettings(
+        api_keys=[KEY], api_keys_file=keys_file, nats_url=nats_url, rate_limit_per_min=100_000
+    )
     rec = RecorderSettings(
         nats_url=nats_url,
         instance_id="rec-1",
@@ -354,11 +359,12 @@ async def test_unreachable_api_exits_3_with_a_hint(tmp_path: Path) -> None:
 
 
 async def test_postman_collection_runs_against_the_gateway(gateway: Gateway) -> None:
-    """Every request of the collection, as Postman would send it: none is malformed (400,
-    401, 415, 422) or breaks the server; unknown names are 404; the bodies are accepted."""
+    """Every request of the collection, as Postman would send it with the dev stack's (admin)
+    key: none is malformed (400, 401, 415, 422) or breaks the server; unknown names are 404;
+    the bodies are accepted."""
     collection = json.loads(postman.render())
     variables = {v["key"]: v["value"] for v in collection["variable"]}
-    variables.update(baseUrl=gateway.url, apiKey=KEY)
+    variables.update(baseUrl=gateway.url, apiKey=ADMIN_KEY)
 
     def fill(text: str) -> str:
         return re.sub(r"\{\{(\w+)\}\}", lambda m: variables[m.group(1)], text)
@@ -371,7 +377,7 @@ async def test_postman_collection_runs_against_the_gateway(gateway: Gateway) -> 
             path = "/".join(fill(variables[s[1:]]) if s.startswith(":") else s for s in url["path"])
             headers = {h["key"]: h["value"] for h in request["header"]}
             if "auth" not in request:  # the collection's apikey auth
-                headers["X-API-Key"] = KEY
+                headers["X-API-Key"] = ADMIN_KEY
             r = await http.request(
                 request["method"],
                 f"{gateway.url}/{path}",

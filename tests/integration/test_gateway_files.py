@@ -1,4 +1,5 @@
-"""GET /files through the gateway and a real indexer: filters, paging, totals, 422s, 503."""
+"""GET /files through the gateway and a real indexer: filters, paging, totals, 422s, 503; each
+key's own files, an admin's all; POST /files/rebuild for admins only."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.gateway.api_keys import key_id
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
@@ -18,11 +20,15 @@ from services.indexer.service import IndexerService
 from services.indexer.settings import IndexerSettings
 from shared.bus import Bus
 from shared.events import RecordedFile, RecordingFinished, UploadDone, UploadedFile
-from tests.helpers import eventually
+from shared.jobs import JobRequest
+from tests.helpers import eventually, job_store
 from tlr.nats_server import NatsServer
 
 KEY = "k-files"
 H = {"X-API-Key": KEY}
+OWNER = key_id(KEY)  # the name an API_KEYS key owns its jobs (and so their files) by
+OTHER = {"X-API-Key": "k-files-other"}  # another ordinary key
+ADMIN = {"X-API-Key": "k-files-admin"}  # role=admin in API_KEYS_FILE
 ROOM_A = "7000000000000000001"
 ROOM_B = "7000000000000000002"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -48,8 +54,13 @@ class Files:
         *,
         url: str | None = None,
         unique_id: str | None = None,
+        owner: str | None = OWNER,
     ) -> list[str]:
-        """A finished job with one file per entry of ``hours`` (its mtime = T0 + hours)."""
+        """A finished job of ``owner`` (None: a job from before ownership, whose document is
+        gone) with one file per entry of ``hours`` (its mtime = T0 + hours)."""
+        if owner is not None:
+            store = await job_store(self.bus)
+            await store.submit(JobRequest(job_id=job_id, room_id=room_id, owner=owner))
         paths = []
         for i, hour in enumerate(hours):
             rel = f"{room_id}/{job_id}_{i}.mp4"
@@ -77,7 +88,7 @@ class Files:
 
     async def wait_indexed(self) -> None:
         async def all_there() -> bool:
-            r = await self.get()
+            r = await self.client.get("/files", headers=ADMIN)
             return r.status_code == 200 and r.json()["total"] == self.published
 
         await eventually(all_there, timeout=15)
@@ -93,8 +104,13 @@ async def files(nats_server: NatsServer, bus: Bus, tmp_path: Path) -> AsyncItera
         index_db=tmp_path / "index.sqlite3",
         instance_id="indexer-1",
     )
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"root {ADMIN['X-API-Key']} role=admin\n")
     gw = GatewaySettings(
-        api_keys=[KEY], nats_url=nats_server.client_url, rate_limit_per_min=100_000
+        api_keys=[KEY, OTHER["X-API-Key"]],
+        api_keys_file=keys_file,
+        nats_url=nats_server.client_url,
+        rate_limit_per_min=100_000,
     )
     async with IndexerService(bus, indexer), NatsLink(gw) as link:
         await link.wait_connected()
@@ -190,6 +206,51 @@ async def test_upload_shows_in_the_listing(files: Files) -> None:
         return item["s3"] == {"bucket": "rec", "key": f"p/{path}"}
 
     await eventually(uploaded, timeout=15)
+
+
+async def test_a_key_lists_its_own_files_and_an_admin_all(files: Files) -> None:
+    mine = await files.record("job-mine", ROOM_A, [1, 2], unique_id="alice")
+    theirs = await files.record(
+        "job-theirs", ROOM_A, [3], unique_id="alice", owner=key_id(OTHER["X-API-Key"])
+    )
+    old = await files.record("job-old", ROOM_B, [4], owner=None)  # from before ownership
+    await files.wait_indexed()
+
+    own = (await files.get(page_size=500)).json()
+    assert own["total"] == 2
+    assert [i["path"] for i in own["items"]] == [mine[1], mine[0]]
+    assert {i["owner"] for i in own["items"]} == {OWNER}  # the job's owner, into the index
+    # Filters and paging count the key's own files only.
+    assert (await files.get(room_id=ROOM_A)).json()["total"] == 2
+    assert (await files.get(url="@alice", page_size=1)).json()["total"] == 2
+    assert (await files.get(room_id=ROOM_A, page=2, page_size=2)).json()["items"] == []
+    # Another key's job id matches nothing, exactly as an unknown one.
+    theirs_asked = (await files.get(job_id="job-theirs")).json()
+    assert theirs_asked == (await files.get(job_id="job-nothing")).json()
+    assert theirs_asked["total"] == 0
+
+    other = (await files.client.get("/files", headers=OTHER)).json()
+    assert [i["path"] for i in other["items"]] == theirs
+
+    everything = (await files.client.get("/files", headers=ADMIN, params={"page_size": 10})).json()
+    assert everything["total"] == 4
+    by_path = {i["path"]: i["owner"] for i in everything["items"]}
+    assert by_path[old[0]] is None  # an admin's only
+    assert by_path[theirs[0]] == key_id(OTHER["X-API-Key"])
+
+
+async def test_only_an_admin_may_rebuild_the_index(files: Files) -> None:
+    r = await files.client.post("/files/rebuild", headers=H)
+    assert r.status_code == 403
+    assert r.json()["error_code"] == "FORBIDDEN"
+    (path,) = await files.record("job-r", ROOM_A, [1])
+    await files.wait_indexed()
+    r = await files.client.post("/files/rebuild", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["scanned"] == 1
+    # A rebuild keeps what the events said, the owner too.
+    (item,) = (await files.get()).json()["items"]
+    assert (item["path"], item["owner"]) == (path, OWNER)
 
 
 @pytest.mark.parametrize(

@@ -76,8 +76,14 @@ async def test_ready_recovers_when_nats_comes_back_empty(tmp_path: Path) -> None
         await first.stop()
 
 
-async def test_services_route_lists_micro_instances(nats_server: NatsServer) -> None:
-    settings = GatewaySettings(api_keys=[KEY], nats_url=nats_server.client_url)
+async def test_services_route_lists_micro_instances_to_admins_only(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("ops k-ready-admin role=admin\n")
+    settings = GatewaySettings(
+        api_keys=[KEY], api_keys_file=keys_file, nats_url=nats_server.client_url
+    )
     async with NatsLink(settings) as link:
         await link.wait_connected()
         app = create_app(settings, link=link)
@@ -85,7 +91,11 @@ async def test_services_route_lists_micro_instances(nats_server: NatsServer) -> 
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
 
             async def gateway_listed() -> bool:
-                r = await client.get("/services", headers={"X-API-Key": KEY})
+                r = await client.get("/services", headers={"X-API-Key": "k-ready-admin"})
                 return [i["name"] for i in r.json()["items"]] == ["gateway"]
 
             await eventually(gateway_listed)
+            # The fleet is no business of a key without role=admin.
+            r = await client.get("/services", headers={"X-API-Key": KEY})
+            assert r.status_code == 403
+            assert r.json()["error_code"] == "FORBIDDEN"

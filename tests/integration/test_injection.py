@@ -158,7 +158,10 @@ async def stack(
         "cookies_dir": cookies,
         "secret_key": new_key(),
     }
-    gateway = GatewaySettings(api_keys=[KEY], rate_limit_per_min=1_000_000, **common)
+    # Payloads in X-API-Key fail authentication by the dozen: not what this test is about.
+    gateway = GatewaySettings(
+        api_keys=[KEY], rate_limit_per_min=1_000_000, auth_failures_per_min=1_000_000, **common
+    )
     scheduler = SchedulerSettings(
         instance_id="sched-inj", scheduler_db=tmp_path / "state" / "scheduler.sqlite3", **common
     )

@@ -32,10 +32,10 @@ from tlr.nats_server import NatsServer
 KEY_A = "key-a-0f3c9b7e2d"
 KEY_B = "key-b-5a1e8c4f90"
 OPS_KEY = "ops-key-77d2e1a0c3"  # API_KEYS_FILE: 5 per minute
-VIEWER_KEY = "viewer-key-1b9f3e"  # API_KEYS_FILE: the default limit
+VIEWER_KEY = "viewer-key-1b9f3e"  # API_KEYS_FILE: the default limit; an admin (GET /services)
 KEYS_FILE = f"""# gateway keys
 ops {OPS_KEY} 5   # the override
-viewer {VIEWER_KEY}
+viewer {VIEWER_KEY} role=admin
 """
 ERROR_FIELDS = {"error_code", "error_message", "correlation_id"}
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
@@ -150,7 +150,7 @@ async def test_two_gateways_share_one_budget_per_key(
             assert int(r.headers["x-ratelimit-reset"]) > 0
 
         # Another key has its own budget, and an admitted success carries the headers.
-        other = {"X-API-Key": KEY_B}
+        other = {"X-API-Key": VIEWER_KEY}
         assert (await client.get(gateways[0].url + unknown_job(), headers=other)).status_code == 404
         ok = await client.get(f"{gateways[1].url}/services", headers=other)
         assert ok.status_code == 200

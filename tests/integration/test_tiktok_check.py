@@ -18,7 +18,8 @@ from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsServer
 
 FAKE_TIKTOK_OPTIONS = {"speed": 10.0}
-KEY = "k-check"
+KEY = "k-check"  # an admin's: API_KEYS_FILE role=admin
+USER_KEY = "k-check-user"  # an API_KEYS key: no admin
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -77,15 +78,21 @@ async def test_tlr_check_json_and_failures(fake_tiktok: FakeTikTok) -> None:
     assert "not a TikTok URL" in err
 
 
-async def test_diagnostics_route(nats_server: NatsServer, fake_tiktok: FakeTikTok) -> None:
+async def test_diagnostics_route(
+    nats_server: NatsServer, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
     await fake_tiktok.create_user("carol")
     live = await fake_tiktok.go_live("carol")
     await fake_tiktok.set_scenario(room_info_restricted=True)  # a flagged IP
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"ops {KEY} role=admin\n")
     settings = GatewaySettings(
-        api_keys=[KEY],
+        api_keys=[USER_KEY],
+        api_keys_file=keys_file,
         nats_url=nats_server.client_url,
         tiktok_web_base=fake_tiktok.base_url,
         tiktok_webcast_base=fake_tiktok.base_url,
+        **fake_tiktok.egress_settings,
     )
     async with NatsLink(settings) as link:
         app = create_app(settings, link=link)
@@ -112,3 +119,9 @@ async def test_diagnostics_route(nats_server: NatsServer, fake_tiktok: FakeTikTo
                 "/diagnostics/tiktok", params={"target": "@carol"}, headers={"X-API-Key": ""}
             )
             assert anonymous.status_code == 401
+            # It spends the host's standing with TikTok: admins only.
+            user = await client.get(
+                "/diagnostics/tiktok", params={"target": "@carol"}, headers={"X-API-Key": USER_KEY}
+            )
+            assert user.status_code == 403
+            assert user.json()["error_code"] == "FORBIDDEN"

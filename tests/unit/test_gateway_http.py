@@ -74,14 +74,48 @@ async def test_unknown_key_is_403(client: httpx.AsyncClient) -> None:
 
 async def test_known_key_passes_auth(client: httpx.AsyncClient) -> None:
     # Past auth, the route itself says NATS is down.
-    r = await client.get("/services", headers={"X-API-Key": "other-key"})
+    r = await client.get("/watchers", headers={"X-API-Key": "other-key"})
     assert r.status_code == 503
+
+
+async def test_fleet_wide_routes_are_403_for_a_key_without_role_admin(
+    client: httpx.AsyncClient,
+) -> None:
+    # Reads: a write meets the rate limiter's 503 first while NATS is down (POST /files/rebuild
+    # is checked against a real nats-server in tests/integration/test_gateway_files.py).
+    for path in ("/services", "/diagnostics/tiktok?target=@alice"):
+        r = await client.get(path, headers={"X-API-Key": KEY})
+        assert r.status_code == 403, path
+        assert r.json()["error_code"] == "FORBIDDEN"
+        assert "role=admin" in r.json()["error_message"]
+
+
+async def test_failed_authentications_from_one_address_get_429_before_the_key_is_read(
+    app: FastAPI,
+) -> None:
+    def from_address(host: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://gw")
+
+    async with from_address("198.51.100.7") as guesser, from_address("203.0.113.9") as other:
+        for i in range(20):  # AUTH_FAILURES_PER_MIN: 401s and 403s count alike
+            r = await guesser.get("/watchers", headers={"X-API-Key": f"guess-{i}"} if i else {})
+            assert r.status_code == (403 if i else 401)
+        r = await guesser.get("/watchers", headers={"X-API-Key": "guess-21"})
+        assert r.status_code == 429
+        assert r.json()["error_code"] == "RATE_LIMITED"
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        # Refused before the key is looked at: a good key from there waits too.
+        assert (await guesser.get("/watchers", headers={"X-API-Key": KEY})).status_code == 429
+        # Another address is not affected.
+        assert (await other.get("/watchers", headers={"X-API-Key": "nope"})).status_code == 403
+        assert (await other.get("/watchers", headers={"X-API-Key": KEY})).status_code == 503
 
 
 @pytest.mark.usefixtures("fresh_log")
 async def test_key_is_never_logged(client: httpx.AsyncClient) -> None:
     with capture_logs() as logs:
-        await client.get("/services", headers={"X-API-Key": KEY})
+        await client.get("/watchers", headers={"X-API-Key": KEY})
     assert KEY not in repr(logs)
 
 

@@ -52,7 +52,8 @@ def collection(doc: JsonObject) -> JsonObject:
                 f"{info.get('description', '').strip()}\n\n"
                 "Generated from the gateway's OpenAPI document by `tlr postman`; do not edit. "
                 "Set the collection variables `baseUrl` and `apiKey` (`make run` prints the "
-                "key and keeps it in var/dev-api-key). POST /recordings and POST /watchers "
+                "key and keeps it in var/dev-api-key; an admin's, as the services, diagnostics "
+                "and rebuild requests need). POST /recordings and POST /watchers "
                 "store the new `task_id` for the requests on /jobs."
             ),
             "version": info.get("version", ""),

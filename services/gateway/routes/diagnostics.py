@@ -1,21 +1,25 @@
-"""``GET /diagnostics/tiktok``: run the TikTok resolution chain once from the gateway's host."""
+"""``GET /diagnostics/tiktok``: run the TikTok resolution chain once from the gateway's host.
+
+Admins only: it spends the host's standing with TikTok, which every watcher shares."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from services.gateway.deps import SettingsDep
-from services.gateway.errors import ApiError
+from services.gateway.deps import SettingsDep, require_admin
+from services.gateway.errors import ADMIN_ONLY, ApiError
 from services.gateway.validators import ROOM_ID_PATTERN, check_room_id, check_target_url
 from shared.errors import ErrorCode
 from shared.tiktok import TikTokClient, diagnose
 from shared.tiktok.factory import client_from_settings, signer_from_settings
 from shared.tiktok.http import Trace
 
-router = APIRouter(tags=["diagnostics"])
+router = APIRouter(
+    tags=["diagnostics"], dependencies=[Depends(require_admin)], responses=ADMIN_ONLY
+)
 
 
 class CheckStep(BaseModel):

@@ -1,15 +1,16 @@
-"""GET /files (the indexer's index, newest first) and POST /files/rebuild (rescan the disk)."""
+"""GET /files (the indexer's index, newest first: a key's own files, an admin's all) and
+POST /files/rebuild (rescan the disk: admins only)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from services.gateway import commands
-from services.gateway.deps import LinkDep
-from services.gateway.errors import JSON_BODY_RESPONSES, ApiError, documented
+from services.gateway.deps import ApiKeyDep, LinkDep, require_admin
+from services.gateway.errors import ADMIN_ONLY, JSON_BODY_RESPONSES, ApiError, documented
 from services.gateway.micro_client import query_files
 from services.gateway.schemas import FileItem, FileList, RebuildResult, S3Object
 from services.gateway.validators import IsoDatetime, RoomId, check_room_id, check_target_url
@@ -36,6 +37,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def build_query(
     *,
+    owner: str | None,
     room_id: str | None,
     url: str | None,
     job_id: str | None,
@@ -61,6 +63,7 @@ def build_query(
         if parsed.kind == "user":
             user, target = parsed.value, None
     return files.FileQuery(
+        owner=owner,
         room_id=room,
         user=user,
         url=target,
@@ -79,6 +82,7 @@ def build_query(
 )
 async def list_files(
     link: LinkDep,
+    api_key: ApiKeyDep,
     room_id: Annotated[RoomId | None, Query(description="Files of this room id")] = None,
     url: Annotated[
         str | None,
@@ -100,11 +104,13 @@ async def list_files(
         int, Query(ge=1, le=files.MAX_PAGE_SIZE, description="Files per page")
     ] = 50,
 ) -> FileList:
-    """``total`` counts every match; pages are stable while no file is added or removed.
+    """The API key's own files (an admin's: all). ``total`` counts every match; pages are
+    stable while no file is added or removed.
 
     ``from``/``to`` filter on the time a file was last written (its ``mtime``).
     """
     query = build_query(
+        owner=api_key.owner_filter,
         room_id=room_id,
         url=url,
         job_id=job_id,
@@ -115,7 +121,9 @@ async def list_files(
     )
     result = await query_files(link.require_bus().nc, query)
     return FileList(
-        items=[_item(f) for f in result.items],
+        # The indexer filtered already; checked again so that one which does not know owners
+        # (an older release, mid-upgrade) shows no one's files but an admin's.
+        items=[_item(f) for f in result.items if api_key.sees(f.owner)],
         page=result.page,
         page_size=result.page_size,
         total=result.total,
@@ -124,8 +132,9 @@ async def list_files(
 
 @router.post(
     "/files/rebuild",
-    summary="Rescan RECORDINGS_DIR: add files the index misses, drop those gone",
-    responses={**JSON_BODY_RESPONSES, **UNAVAILABLE},
+    summary="Rescan RECORDINGS_DIR: add files the index misses, drop those gone (admins)",
+    responses={**ADMIN_ONLY, **JSON_BODY_RESPONSES, **UNAVAILABLE},
+    dependencies=[Depends(require_admin)],
 )
 async def rebuild(link: LinkDep) -> RebuildResult:
     reply = await commands.rebuild_file_index(link)
@@ -149,4 +158,5 @@ def _item(f: files.IndexedFile) -> FileItem:
         url=f.url,
         title=f.title,
         started_at=f.started_at,
+        owner=f.owner,
     )

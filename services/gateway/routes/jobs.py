@@ -1,6 +1,7 @@
 """GET /jobs/{task_id} (status assembled from KV) and DELETE /jobs/{task_id} (cancel).
 
 A watch job's status also asks the scheduler for its watcher; cancelling it deletes the watcher.
+Another key's job is a 404, as one that does not exist (admins see every job).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from services.gateway import commands
-from services.gateway.deps import CorrelationDep, JobsDep, LinkDep
+from services.gateway.deps import ApiKeyDep, CorrelationDep, JobsDep, LinkDep
 from services.gateway.errors import SCHEDULER_UNAVAILABLE, ApiError, documented
 from services.gateway.job_status import read_status
 from services.gateway.schemas import JobStatus
@@ -31,10 +32,10 @@ NOT_FOUND = documented(404, "No such job")
     summary="Status, progress and result of a job",
     responses={**NOT_FOUND, **SCHEDULER_UNAVAILABLE},
 )
-async def get_job(task_id: TaskId, store: JobsDep, link: LinkDep) -> JobStatus:
-    status = await read_status(link, store, task_id)
+async def get_job(task_id: TaskId, store: JobsDep, link: LinkDep, api_key: ApiKeyDep) -> JobStatus:
+    status = await read_status(link, store, task_id, caller=api_key)
     if status is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, "no such job")
+        raise ApiError(404, ErrorCode.NOT_FOUND, commands.NO_JOB)
     return status
 
 
@@ -49,7 +50,13 @@ async def get_job(task_id: TaskId, store: JobsDep, link: LinkDep) -> JobStatus:
     },
 )
 async def cancel_job(
-    task_id: TaskId, store: JobsDep, link: LinkDep, correlation_id: CorrelationDep
+    task_id: TaskId,
+    store: JobsDep,
+    link: LinkDep,
+    api_key: ApiKeyDep,
+    correlation_id: CorrelationDep,
 ) -> JobStatus:
     """A watch job is cancelled by deleting its watcher (as DELETE /watchers/{key} does)."""
-    return await commands.cancel_job(link, store, task_id, correlation_id=correlation_id)
+    return await commands.cancel_job(
+        link, store, task_id, caller=api_key, correlation_id=correlation_id
+    )

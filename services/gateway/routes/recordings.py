@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.gateway import commands
-from services.gateway.deps import CorrelationDep, JobsDep, LinkDep, SecretsDep, SettingsDep
+from services.gateway.deps import (
+    ApiKeyDep,
+    CorrelationDep,
+    JobsDep,
+    LinkDep,
+    SecretsDep,
+    SettingsDep,
+)
 from services.gateway.errors import BAD_TARGET, JSON_BODY_RESPONSES, ApiError, documented
 from services.gateway.idempotency import IdempotencyDep
 from services.gateway.schemas import RecordingCreate, TaskAccepted
@@ -33,8 +40,10 @@ async def create_recording(
     settings: SettingsDep,
     correlation_id: CorrelationDep,
     idempotency: IdempotencyDep,
+    api_key: ApiKeyDep,
 ) -> TaskAccepted:
-    """With an ``Idempotency-Key``, a retry answers the job the first request made."""
+    """The job is the API key's: only it (and admins) see it. With an ``Idempotency-Key``, a
+    retry with the same API key answers the job the first request made."""
     if (body.room_id is None) == (body.url is None):
         raise ApiError(400, ErrorCode.VALIDATION_ERROR, "give exactly one of room_id or url")
     once = idempotency.once("POST /recordings", body) if idempotency else None
@@ -44,6 +53,7 @@ async def create_recording(
         link,
         store,
         body,
+        owner=api_key.name,
         secrets=box,
         cookies_dir=settings.cookies_dir,
         correlation_id=correlation_id,

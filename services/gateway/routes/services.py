@@ -1,16 +1,16 @@
-"""The fleet as NATS sees it: every service instance answering a micro PING."""
+"""The fleet as NATS sees it: every service instance answering a micro PING (admins only)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from services.gateway.deps import LinkDep
-from services.gateway.errors import ApiError, ErrorBody
+from services.gateway.deps import LinkDep, require_admin
+from services.gateway.errors import ADMIN_ONLY, ApiError, ErrorBody
 from shared.errors import ErrorCode
 from shared.micro import ping_all
 
-router = APIRouter(tags=["services"])
+router = APIRouter(tags=["services"], dependencies=[Depends(require_admin)], responses=ADMIN_ONLY)
 
 
 class ServiceInstance(BaseModel):

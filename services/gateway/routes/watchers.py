@@ -2,7 +2,8 @@
 
 Reads ask the scheduler over NATS request/reply; changes are JetStream commands it consumes
 in order (``watch.requested``, ``watch.deleted``, ``watch.paused``, ``watch.resumed``), so a
-change is accepted here and applied by the scheduler moments later.
+change is accepted here and applied by the scheduler moments later. A key sees and changes its
+own watchers (admins: all); another key's is a 404, as one that does not exist.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from services.gateway import commands, micro_client
-from services.gateway.deps import CorrelationDep, JobsDep, LinkDep, SecretsDep, SettingsDep
+from services.gateway.deps import (
+    ApiKeyDep,
+    CorrelationDep,
+    JobsDep,
+    LinkDep,
+    SecretsDep,
+    SettingsDep,
+)
 from services.gateway.errors import (
     BAD_TARGET,
     JSON_BODY_RESPONSES,
@@ -33,7 +41,7 @@ MAX_PAGE = 1_000_000
 NOT_FOUND = documented(404, "No such watcher")
 
 
-def _not_found(why: str = "no such watcher") -> ApiError:
+def _not_found(why: str = commands.NO_WATCHER) -> ApiError:
     return ApiError(404, ErrorCode.NOT_FOUND, why)
 
 
@@ -98,9 +106,12 @@ async def create_watcher(
     settings: SettingsDep,
     correlation_id: CorrelationDep,
     idempotency: IdempotencyDep,
+    api_key: ApiKeyDep,
 ) -> TaskAccepted:
-    """The scheduler checks it every ``poll_interval`` seconds and records each live. With an
-    ``Idempotency-Key``, a retry answers the watch job the first request made."""
+    """The scheduler checks it every ``poll_interval`` seconds and records each live. The
+    watcher and its jobs are the API key's. A room or user is watched once in a deployment:
+    409 when any key watches it already. With an ``Idempotency-Key``, a retry answers the
+    watch job the first request made."""
     if (body.room_id is None) == (body.url is None):
         raise ApiError(400, ErrorCode.VALIDATION_ERROR, "give exactly one of room_id or url")
     once = idempotency.once("POST /watchers", body) if idempotency else None
@@ -110,6 +121,7 @@ async def create_watcher(
         link,
         store,
         body,
+        owner=api_key.name,
         secrets=box,
         cookies_dir=settings.cookies_dir,
         correlation_id=correlation_id,
@@ -125,13 +137,19 @@ async def create_watcher(
 )
 async def get_watchers(
     link: LinkDep,
+    api_key: ApiKeyDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
     page_size: Annotated[int, Query(ge=1, le=500, description="Watchers per page")] = 50,
 ) -> WatcherList:
-    """``total`` counts every watcher; a page past the end is empty."""
-    reply = await micro_client.list_watchers(link.require_bus().nc, page, page_size)
+    """The API key's own watchers (an admin's: all); ``total`` counts them; a page past the
+    end is empty."""
+    reply = await micro_client.list_watchers(
+        link.require_bus().nc, page, page_size, owner=api_key.owner_filter
+    )
     return WatcherList(
-        items=[WatcherOut.from_watcher(w) for w in reply.items],
+        # The scheduler filtered already; checked again so that one which does not know owners
+        # (an older release, mid-upgrade) shows no one's watchers but an admin's.
+        items=[WatcherOut.from_watcher(w) for w in reply.items if api_key.sees(w.owner)],
         page=page,
         page_size=page_size,
         total=reply.total,
@@ -143,12 +161,9 @@ async def get_watchers(
     summary="One watcher, by room id, @user or URL (URL-encoded)",
     responses={**NOT_FOUND, **SCHEDULER_UNAVAILABLE},
 )
-async def get_watcher(key: KeyDep, link: LinkDep) -> WatcherOut:
+async def get_watcher(key: KeyDep, link: LinkDep, api_key: ApiKeyDep) -> WatcherOut:
     """A user or live URL is read as its ``@user``; a proxy shows as true, never its value."""
-    watcher = await micro_client.get_watcher(link.require_bus().nc, key)
-    if watcher is None:
-        raise _not_found()
-    return WatcherOut.from_watcher(watcher)
+    return WatcherOut.from_watcher(await commands.read_watcher(link, key, caller=api_key))
 
 
 @router.delete(
@@ -161,10 +176,10 @@ async def get_watcher(key: KeyDep, link: LinkDep) -> WatcherOut:
     },
 )
 async def delete_watcher(
-    key: KeyDep, link: LinkDep, store: JobsDep, correlation_id: CorrelationDep
+    key: KeyDep, link: LinkDep, store: JobsDep, api_key: ApiKeyDep, correlation_id: CorrelationDep
 ) -> Ok:
     """Accepted now, applied by the scheduler moments later; 409 while already deleting."""
-    await commands.delete_watcher(link, store, key, correlation_id=correlation_id)
+    await commands.delete_watcher(link, store, key, caller=api_key, correlation_id=correlation_id)
     return Ok()
 
 
@@ -179,10 +194,10 @@ async def delete_watcher(
     },
 )
 async def pause_watcher(
-    key: KeyDep, link: LinkDep, store: JobsDep, correlation_id: CorrelationDep
+    key: KeyDep, link: LinkDep, store: JobsDep, api_key: ApiKeyDep, correlation_id: CorrelationDep
 ) -> Ok:
     """The recording in progress stops cleanly; resume starts a new job for the same live."""
-    await commands.pause_watcher(link, store, key, correlation_id=correlation_id)
+    await commands.pause_watcher(link, store, key, caller=api_key, correlation_id=correlation_id)
     return Ok()
 
 
@@ -197,8 +212,8 @@ async def pause_watcher(
     },
 )
 async def resume_watcher(
-    key: KeyDep, link: LinkDep, store: JobsDep, correlation_id: CorrelationDep
+    key: KeyDep, link: LinkDep, store: JobsDep, api_key: ApiKeyDep, correlation_id: CorrelationDep
 ) -> Ok:
     """The scheduler checks the room again right away."""
-    await commands.resume_watcher(link, store, key, correlation_id=correlation_id)
+    await commands.resume_watcher(link, store, key, caller=api_key, correlation_id=correlation_id)
     return Ok()

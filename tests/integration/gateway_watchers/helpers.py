@@ -18,6 +18,7 @@ from nats.micro import add_service
 from nats.micro.request import Request, ServiceError
 from nats.micro.service import Service
 
+from services.gateway.api_keys import key_id
 from shared import events as ev
 from shared import jobs
 from shared.bus import Bus
@@ -28,6 +29,7 @@ from tests.helpers import job_store
 
 KEY = "k-watchers"
 H = {"X-API-Key": KEY}
+OWNER = key_id(KEY)  # what the gateway records as the owner of what KEY makes
 ROOM = "7503448765740976902"
 PASSWORD = "hunter2"
 PROXY = f"http://bob:{PASSWORD}@proxy.example:8080"
@@ -71,15 +73,18 @@ class FakeScheduler:
 
     async def on_list(self, req: Request) -> None:
         ask = msgspec.json.decode(req.data, type=ListRequest)
-        ordered = sorted(self.watchers.values(), key=lambda w: (w.created_at, w.key))
+        mine = [w for w in self.watchers.values() if ask.owner in (None, w.owner)]
+        ordered = sorted(mine, key=lambda w: (w.created_at, w.key))
         start = (ask.page - 1) * ask.page_size
         reply = ListReply(items=ordered[start : start + ask.page_size], total=len(ordered))
         await req.respond(msgspec.json.encode(reply))
 
     def add(self, key: str, **fields: object) -> Watcher:
-        """A watcher as the scheduler would hold it (``task_id`` defaults to a fresh id)."""
+        """A watcher as the scheduler would hold it (``task_id`` defaults to a fresh id, the
+        owner to KEY's name)."""
         fields.setdefault("task_id", ev.new_id())
         fields.setdefault("created_at", ev.utc_now())
+        fields.setdefault("owner", OWNER)
         watcher = Watcher(key=key, **fields)  # type: ignore[arg-type]
         self.watchers[key] = watcher
         return watcher
@@ -95,6 +100,7 @@ class FakeScheduler:
             poll_interval=event.poll_interval,
             options=event.options,
             created_at=event.occurred_at,
+            owner=event.owner,
             **fields,
         )
 
@@ -141,7 +147,8 @@ async def recording_job(bus: Bus, state: jobs.RecState | None = None) -> str:
     """A recording job the scheduler started for a watcher (and, with ``state``, its progress)."""
     store = await job_store(bus)
     job_id = ev.new_id()
-    await store.submit(jobs.JobRequest(job_id=job_id, room_id=ROOM, watcher_key=ROOM))
+    request = jobs.JobRequest(job_id=job_id, room_id=ROOM, watcher_key=ROOM, owner=OWNER)
+    await store.submit(request)
     if state is not None:
         await store.claim(job_id, 1, Claim("rec-1", ROOM, None, None, attempt=1))
     if state is not None and state != "STARTED":

@@ -9,7 +9,7 @@ from shared import events as ev
 from shared import jobs
 from shared.bus import Bus
 from tests.helpers import job_store
-from tests.integration.gateway_watchers.helpers import BROKEN, ROOM, H, event_count, path
+from tests.integration.gateway_watchers.helpers import BROKEN, OWNER, ROOM, H, event_count, path
 
 # --- scheduler trouble -------------------------------------------------------------------------
 
@@ -38,7 +38,7 @@ async def test_watch_job_status_tolerates_a_missing_scheduler(
 ) -> None:
     task_id = ev.new_id()
     await (await job_store(bus)).submit(
-        jobs.JobRequest(job_id=task_id, kind="watch", watcher_key=ROOM, room_id=ROOM)
+        jobs.JobRequest(job_id=task_id, kind="watch", watcher_key=ROOM, room_id=ROOM, owner=OWNER)
     )
     r = await client.get(f"/jobs/{task_id}", headers=H)
     assert r.status_code == 200
