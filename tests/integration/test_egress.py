@@ -34,7 +34,9 @@ from tlr.nats_server import NatsServer
 
 KEY = "k-egress"
 FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
-BANNER = b"SSH-2.0-OpenSSH_9.6 billing-db.internal.corp\r\n"
+# Ends in a blank line, as an HTTP head would: HTTP clients then quote it ("illegal status
+# line: ...") rather than report a connection closed before any answer.
+BANNER = b"SSH-2.0-OpenSSH_9.6 billing-db.internal.corp\r\n\r\n"
 # What an API answer must never carry: the canary's words, its address, its name.
 LEAKS = ("OpenSSH", "billing-db", "internal.corp", "localhost", "169.254")
 

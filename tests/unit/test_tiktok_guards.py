@@ -197,7 +197,7 @@ async def banner() -> AsyncIterator[int]:
     database port a proxy was aimed at)."""
 
     async def greet(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(f"{BANNER}\r\n".encode())
+        writer.write(f"{BANNER}\r\n\r\n".encode())  # a blank line: clients quote it
         await writer.drain()
         writer.close()
 
