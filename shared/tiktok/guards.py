@@ -80,6 +80,16 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
     return await resolve(host, port)
 
 
+def stream_refusal(policy: StreamPolicy, url: str) -> Refusal | None:
+    """What ``policy`` says of a GET of ``url`` before resolving anything, the URL read as
+    httpx reads it (the host it would connect to)."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return Refusal.BAD_HOST
+    return policy.refusal(parsed.scheme, parsed.raw_host.decode("ascii", "replace"))
+
+
 class StreamGuard:
     """Request hook: a stream GET goes only where ``policy`` allows.
 
