@@ -28,6 +28,7 @@ async def tlr_check(fake: FakeTikTok, *args: str) -> tuple[int, str, str]:
         **os.environ,
         "TIKTOK_WEB_BASE": fake.base_url,
         "TIKTOK_WEBCAST_BASE": fake.base_url,
+        **fake.egress_env,  # its probes fetch the fake's streams, on 127.0.0.1
         "LOG_LEVEL": "WARNING",
     }
     proc = await asyncio.create_subprocess_exec(
