@@ -23,6 +23,7 @@ from services.gateway.job_status import assemble, assemble_watch
 from services.gateway.micro_client import get_watcher, rebuild_index
 from services.gateway.nats_link import NatsLink
 from services.gateway.schemas import JobStatus, RecordingCreate, RecordingOptionsIn, WatcherCreate
+from services.gateway.validators import check_proxy_destination
 from shared import files, jobs
 from shared.bus import TRANSIENT, Bus
 from shared.events import (
@@ -71,9 +72,11 @@ async def recording_options(
     output_template: str | None,
     secrets: SecretBox | None,
     cookies_dir: Path,
+    *,
+    allow_private_proxies: bool,
 ) -> RecordingOptions:
     """The options as they travel in events and KV: the cookies file checked, the proxy
-    sealed (never readable)."""
+    checked for where it points (ALLOW_PRIVATE_PROXIES) and sealed (never readable)."""
     if opts.cookies is not None:
         await _check_cookies_file(opts.cookies, cookies_dir)
     proxy = opts.proxy
@@ -81,6 +84,12 @@ async def recording_options(
         if secrets is None:
             msg = "options.proxy: this deployment has no SECRET_KEY to protect proxy credentials"
             raise Invalid(msg)
+        try:
+            await check_proxy_destination(proxy, allow_private=allow_private_proxies)
+        except ValueError as exc:
+            # A fixed phrase (validators.PRIVATE_PROXY): it never quotes the proxy's password.
+            msg = f"options.proxy: {exc}"
+            raise Invalid(msg) from None
         proxy = secrets.seal(proxy)
     return RecordingOptions(
         upload_s3=opts.upload_s3,
@@ -121,13 +130,20 @@ async def submit_recording(
     owner: str,
     secrets: SecretBox | None,
     cookies_dir: Path,
+    allow_private_proxies: bool,
     correlation_id: str,
     start: Start | None = None,
 ) -> str:
     """Record a live now: ``job.<id>`` of ``owner`` stored PENDING, then
     ``recording.requested`` for the recorder fleet (by ``start``, :func:`store_and_publish`
     unless given). Returns the job id."""
-    options = await recording_options(ask.options, ask.output_template, secrets, cookies_dir)
+    options = await recording_options(
+        ask.options,
+        ask.output_template,
+        secrets,
+        cookies_dir,
+        allow_private_proxies=allow_private_proxies,
+    )
     job_id = new_id()
     doc = jobs.JobRequest(
         job_id=job_id,
@@ -201,6 +217,7 @@ async def create_watcher(
     owner: str,
     secrets: SecretBox | None,
     cookies_dir: Path,
+    allow_private_proxies: bool,
     correlation_id: str,
     start: Start | None = None,
 ) -> str:
@@ -209,7 +226,9 @@ async def create_watcher(
     job it starts are ``owner``'s. Returns the watch job's id."""
     target = watch_target(ask.room_id, ask.url)
     template = ask.options.output_template
-    options = await recording_options(ask.options, template, secrets, cookies_dir)
+    options = await recording_options(
+        ask.options, template, secrets, cookies_dir, allow_private_proxies=allow_private_proxies
+    )
     # A key is free again once its watcher is being deleted: the delete is queued first. A
     # target is watched once per deployment, whoever watches it: 409 tells that it is watched,
     # never by whom (nor anything else of that watcher).

@@ -124,6 +124,7 @@ async def create_watcher(
         owner=api_key.name,
         secrets=box,
         cookies_dir=settings.cookies_dir,
+        allow_private_proxies=settings.allow_private_proxies,
         correlation_id=correlation_id,
         start=once.start if once else None,
     )

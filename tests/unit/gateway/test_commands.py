@@ -27,7 +27,9 @@ PROXY = "http://user:hunter2@proxy.example:8080"
 async def test_options_seal_the_proxy_and_keep_the_rest(tmp_path: Path) -> None:
     box = SecretBox(new_key())
     opts = RecordingOptionsIn(upload_s3=True, proxy=PROXY, quality="hd")
-    options = await commands.recording_options(opts, "{room_id}.mp4", box, tmp_path)
+    options = await commands.recording_options(
+        opts, "{room_id}.mp4", box, tmp_path, allow_private_proxies=False
+    )
     assert options.proxy is not None
     assert "hunter2" not in options.proxy
     assert box.unseal(options.proxy) == PROXY
@@ -41,8 +43,24 @@ async def test_options_seal_the_proxy_and_keep_the_rest(tmp_path: Path) -> None:
 async def test_a_proxy_without_a_secret_key_is_invalid(tmp_path: Path) -> None:
     opts = RecordingOptionsIn(proxy=PROXY)
     with pytest.raises(Invalid, match="no SECRET_KEY") as caught:
-        await commands.recording_options(opts, None, None, tmp_path)
+        await commands.recording_options(opts, None, None, tmp_path, allow_private_proxies=False)
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://u:hunter2@127.0.0.1:8080", "socks5://169.254.169.254:1080"]
+)
+async def test_a_private_proxy_is_invalid_unless_allowed(tmp_path: Path, proxy: str) -> None:
+    box = SecretBox(new_key())
+    opts = RecordingOptionsIn(proxy=proxy)
+    with pytest.raises(Invalid, match=r"^options\.proxy: .*ALLOW_PRIVATE_PROXIES") as caught:
+        await commands.recording_options(opts, None, box, tmp_path, allow_private_proxies=False)
+    assert "hunter2" not in str(caught.value)
+    options = await commands.recording_options(
+        opts, None, box, tmp_path, allow_private_proxies=True
+    )
+    assert options.proxy is not None
+    assert box.unseal(options.proxy) == proxy
 
 
 async def test_cookies_must_load_from_the_cookies_dir(tmp_path: Path) -> None:
@@ -50,13 +68,17 @@ async def test_cookies_must_load_from_the_cookies_dir(tmp_path: Path) -> None:
     for name in ("missing.txt", "empty.txt"):
         opts = RecordingOptionsIn(cookies=name)
         with pytest.raises(Invalid, match=r"^options\.cookies: "):
-            await commands.recording_options(opts, None, None, tmp_path)
+            await commands.recording_options(
+                opts, None, None, tmp_path, allow_private_proxies=False
+            )
 
 
 async def test_good_cookies_pass_and_are_named_not_read_into_the_options(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text('{"sessionid": "s3cret"}')
     opts = RecordingOptionsIn(cookies="c.json")
-    options = await commands.recording_options(opts, None, None, tmp_path)
+    options = await commands.recording_options(
+        opts, None, None, tmp_path, allow_private_proxies=False
+    )
     assert options.cookies == "c.json"
     assert "s3cret" not in repr(options)
 
@@ -64,7 +86,9 @@ async def test_good_cookies_pass_and_are_named_not_read_into_the_options(tmp_pat
 async def test_cookies_are_not_checked_on_a_host_without_the_folder(tmp_path: Path) -> None:
     # The recorders, which read the file, check it on their host.
     opts = RecordingOptionsIn(cookies="elsewhere.txt")
-    options = await commands.recording_options(opts, None, None, tmp_path / "absent")
+    options = await commands.recording_options(
+        opts, None, None, tmp_path / "absent", allow_private_proxies=False
+    )
     assert options.cookies == "elsewhere.txt"
 
 
