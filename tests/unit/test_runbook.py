@@ -176,6 +176,12 @@ def settings_names() -> frozenset[str]:
     )
 
 
+def compose_variables() -> frozenset[str]:
+    # What compose.yaml interpolates (`${NAME:-default}`): set in .env or the environment.
+    text = (ROOT / "compose.yaml").read_text()
+    return frozenset(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+
+
 def gateway() -> FastAPI:
     """The gateway as the unit tests build it: NATS is never reached."""
     settings = GatewaySettings(api_keys=["k"], nats_url="nats://127.0.0.1:1")
@@ -260,7 +266,7 @@ def build_catalogue() -> Catalogue:
         routes=openapi_routes(app),
         served=served(app),
         metrics=exported_metrics(),
-        settings=settings_names(),
+        settings=settings_names() | compose_variables(),
         error_codes=frozenset(c.value for c in ErrorCode),
     )
 

@@ -12,6 +12,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from services.gateway.api_keys import ApiKeyRegistry, parse_keys_file
+from services.gateway.settings import GatewaySettings
 from shared.nats_auth import PROVISIONER, SERVICE_USERS, connect_options
 from tests.unit.deploy.helpers import (
     METRICS_PORT,
@@ -84,6 +86,8 @@ def test_every_path_compose_references_exists() -> None:
         for source, _ in mounts(name):
             if source.startswith((".", "/")):
                 referenced.append(source)
+    # A file secret whose file is missing stops `docker compose up` (the bind mount fails).
+    referenced += [interpolated_default(s["file"]) for s in compose().get("secrets", {}).values()]
     assert referenced, "compose.yaml references no file at all?"
     runtime = []
     missing = []
@@ -280,3 +284,53 @@ def test_replica_counts_come_from_the_environment(name: str, variable: str, defa
     assert replicas == f"${{{variable}:-{default}}}"
     assert f"{name.upper()}_REPLICAS" == variable
     assert "<SERVICE>_REPLICAS" in (ROOT / "docs" / "runbook.md").read_text()
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+SECRETS_DIR = "/run/secrets"
+
+
+def test_the_gateway_reads_api_keys_file_from_a_read_only_secret() -> None:
+    env = compose_env("gateway")
+    assert env["API_KEYS"], "API_KEYS keeps working beside the file"
+    (entry,) = service("gateway")["secrets"]
+    # Compose mounts a secret read-only at /run/secrets/<target> (a bind mount outside swarm).
+    assert env["API_KEYS_FILE"] == f"{SECRETS_DIR}/{entry['target']}"
+    definition = compose()["secrets"][entry["source"]]
+    assert set(definition) == {"file"}, "a file secret: `environment` would put the keys in env"
+    # An operator names their own file; the default is the example, which lists no key.
+    assert definition["file"] == "${API_KEYS_SECRET_FILE:-./deploy/api-keys.example}"
+    default = ROOT / interpolated_default(definition["file"])
+    assert parse_keys_file(default.read_text()) == []
+    # No other service sees the keys.
+    for name, svc in compose()["services"].items():
+        assert name == "gateway" or "secrets" not in svc, name
+        assert name == "gateway" or "API_KEYS_FILE" not in (svc.get("environment") or {}), name
+
+
+def test_the_gateway_starts_with_the_compose_api_keys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The mounted file as the gateway reads it: the default (no key) beside API_KEYS, and an
+    operator's file that makes one admin."""
+    for key in list(os.environ):
+        if key in all_env_names():
+            monkeypatch.delenv(key)
+    env = compose_env("gateway")
+    monkeypatch.setenv("API_KEYS", env["API_KEYS"])
+    admin_key = "a" * 64
+    mine = tmp_path / "api-keys"
+    mine.write_text(f"ops {admin_key} 600 role=admin\n")
+    default = ROOT / interpolated_default(compose()["secrets"]["api-keys"]["file"])
+    for host_file, count in ((default, 1), (mine, 2)):
+        # The container's API_KEYS_FILE, here the host's file itself.
+        monkeypatch.setenv("API_KEYS_FILE", str(host_file))
+        registry = ApiKeyRegistry.from_settings(GatewaySettings())
+        assert len(registry) == count
+        bare = registry.lookup(env["API_KEYS"])
+        assert bare is not None
+        assert not bare.admin
+    admin = registry.lookup(admin_key)
+    assert admin is not None
+    assert (admin.name, admin.admin, admin.rate_limit) == ("ops", True, 600)

@@ -13,6 +13,7 @@ import yaml
 from nats.js.api import StorageType
 from pydantic_settings import BaseSettings
 
+from services.gateway.api_keys import parse_keys_file
 from shared.config import Settings
 from shared.nats_auth import DESTRUCTIVE, USERS, connect_options, permissions
 from shared.subjects import DURABLES, EVENTS_STREAM, RATELIMIT, RECORDERS, UPLOADER
@@ -475,3 +476,70 @@ def test_the_runbook_and_the_manifests_agree_about_the_indexer_standby() -> None
     assert "(`maxSurge: 0`, `maxUnavailable: 1`)" in runbook
     readme = (K8S / "README.md").read_text()
     assert "a leader and a standby" in readme
+
+
+# --- API keys and secret files ------------------------------------------------------------------
+
+
+def test_the_gateway_reads_api_keys_file_from_a_read_only_secret() -> None:
+    env = pod_env("gateway")
+    refs = {v["name"]: v.get("valueFrom", {}) for v in container("gateway")["env"]}
+    assert refs["API_KEYS"]["secretKeyRef"] == {"name": "tlr-secrets", "key": "API_KEYS"}
+    path = Path(str(env["API_KEYS_FILE"]))
+    mounts = [m for m in container("gateway")["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (mount,) = mounts
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount  # a subPath mount never sees the Secret change
+    (volume,) = [v for v in pod_spec("gateway")["volumes"] if v["name"] == mount["name"]]
+    source = volume["secret"]
+    assert source["secretName"] == "tlr-api-keys"
+    assert source.get("optional") is not True  # no file: the pod waits, visibly
+    (item,) = source["items"]
+    assert item["path"] == path.name
+    content = objects("Secret")["tlr-api-keys"]["stringData"][item["key"]]
+    # As committed: no key at all (a placeholder key would be a published one).
+    assert parse_keys_file(content) == []
+    # No other pod gets the keys.
+    for name in SERVICES:
+        volumes = pod_spec(name).get("volumes", [])
+        used = {v.get("secret", {}).get("secretName") for v in volumes}
+        assert name == "gateway" or "tlr-api-keys" not in used, name
+        assert name == "gateway" or "API_KEYS_FILE" not in pod_env(name), name
+
+
+def _pod_specs() -> dict[str, dict[str, Any]]:
+    specs = {name: pod_spec(name) for name in SERVICES}
+    specs["nats-provision"] = objects("Job")["nats-provision"]["spec"]["template"]["spec"]
+    return specs
+
+
+def _secret_modes(spec: dict[str, Any]) -> list[int]:
+    """The mode of each Secret file a pod mounts (the volume's default unless an item has one)."""
+    modes = []
+    for volume in spec.get("volumes", []):
+        if "secret" in volume:
+            source, refs = volume["secret"], [volume["secret"]]
+        elif "projected" in volume:
+            source = volume["projected"]
+            refs = [p["secret"] for p in source["sources"] if "secret" in p]
+        else:
+            continue
+        default = source.get("defaultMode", 0o644)
+        modes += [item.get("mode", default) for ref in refs for item in ref.get("items", [{}])]
+    return modes
+
+
+@pytest.mark.parametrize("name", [*SERVICES, "nats-provision"])
+def test_pods_can_read_the_secret_files_they_mount(name: str) -> None:
+    """Secret files belong to root: uid 10001 reads one that is not world-readable (0400) only
+    through fsGroup, which makes it 0440 in that group. Without it NATS_PASSWORD_FILE and
+    API_KEYS_FILE are unreadable and the service cannot start."""
+    spec = _pod_specs()[name]
+    context = spec["securityContext"]
+    assert context["runAsUser"] == SERVICE_UID
+    modes = _secret_modes(spec)
+    assert modes, f"{name} mounts no secret file (its NATS password?)"
+    for mode in modes:
+        if not mode & 0o004:
+            assert context.get("fsGroup") == SERVICE_UID, f"{name}: a {mode:o} file is unreadable"
+            assert context["runAsGroup"] == SERVICE_UID
