@@ -22,7 +22,10 @@ class RecordingOptionsIn(BaseModel):
 
     upload_s3: bool = Field(False, description="Upload the files to S3 when the recording ends")
     proxy: ProxyUrl | None = Field(
-        None, description="Proxy for TikTok requests and the stream; sealed, never logged"
+        None,
+        description="Proxy for TikTok requests and the stream; sealed, never logged. Not on a "
+        "private, loopback, link-local or CGNAT address unless the deployment allows it "
+        "(ALLOW_PRIVATE_PROXIES): 422 otherwise",
     )
     cookies: CookiesName | None = Field(
         None,
