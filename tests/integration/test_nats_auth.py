@@ -13,6 +13,7 @@ import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -137,6 +138,38 @@ async def test_a_client_without_credentials_is_refused(locked: Locked) -> None:
             locked.server.client_url, user="gateway", password="not-the-password", **once
         )
     gc.collect()
+
+
+async def test_a_publish_to_room_live_without_credentials_is_refused(locked: Locked) -> None:
+    """The issue's black-box check on the wire, as any program reaching NATS could try it:
+    CONNECT without credentials, then PUB room.live. The server answers Authorization
+    Violation, and EVENTS stores nothing (no recorder would ever see that live)."""
+    operator, _ = await locked.raw(PROVISIONER)
+    js = operator.jetstream()
+    before = (await js.stream_info(EVENTS_STREAM)).state.messages
+    url = urlsplit(locked.server.client_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        info = await asyncio.wait_for(reader.readline(), 5)
+        assert info.startswith(b"INFO ")
+        body = ev.encode(_sample(ev.RoomLive))
+        subject = subject_for(ev.RoomLive)
+        assert subject == "room.live"
+        writer.write(
+            b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
+            + f"PUB {subject} {len(body)}\r\n".encode()
+            + body
+            + b"\r\nPING\r\n"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readline(), 5)
+        assert answer.startswith(b"-ERR 'Authorization Violation'"), answer
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # and it hung up
+    finally:
+        writer.close()
+    # Asked after the refusal: a stored message would be counted by now.
+    assert (await js.stream_info(EVENTS_STREAM)).state.messages == before
+    await operator.close()
 
 
 async def _refused(nc: Client, errors: list[str], subject: str, data: bytes = b"{}") -> None:
