@@ -29,12 +29,60 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+import httptools
 import httpx
 
 from services.recorder.flv_socket import Connection, Route, Stats, connect, parse_head, route_for
 from shared.tiktok.guards import STREAM_REQUEST
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# What llhttp is told of the response (its head is already parsed): a chunked body follows.
+_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class Dechunker:
+    """Strips HTTP/1.1 chunked framing with llhttp (httptools), in C.
+
+    Why not Python: a CDN relaying a live often frames every TCP segment as one HTTP chunk,
+    ~180 chunks a second per 2 Mbit/s stream; a Python loop paid ~1 µs per chunk (36,000 a
+    second at 200 streams), llhttp ~0.15 µs. It keeps any cut size line or CRLF itself, so each
+    piece is fed whole.
+    """
+
+    __slots__ = ("_parser", "_parts", "done")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.done = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._parser.feed_data(_CHUNKED_HEAD)
+
+    def on_body(self, body: bytes) -> None:
+        self._parts.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+    def feed(self, data: memoryview) -> bytes:
+        """The payload in ``data``; b"" while only framing arrived.
+
+        Raises:
+            httpx.RemoteProtocolError: the framing is malformed.
+        """
+        if not self.done:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                if not self.done:  # bytes after the last chunk are ignored, as before
+                    msg = f"malformed chunked body (chunk size or framing: {exc})"
+                    raise httpx.RemoteProtocolError(msg) from None
+        parts = self._parts
+        if not parts:
+            return b""
+        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        return payload
+
 
 __all__ = ["FlvResponse", "Route", "Stats", "flv_get", "open_flv", "route_for"]
 
@@ -47,9 +95,10 @@ class FlvResponse:
     headers: list[tuple[str, str]]
     _conn: Connection
     _framing: Literal["chunked", "length", "close"]
-    _left: int = 0  # length framing: bytes still to come; chunked: of the current chunk
-    _state: Literal["size", "data", "crlf", "trailer", "done"] = "size"
+    _left: int = 0  # length framing: bytes still to come
+    _state: Literal["body", "done"] = "body"
     stats: Stats = field(default_factory=Stats)
+    _chunked: Dechunker | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -108,55 +157,12 @@ class FlvResponse:
         return self._dechunk(view)
 
     def _dechunk(self, view: memoryview) -> tuple[bytes, int]:
-        raw = view.obj
-        assert isinstance(raw, bytearray)
-        base = self._conn.start
-        size = len(view)
-        pos = 0
-        parts: list[memoryview] = []
-        while pos < size and self._state != "done":
-            if self._state == "data":
-                n = min(self._left, size - pos)
-                parts.append(view[pos : pos + n])
-                pos += n
-                self._left -= n
-                if self._left:
-                    break
-                self._state = "crlf"
-            elif self._state == "crlf":
-                if size - pos < 2:
-                    break
-                if bytes(view[pos : pos + 2]) != b"\r\n":
-                    msg = "malformed chunked body (no CRLF after a chunk)"
-                    raise httpx.RemoteProtocolError(msg)
-                pos += 2
-                self._state = "size"
-            else:  # size line, or a trailer line after the last chunk
-                eol = raw.find(b"\r\n", base + pos, base + size)
-                if eol < 0:
-                    if size - pos > 1024:
-                        msg = "malformed chunked body (chunk size line too long)"
-                        raise httpx.RemoteProtocolError(msg)
-                    break
-                line = bytes(view[pos : eol - base])
-                pos = eol - base + 2
-                if self._state == "trailer":
-                    if not line:
-                        self._state = "done"
-                    continue
-                try:
-                    n = int(line.split(b";", 1)[0], 16)
-                except ValueError:
-                    msg = f"malformed chunked body (chunk size {line[:32]!r})"
-                    raise httpx.RemoteProtocolError(msg) from None
-                if n == 0:
-                    self._state = "trailer"
-                else:
-                    self._left, self._state = n, "data"
-        payload = b"".join(parts)
-        for part in parts:
-            part.release()
-        return payload, pos
+        if self._chunked is None:
+            self._chunked = Dechunker()
+        payload = self._chunked.feed(view)
+        if self._chunked.done:
+            self._state = "done"
+        return payload, len(view)
 
     def close(self) -> None:
         self._conn.close()
