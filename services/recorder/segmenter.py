@@ -14,8 +14,8 @@ rebased so the segment starts at 0. A new segment is cut (never a second FLV hea
 A segment file is only created when its first keyframe arrives, so a connection that dies
 before delivering media leaves no file. Tags are buffered here (``flush_bytes``); the file
 operations go to a :class:`~services.recorder.disk.WriteQueue`, which runs them on a worker
-thread (one hop per flush, never per tag), so a stalled disk (NFS, EFS) holds up only the
-sessions writing to it, never the event loop. A failed write is raised as
+thread (one hop per tick for all sessions, never per tag), so a stalled disk (NFS, EFS) holds
+up only the sessions writing to it, never the event loop. A failed write is raised as
 :class:`SegmentWriteError` at the next flush, :meth:`drain` or close. Every exit path closes
 the file (:meth:`close`); ``on_close`` runs once the file is completely written and closed.
 """
@@ -45,7 +45,7 @@ from services.recorder.flv import (
     timestamp_field,
 )
 
-DEFAULT_FLUSH_BYTES = 256 * 1024
+DEFAULT_FLUSH_BYTES = 128 * 1024
 # A track going back in time by more than this is a new timeline, not jitter.
 BACKWARD_JUMP_MS = 1000
 _U32 = struct.Struct(">I")
@@ -346,17 +346,19 @@ class Segmenter:
         if rel > seg.max_rel:
             seg.max_rel = rel
         # The segment's first keyframe goes to disk at once, preamble and all: a new file
-        # holds a playable start within a frame of the live's start, not 256 KB (~1 s) later.
-        if len(buf) >= self._flush_bytes or info.tags == 1:
+        # holds a playable start within a frame of the live's start, not 128 KB (~0.5 s) later.
+        if info.tags == 1:
+            self._flush(seg, urgent=True)
+        elif len(buf) >= self._flush_bytes:
             self._flush(seg)
 
     def _append(self, seg: _Open, data: bytes) -> None:
         seg.buf += data
         seg.info.bytes += len(data)
 
-    def _flush(self, seg: _Open) -> None:
+    def _flush(self, seg: _Open, *, urgent: bool = False) -> None:
         if seg.buf:
-            self._io.write(seg.file, seg.buf)  # the queue owns the buffer now: a new one
+            self._io.write(seg.file, seg.buf, urgent=urgent)  # the queue owns it now: a new one
             seg.buf = bytearray()
         self._raise_failed()
 
