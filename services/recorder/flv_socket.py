@@ -23,7 +23,7 @@ from typing import Literal, cast
 import httpcore
 import httpx
 
-COALESCE_S = 0.1  # at most one read per stream this often while the body flows
+COALESCE_S = 0.25  # at most one read per stream this often while the body flows
 TICK_S = COALESCE_S / 4  # how often the shared Resumer ends the pauses that are due
 BUFFER = 64 * 1024  # initial receive buffer; grows to what one read needs
 HIGH_WATER = 1024 * 1024  # raw bytes held for a consumer that stopped reading (disk)
