@@ -6,9 +6,11 @@ import asyncio
 import errno
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from io import FileIO
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ from services.recorder.session_types import StreamLookup
 from services.recorder.stream import StreamPuller
 from shared.errors import ErrorCode
 from shared.tiktok.models import StreamCandidate
+from tests.helpers import eventually
 from tests.unit.test_recorder_flv import gop, keyframe, run_stream, stream_start, walk
 
 WriteAll = Callable[[FileIO, bytes | bytearray], None]
@@ -388,3 +391,74 @@ async def test_a_stalled_disk_does_not_hold_up_a_cancel_for_ever(
     [queue] = tracking.queues
     await queue.drain()
     assert queue.error is None
+
+
+class CountingPool(ThreadPoolExecutor):
+    """Counts the jobs handed to worker threads: each one a thread hop."""
+
+    submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        CountingPool.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def all_idle(queues: list[WriteQueue]) -> None:
+    async def check() -> bool:
+        return all(q.idle for q in queues)
+
+    await eventually(check)
+
+
+async def test_writes_of_many_sessions_reach_the_disk_in_one_hop_per_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(disk, "ThreadPoolExecutor", CountingPool)
+    shared = Disk(threads=4)
+    queues = [shared.queue() for _ in range(50)]
+    files = [q.create(tmp_path / f"s{n}.flv") for n, q in enumerate(queues)]
+    await all_idle(queues)
+    CountingPool.submitted = 0
+    for n, (queue, file) in enumerate(zip(queues, files, strict=True)):
+        for part in range(3):
+            queue.write(file, f"{n}.{part};".encode())
+    await all_idle(queues)
+    # 150 writes of 50 sessions: one tick's job (two if the writes straddled a tick), not 150.
+    assert 1 <= CountingPool.submitted <= 2
+    for queue, file in zip(queues, files, strict=True):
+        queue.close(file)
+    await all_idle(queues)
+    for n, file in enumerate(files):
+        assert file.path.read_bytes() == f"{n}.0;{n}.1;{n}.2;".encode()
+
+
+async def test_a_write_stuck_on_one_file_holds_up_only_its_own_session(tmp_path: Path) -> None:
+    stuck = tmp_path / "stuck.flv"
+    opened = threading.Event()
+    real = disk._write_all
+
+    def write_all(fh: FileIO, data: bytes | bytearray) -> None:
+        if str(fh.name) == str(stuck):
+            opened.wait(60)  # the test fails long before: this only frees the thread
+        real(fh, data)
+
+    shared = Disk(threads=4)
+    a, b = shared.queue(), shared.queue()
+    fa, fb = a.create(stuck), b.create(tmp_path / "fine.flv")
+    await all_idle([a, b])
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(disk, "_write_all", write_all)
+            a.write(fa, b"a")  # the same tick's job, a's batch first: b's is stolen from it
+            b.write(fb, b"b")
+            await all_idle([b])
+            assert fb.path.read_bytes() == b"b"
+            assert not a.idle
+            opened.set()
+            await a.drain()
+    finally:
+        opened.set()
+        a.close(fa)
+        b.close(fb)
+        await all_idle([a, b])
+    assert fa.path.read_bytes() == b"a"
