@@ -108,10 +108,13 @@ class FlvResponse:
                 return value
         return None
 
+    def steady(self) -> None:
+        """Media flows: from now on each read waits for more to arrive (coalescing)."""
+        self._conn.coalesce = True
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, decoded (chunked framing stripped), one piece per socket read."""
         conn = self._conn
-        conn.coalesce = True
         left = 0  # undecodable bytes left by the last pass (a cut chunk-size line or CRLF)
         while True:
             await conn.wait_more(left)

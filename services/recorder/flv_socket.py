@@ -2,7 +2,7 @@
 pause between deliveries so the kernel's buffer fills (see flv_pull.py for why).
 
 A :class:`Connection` is an ``asyncio.BufferedProtocol`` with one receive buffer it reuses. Once
-``coalesce`` is set (after the response head), every read is followed by a pause of
+``coalesce`` is set (once media flows), every read is followed by a pause of
 :data:`COALESCE_S` (to a :data:`TICK_S` more), unless it filled all the room it had (more is
 waiting: read it now); a consumer more than :data:`HIGH_WATER` behind (waiting for the disk)
 keeps it paused until it takes data. The pauses end on one shared timer per event loop
@@ -101,7 +101,7 @@ class Connection(asyncio.BufferedProtocol):
         self.eof = False
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self.coalesce = False  # set once the head is read
+        self.coalesce = False  # set once media flows (FlvResponse.steady)
         self._paused = False
         self._timed = False  # paused for coalescing: the Resumer resumes it
         self.stats = stats

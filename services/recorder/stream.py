@@ -106,6 +106,10 @@ class Watch:
             self._cm.reschedule(self._loop.time())
 
 
+def _nothing() -> None:
+    """httpx reads as bytes arrive: nothing to change once media flows."""
+
+
 class StreamPuller:
     """Feeds a session's segmenter from HTTP-FLV responses and counts what came in.
 
@@ -228,7 +232,7 @@ class StreamPuller:
             async with asyncio.timeout(None) as cm:
                 watch.arm(cm)
                 try:
-                    async with self._get(url) as (status, chunks):
+                    async with self._get(url) as (status, chunks, steady):
                         if status != httpx.codes.OK:
                             return Conn("http", status=status)
                         async for chunk in chunks:
@@ -249,6 +253,7 @@ class StreamPuller:
                                 t = now()
                             if not media and segmenter.current is not None:
                                 media = True
+                                steady()  # the first keyframe is written: reads may coalesce
                                 self._media_from(candidate)
                             if segmenter.limit_reached:
                                 return Conn("limit", media=media)
@@ -289,8 +294,11 @@ class StreamPuller:
         return Conn("eof", media=media)
 
     @contextlib.asynccontextmanager
-    async def _get(self, url: str) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
-        """GET ``url``: its final status (redirects followed) and its body's pieces."""
+    async def _get(
+        self, url: str
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes], Callable[[], None]]]:
+        """GET ``url``: its final status (redirects followed), its body's pieces, and what to
+        call once media flows (from then on, reads may wait for more to arrive)."""
         route = route_for(self._http, httpx.URL(url))
         if route is None:
             async with self._http.stream(
@@ -300,7 +308,7 @@ class StreamPuller:
                 follow_redirects=True,  # every hop passes the client's egress guards
                 extensions={STREAM_REQUEST: True},
             ) as response:
-                yield response.status_code, response.aiter_bytes()
+                yield response.status_code, response.aiter_bytes(), _nothing
             return
         timeouts = self._timeouts
         assert timeouts.connect is not None
@@ -309,7 +317,7 @@ class StreamPuller:
             self._http, route, url, connect_timeout=timeouts.connect, read_timeout=timeouts.read
         ) as response:
             try:
-                yield response.status, response.chunks()
+                yield response.status, response.chunks(), response.steady
             finally:
                 stats = response.stats
                 self.socket.recvs += stats.recvs

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.recorder.flv_pull import FlvResponse
 from services.recorder.flv_socket import COALESCE_S, HIGH_WATER, Connection, Stats, resumer
 
 
@@ -36,7 +37,7 @@ def opened(*, body: bool = True) -> tuple[Connection, CountingTransport]:
     conn = Connection(Stats())
     transport = CountingTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
-    conn.coalesce = body  # set once the response head is read
+    conn.coalesce = body  # set once media flows (FlvResponse.steady)
     return conn, transport
 
 
@@ -138,3 +139,16 @@ async def test_reads_that_fill_their_room_stop_at_high_water_until_the_consumer_
     conn.taken()
     assert transport.resumes == 1
     conn.close()
+
+
+async def test_reads_are_not_held_back_until_media_flows() -> None:
+    """The CDN's first burst and the first keyframe are read as they arrive (a recording's
+    first byte on disk is not delayed); reads coalesce once the caller says media flows."""
+    conn, transport = opened(body=False)
+    response = FlvResponse(200, [], conn, "close")
+    for _ in range(5):
+        receive(conn)
+    assert transport.pauses == 0
+    response.steady()
+    receive(conn)
+    assert transport.pauses == 1
