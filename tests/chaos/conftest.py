@@ -81,8 +81,11 @@ async def chaos_fleet(
         "LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
     }
+    # An admin: the scenarios look at every job and rebuild the index (POST /files/rebuild).
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"chaos {KEY} role=admin\n")
     gw = GatewaySettings(
-        api_keys=[KEY],
+        api_keys_file=keys_file,
         nats_url=",".join(cluster.client_urls),
         nats_replicas=REPLICAS,
         secret_key=secret,
