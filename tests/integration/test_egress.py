@@ -29,6 +29,7 @@ from shared.secrets import SecretBox, new_key
 from shared.watchers import GET, GetRequest, Watcher
 from tests.helpers import JobsApi, eventually, job_store
 from tests.http_proxy import AuthProxy
+from tests.loopback import LoopbackServer
 from tlr.fake_tiktok import FakeTikTok
 from tlr.nats_server import NatsServer
 
@@ -41,29 +42,13 @@ BANNER = b"SSH-2.0-OpenSSH_9.6 billing-db.internal.corp\r\n\r\n"
 LEAKS = ("OpenSSH", "billing-db", "internal.corp", "localhost", "169.254")
 
 
-class Canary:
+class Canary(LoopbackServer):
     """A loopback TCP service (an SSH port, a database): counts connections, greets each
     with a banner, reads what is sent, hangs up."""
 
     def __init__(self) -> None:
         self.connections = 0
         self.received = b""
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def __aenter__(self) -> Canary:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -14,6 +14,7 @@ from services.recorder.flv_pull import FlvResponse, open_flv, route_for
 from services.recorder.flv_socket import Connection, Stats
 from shared.egress import StreamPolicy
 from shared.tiktok.guards import StreamGuard, StreamHostRefused
+from tests.loopback import LoopbackServer
 
 URL = httpx.URL("http://cdn.example/stream.flv")
 
@@ -127,28 +128,13 @@ async def test_malformed_chunk_size() -> None:
 # --- egress (issue 17): the client's request hooks on every hop --------------------------------
 
 
-class Server:
+class Server(LoopbackServer):
     """A local HTTP server answering every connection with ``answer`` (then closing); counts
     connections."""
 
     def __init__(self, answer: bytes) -> None:
         self.answer = answer
         self.connections = 0
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
