@@ -12,6 +12,9 @@ client on localhost, one request at a time unless ``--concurrency``):
 - time-filtered (a random 30-day window): page 1 and its middle page;
 - page 1 with page_size 500.
 
+Every file is owned by the name of the one key asking (``role=user``, from an API_KEYS_FILE):
+an ordinary key's query, the common case, has the owner filter an admin's has not.
+
 Target (the files issue): p99 < 50 ms for each (the seed asks < 500 ms).
 
     .venv/bin/python bench/files_query.py                  # ~2 minutes on 2 vCPUs
@@ -47,6 +50,8 @@ from shared.files import IndexedFile  # noqa: E402
 from tlr.nats_server import NatsServer  # noqa: E402
 
 KEY = "bench-key"
+# The key's name in API_KEYS_FILE: the owner of its jobs' files, as the indexer records it.
+OWNER = "bench"
 YEAR_START = datetime(2026, 1, 1, tzinfo=UTC)
 SECONDS_IN_YEAR = 365 * 86_400
 PAGE_SIZE = 50
@@ -78,6 +83,7 @@ def rows(count: int, rooms: int, seed: int) -> Any:
                 job_id=f"job-{i // 4}",
                 started_at=mtime - timedelta(hours=1),
                 upload_wanted=i % 3 == 0,
+                owner=OWNER,
             )
         )
         if len(chunk) == 10_000:
@@ -152,12 +158,15 @@ async def run(args: argparse.Namespace) -> None:
 
         async with NatsServer(tmp / "nats") as nats:
             port = free_port()
+            keys_file = tmp / "api-keys"
+            keys_file.write_text(f"{OWNER} {KEY} role=user\n")
             env = {
                 **os.environ,
                 "NATS_URL": nats.client_url,
                 "INDEX_DB": str(db),
                 "RECORDINGS_DIR": str(tmp / "recordings"),
-                "API_KEYS": KEY,
+                "API_KEYS": "",
+                "API_KEYS_FILE": str(keys_file),
                 "GATEWAY_PORT": str(port),
                 "LOG_LEVEL": "WARNING",
                 "LOG_FORMAT": "json",

@@ -6,6 +6,10 @@ and ``--seed-files`` files into an index (the indexer's own bulk insert), starts
 process on that index, then one gateway process (`python -m services.gateway`, uvloop) and,
 for the second round, two (two ports; the load is split evenly between them).
 
+The load uses one ordinary key (``role=user``, from an API_KEYS_FILE), the common case: every
+seeded job and file is owned by its name, so each answer goes through the ownership check and
+the indexer's owner filter as a customer's would (an admin's key skips both).
+
 The load comes from a SEPARATE process (this script with ``--client``): ``--connections``
 keep-alive HTTP/1.1 connections over asyncio streams on uvloop, each sending one request at a
 time for ``--duration`` seconds after a warm-up second (a closed loop: a slow gateway slows
@@ -45,6 +49,8 @@ sys.path.insert(0, str(ROOT))
 from bench._proc import cpu_seconds, free_port, rss_mib, wait_for  # noqa: E402
 
 KEY = "bench-key"
+# The key's name in API_KEYS_FILE: the owner the gateway records on what the key makes.
+OWNER = "bench"
 ROOMS = 200
 
 
@@ -140,7 +146,12 @@ async def seed_jobs(nats_url: str, count: int) -> list[str]:
     async def one(i: int, job_id: str) -> None:
         room = room_id(i % ROOMS)
         await store.submit(
-            JobRequest(job_id=job_id, room_id=room, url=f"https://www.tiktok.com/@u{i}/live")
+            JobRequest(
+                job_id=job_id,
+                room_id=room,
+                url=f"https://www.tiktok.com/@u{i}/live",
+                owner=OWNER,
+            )
         )
         await store.claim(job_id, 1, Claim("bench-recorder", room, f"live {i}", f"u{i}", 1))
         for part in range(2):
@@ -178,6 +189,7 @@ async def seed_files(db: Path, count: int) -> None:
                 title=f"live {i}",
                 job_id=f"job-{i // 4}",
                 started_at=mtime - timedelta(hours=1),
+                owner=OWNER,
             )
         )
     async with IndexStore(db) as store:
@@ -305,12 +317,15 @@ async def run(args: argparse.Namespace) -> None:
                 flush=True,
             )
             (tmp / "recordings").mkdir()
+            keys_file = tmp / "api-keys"
+            keys_file.write_text(f"{OWNER} {KEY} role=user\n")
             env = {
                 **os.environ,
                 "NATS_URL": nats.client_url,
                 "INDEX_DB": str(db),
                 "RECORDINGS_DIR": str(tmp / "recordings"),
-                "API_KEYS": KEY,
+                "API_KEYS": "",
+                "API_KEYS_FILE": str(keys_file),
                 "RATE_LIMIT_PER_MIN": "1000000000",
                 "LOG_LEVEL": "WARNING",
                 "LOG_FORMAT": "json",
@@ -369,7 +384,13 @@ async def wait_ready(port: int, job_id: str) -> None:
                 files = await http.get("/files", headers={"X-API-Key": KEY})
             except httpx.TransportError:
                 return False
-            return r.status_code == 200 and files.status_code == 200
+            if r.status_code != 200 or files.status_code != 200:
+                return False
+            # The key's own job and files, not an empty list: the owner was seeded right.
+            if r.json()["owner"] != OWNER or not files.json()["items"]:
+                msg = f"GET /jobs or /files answered no job or file of {OWNER}"
+                raise SystemExit(msg)
+            return True
 
         await wait_for(answering, 60, f"the gateway on port {port}", every=0.3)
 
