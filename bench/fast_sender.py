@@ -18,9 +18,10 @@ timestamps. A tag is due when its media time (from the connection's start) has c
 5 ms tick each connection sends one piece of what is due, more while it is over 8 KB behind (a
 keyframe), each piece its own ``send()`` with TCP_NODELAY: ``segments`` one TCP segment's worth
 (1,448 bytes on the wire by default), ``irregular`` 1 B-48 KB (log-uniform), ``chunks`` all that
-is due every 40 ms (in pieces of at most 64 KB). A connection whose socket buffer is full is not written until it drains:
-the sender never queues more than one partly sent piece per connection, so a reader that does
-not read falls behind the wall clock instead of costing memory.
+is due every 40 ms (in pieces of at most 64 KB). A connection whose socket buffer is full is not
+written until it drains: the sender never queues more than one partly sent piece per
+connection, so a reader that does not read falls behind the wall clock instead of costing
+memory.
 
 Run standalone (``--media`` is written by ``write_media``)::
 

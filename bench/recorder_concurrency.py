@@ -93,8 +93,9 @@ from tlr.nats_server import NatsServer  # noqa: E402
 
 LEASE_EVENTS = ("lease.renew_failed", "lease.doubtful", "lease.lost", "lease.keeper_stuck")
 SAMPLE_EVERY_S = 5.0
-SENDER_STATS_S = 5.0
-KV_PROBE_S = 0.5  # the sender's own stats interval (fast_sender.start_sender's default)
+SENDER_STATS_S = 5.0  # the sender's own stats interval (fast_sender.start_sender's default)
+KV_PROBE_S = 0.5
+STREAM_BYTES_S = 2.2e6 / 8 * 1.05  # a 2 Mbit/s profile on disk, FLV overhead included
 
 
 class LeaseWatch:
@@ -120,6 +121,23 @@ async def _media_ms(store: JobStore, job_ids: list[str], root: Path) -> dict[str
         if ts is not None:
             out[job_id] = (path, ts)
     return out
+
+
+def _check_disk(tmp: Path, args: argparse.Namespace) -> None:
+    """Refuse a run whose recordings would not fit on the disk (with a tenth to spare): the
+    bench keeps every file until the end, ~275 KB/s per stream (a 1,000-stream run with a
+    3-minute settle once filled this machine's disk, and everyone's runs failed with it)."""
+    ramp = args.ramp_timeout or max(60.0, args.streams * 0.1)
+    need = args.streams * STREAM_BYTES_S * (ramp + args.settle + args.window + 30)
+    free = shutil.disk_usage(tmp).free
+    if need > 0.9 * free:
+        shutil.rmtree(tmp, ignore_errors=True)
+        msg = (
+            f"{args.streams} streams for ~{ramp + args.settle + args.window + 30:.0f} s would write"
+            f" ~{need / 1e9:.0f} GB, {free / 1e9:.0f} GB free under {tmp.parent}: shorten"
+            " --settle/--window or free space"
+        )
+        raise SystemExit(msg)
 
 
 async def _kv_probe(store: JobStore, job_id: str, out: list[float]) -> None:
@@ -163,6 +181,7 @@ def _room_ids(fake_log: str) -> dict[str, str]:
 async def main(args: argparse.Namespace) -> None:
     streams, window, profile = args.streams, args.window, args.profile
     tmp = Path(tempfile.mkdtemp(prefix="tlr-bench-"))
+    _check_disk(tmp, args)
     procs: list[subprocess.Popen[bytes]] = []
     nats = NatsServer(tmp / "nats")
     log_path = tmp / "recorder.log"
@@ -419,10 +438,12 @@ async def main(args: argparse.Namespace) -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        await nats.stop()
-        if args.keep_log:
-            shutil.copy(log_path, args.keep_log)
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            await nats.stop()
+            if args.keep_log:
+                shutil.copy(log_path, args.keep_log)
+        finally:  # the recordings go whatever happens (at 1,000 streams: 16 GB a minute)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
