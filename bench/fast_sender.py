@@ -23,9 +23,13 @@ written until it drains: the sender never queues more than one partly sent piece
 connection, so a reader that does not read falls behind the wall clock instead of costing
 memory.
 
-Run standalone (``--media`` is written by ``write_media``)::
+Run standalone (``--media`` is written by ``write_media``; ``--c`` the C sender)::
 
-    .venv/bin/python bench/fast_sender.py --profile h264_720p_2m --port 8091
+    .venv/bin/python bench/fast_sender.py --profile h264_720p_2m --port 8091 --c
+
+or measure it alone, N connections each read every 100 ms (as a recorder pausing its reads)::
+
+    .venv/bin/python bench/fast_sender.py --profile h264_720p_2m --c --load 1000 --seconds 20
 
 Each process prints ``listening http://host:port`` and then every few seconds a line
 ``stats ... conns=N sends_per_s=... mbit_per_s=... behind_max_ms=... behind_over_1s=...``:
@@ -47,6 +51,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -57,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._proc import cpu_split, rss_mib  # noqa: E402
 from tlr.fake_tiktok.flv import FLV_HEADER_SIZE, TAG_HEADER_SIZE, LoopSource  # noqa: E402
 from tlr.fake_tiktok.media import MediaLibrary, default_media_dir  # noqa: E402
 
@@ -512,6 +518,66 @@ class PySender:
             self.accepted += 1
 
 
+def _load(args: argparse.Namespace) -> None:
+    """The sender alone at ``args.load`` connections, read every 100 ms (a recorder that
+    pauses its reads): its CPU (user, sys) and RSS over ``args.seconds``, and its own stats."""
+    workdir = Path(tempfile.mkdtemp(prefix="tlr-sender-"))
+    sender = None
+    socks: list[socket.socket] = []
+    try:
+        media = args.media or asyncio.run(write_media(args.profile, workdir / "media.bin"))
+        sender = start_sender(
+            media,
+            kind="c" if args.c else "python",
+            mode=args.mode,
+            framing=args.framing,
+            segment=args.segment,
+            procs=args.procs,
+            workdir=workdir,
+        )
+        port = int(sender.url.rsplit(":", 1)[1])
+        for i in range(args.load):
+            sock = socket.create_connection((args.host, port))
+            sock.sendall(f"GET /game/stream-{i}.flv HTTP/1.1\r\nHost: cdn\r\n\r\n".encode())
+            sock.setblocking(False)
+            socks.append(sock)
+        time.sleep(3)  # past the connections' first bytes
+        buf = memoryview(bytearray(1 << 20))
+        for sock in socks:  # what piled up meanwhile is not counted
+            with contextlib.suppress(BlockingIOError):
+                while sock.recv_into(buf):
+                    pass
+        received = 0
+        pids = sender.pids
+        cpu0 = [cpu_split(pid) for pid in pids]
+        t0 = time.monotonic()
+        while (now := time.monotonic()) < t0 + args.seconds:
+            for sock in socks:
+                with contextlib.suppress(BlockingIOError):
+                    while n := sock.recv_into(buf):
+                        received += n
+            time.sleep(max(0.0, 0.1 - (time.monotonic() - now)))
+        elapsed = time.monotonic() - t0
+        cpu1 = [cpu_split(pid) for pid in pids]
+        user = sum(b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True)) / elapsed
+        kernel = sum(b[1] - a[1] for a, b in zip(cpu0, cpu1, strict=True)) / elapsed
+        rss = sum(rss_mib(pid) for pid in pids)
+        st = sender.stats
+        print(
+            f"{sender.kind} sender, {args.load} streams, {args.mode}, {args.framing}: "
+            f"{user + kernel:.3f} core (user {user:.3f}, sys {kernel:.3f}), RSS {rss:.1f} MiB; "
+            f"{st.total('sends_per_s'):,.0f} writes/s, {st.total('mbit_per_s'):.1f} Mbit/s sent, "
+            f"{received * 8 / elapsed / 1e6:.1f} Mbit/s read; send cursor behind: max "
+            f"{st.worst('behind_max_ms'):.0f} ms, {st.total('behind_over_1s'):.0f} streams over 1 s"
+        )
+    finally:
+        for sock in socks:
+            sock.close()
+        if sender is not None:
+            sender.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -528,7 +594,17 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--procs", type=int, default=1, help="processes (one listening socket)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--c", action="store_true", help="build and run flv_sender.c instead")
+    parser.add_argument(
+        "--load",
+        type=int,
+        metavar="N",
+        help="measure the sender alone: N connections, each read every 100 ms, for --seconds",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
+    if args.load:
+        _load(args)
+        return
     if args.profile:
         workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"tlr-sender-{os.getpid()}"
         workdir.mkdir(exist_ok=True)
