@@ -51,6 +51,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -308,8 +309,9 @@ async def main(args: argparse.Namespace) -> None:
         disk0 = sum(f.stat().st_size for f in root.rglob("*.flv"))
         sampler = None
         if args.sample_cmd:  # e.g. a profiler attached to the recorder during the window
-            cmd = args.sample_cmd.format(pid=recorder.pid)
-            sampler = subprocess.Popen(cmd, shell=True)
+            # An argument list, no shell: the command is split first, then {pid} filled in.
+            argv = [a.format(pid=recorder.pid) for a in shlex.split(args.sample_cmd)]
+            sampler = subprocess.Popen(argv)
             procs.append(sampler)
         cpu0, t0 = cpu_split(recorder.pid), time.monotonic()
         others = {"nats-server": nats.proc.pid if nats.proc else None, "bench": os.getpid()}
