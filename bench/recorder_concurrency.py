@@ -517,7 +517,7 @@ if __name__ == "__main__":
     parser.add_argument("--keep-log", type=Path, help="copy the recorder's log here")
     parser.add_argument(
         "--sample-cmd",
-        help="a shell command run during the window, {pid} the recorder's (e.g. py-spy record"
+        help="a command run (no shell) during the window, {pid} the recorder's (e.g. py-spy record"
         " --pid {pid} --duration 20 --format raw --output stacks.txt --nonblocking)",
     )
     parser.add_argument(
