@@ -1,11 +1,19 @@
-"""Requests per minute per API key, counted in NATS so every gateway replica shares the budget."""
+"""Requests per minute per API key, counted in NATS so every gateway replica shares the budget.
+
+Every request is counted in NATS before it is answered: one increment, whose PubAck carries the
+total that decides it; hits past the limit are taken back at once (a second round trip). A key's
+requests that come while its last increment is in flight are counted together in the next one
+(``batches``), each decided as if they had come one after another. A hit that is taken back may
+be seen by another replica meanwhile: only when the budget is full anyway, save that the
+previous window's share may have decayed by one hit since, as with two replicas counting at once.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -15,8 +23,14 @@ from nats.js.api import StreamConfig
 from prometheus_client import Counter
 
 from services.gateway.api_keys import ApiKey
+from services.gateway.batches import Batches
 from services.gateway.errors import ApiError
-from services.gateway.ratelimit_storage import NatsCounterStorage, WindowCount, weighted_count
+from services.gateway.ratelimit_storage import (
+    HitCount,
+    NatsCounterStorage,
+    WindowCount,
+    weighted_count,
+)
 from shared.errors import ErrorCode
 from shared.logging import get_logger
 from shared.metrics import PREFIX
@@ -101,6 +115,7 @@ class RateLimiter:
         self.default_limit = default_limit
         self.storage = NatsCounterStorage(nc.jetstream(timeout=NATS_TIMEOUT), stream, clock=clock)
         self.strategy = _SlidingWindow(self.storage)
+        self._batches: Batches[ApiKey, Decision] = Batches(self._count)
 
     def limit_for(self, key: ApiKey) -> int:
         return key.rate_limit or self.default_limit
@@ -115,27 +130,38 @@ class RateLimiter:
         if not self.nc.is_connected:
             msg = "NATS is not connected"
             raise RateLimiterUnavailable(msg)
+        return await self._batches.submit(key)
+
+    async def _count(self, key: ApiKey, hits: int) -> list[Decision]:
+        """``hits`` requests of ``key`` in one increment; a decision for each, in order."""
         limit = self.limit_for(key)
         item = RateLimitItemPerMinute(limit)
         expiry = item.get_expiry()
         try:
-            # One read of the window, one increment: the headers come from the same counters
-            # (limits' hit + get_window_stats would read both windows a second time).
-            count = await self.storage.acquire_and_count(
-                item.key_for(key.counter_id), limit, expiry
-            )
+            count = await self.storage.count_hits(item.key_for(key.counter_id), limit, expiry, hits)
         except StorageError as exc:
             cause = exc.storage_error
             detail = getattr(cause, "description", None) or str(cause)
             msg = f"rate-limit counters unreachable: {type(cause).__name__} {detail}".strip()
             raise RateLimiterUnavailable(msg) from exc
-        used = weighted_count(count.previous, count.previous_ttl, count.current, expiry)
-        return Decision(
-            allowed=count.allowed,
-            limit=limit,
-            remaining=max(0, limit - used) if count.allowed else 0,
-            reset_at=_reset_at(count, expiry),
-        )
+        return [_decision(count, i, limit, expiry) for i in range(hits)]
+
+
+def _decision(count: HitCount, i: int, limit: int, expiry: int) -> Decision:
+    """The ``i``-th hit of a batch: admitted ones see the window as it stood right after them
+    (the headers a lone request would get), refused ones the window after the undo."""
+    window = count.window
+    if i >= count.admitted:
+        return Decision(allowed=False, limit=limit, remaining=0, reset_at=_reset_at(window, expiry))
+    current = count.before + i + 1
+    mine = replace(window, current=current)
+    used = weighted_count(window.previous, window.previous_ttl, current, expiry)
+    return Decision(
+        allowed=True,
+        limit=limit,
+        remaining=max(0, limit - used),
+        reset_at=_reset_at(mine, expiry),
+    )
 
 
 def _reset_at(count: WindowCount, expiry: int) -> float:

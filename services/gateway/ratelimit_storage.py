@@ -22,6 +22,10 @@ T = TypeVar("T")
 
 # Float noise must not turn an exact share (30.0) into one more counted hit (31).
 _EPSILON = 1e-9
+# Seconds into a window after which the previous window's counter is taken as final and read
+# no more: a hit started before the boundary lands within a NATS timeout (1 s) of it, its undo
+# within another, and replicas' clocks agree far better than the rest.
+SETTLE = 5.0
 
 
 def weighted_count(previous: int, previous_ttl: float, current: int, expiry: float) -> int:
@@ -46,6 +50,10 @@ class NatsCounterStorage(Storage, SlidingWindowCounterSupport):
     sliding-window-counter strategy, whose counters are per window (the window number is in the
     subject); a plain counter (``incr``, as the fixed-window strategy uses it) would only reset
     after ``max_age`` of quiet, so use this storage with the sliding window.
+
+    :meth:`count_hits` (the gateway's path) reads the previous window's counter once it has
+    settled (``SETTLE`` seconds into the next window) and then keeps it: no hit goes to a window
+    after that, so it cannot change.
     """
 
     STORAGE_SCHEME = None  # built from a live connection, never from a URI
@@ -69,6 +77,8 @@ class NatsCounterStorage(Storage, SlidingWindowCounterSupport):
         self.prefix = prefix[:-2]
         self.max_age = stream.max_age or math.inf
         self.clock = clock
+        # Per limits key: the previous window's subject and its final count (see SETTLE).
+        self._settled: dict[str, tuple[str, int]] = {}
         # Errors come out as limits.errors.StorageError: callers need not know NATS.
         super().__init__(None, wrap_exceptions=True)
 
@@ -188,6 +198,50 @@ class NatsCounterStorage(Storage, SlidingWindowCounterSupport):
                 allowed = False
         return WindowCount(allowed, previous, previous_ttl, current, _current_ttl(expiry, now), now)
 
+    async def count_hits(self, key: str, limit: int, expiry: int, hits: int) -> HitCount:
+        """Count ``hits`` separate hits of ``key`` in one increment, as if they came one after
+        another: those the limit admits stay counted, the rest are taken back at once.
+
+        Counted first, checked after: hits the limit admits cost one round trip (the PubAck
+        carries the total), not a read of the window and then a write. Only refused hits cost
+        a second one, their undo.
+
+        Raises:
+            StorageError: NATS could not be reached (as every method limits calls).
+        """
+        try:
+            return await self._count_hits(key, limit, expiry, hits)
+        except self.base_exceptions as exc:
+            raise StorageError(exc) from exc
+
+    async def _count_hits(self, key: str, limit: int, expiry: int, hits: int) -> HitCount:
+        now = self.clock()
+        previous_subject, current_subject = self.window_subjects(key, expiry, now)
+        kept = self._settled.get(key)
+        if kept is not None and kept[0] == previous_subject:
+            previous = kept[1]
+        else:
+            previous = await self._value(previous_subject)
+            if now % expiry >= SETTLE:
+                self._settled[key] = (previous_subject, previous)
+        total = await self._add(current_subject, hits)
+        previous_ttl = _previous_ttl(previous, expiry, now)
+        before = total - hits
+        admitted = 0
+        # Another replica's hits may have come between: the total settles who got the places.
+        while (
+            admitted < hits
+            and weighted_count(previous, previous_ttl, before + admitted + 1, expiry) <= limit
+        ):
+            admitted += 1
+        current = total
+        if admitted < hits:
+            current = await self._add(current_subject, admitted - hits)
+        window = WindowCount(
+            admitted == hits, previous, previous_ttl, current, _current_ttl(expiry, now), now
+        )
+        return HitCount(admitted=admitted, before=before, window=window)
+
     async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
         now = self.clock()
         previous_subject, current_subject = self.window_subjects(key, expiry, now)
@@ -209,6 +263,16 @@ class WindowCount:
     current: int
     current_ttl: float
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class HitCount:
+    """The outcome of :meth:`NatsCounterStorage.count_hits`: the first ``admitted`` hits were
+    counted, on top of ``before`` in the current window; ``window`` is as it stands after."""
+
+    admitted: int
+    before: int
+    window: WindowCount
 
 
 def _current_ttl(expiry: int, now: float) -> float:

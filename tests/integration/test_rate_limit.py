@@ -23,6 +23,7 @@ from services.gateway.app import create_app
 from services.gateway.deps import require_api_key
 from services.gateway.nats_link import NatsLink
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit_storage import SETTLE, weighted_count
 from services.gateway.settings import GatewaySettings
 from shared.bus import Bus
 from shared.subjects import RATELIMIT, RATELIMIT_STREAM
@@ -330,3 +331,63 @@ def test_the_counter_stream_keeps_two_windows() -> None:
     assert RATELIMIT.allow_msg_counter
     assert RATELIMIT.max_age is not None
     assert RATELIMIT.max_age >= 2 * PERIOD
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> list[str]:
+    """Record the subject of every call of ``obj.name`` (a storage's reads or increments)."""
+    calls: list[str] = []
+    method = getattr(obj, name)
+
+    async def spy(subject: str, *args: object) -> object:
+        calls.append(subject)
+        return await method(subject, *args)
+
+    monkeypatch.setattr(obj, name, spy)
+    return calls
+
+
+async def test_requests_that_come_together_are_counted_in_one_increment(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(BOUNDARY + 30)
+    limiter = RateLimiter(bus.nc, default_limit=60, clock=clock)
+    increments = count_calls(monkeypatch, limiter.storage, "_add")
+    key = ApiKey.bare("batched-key")
+    decisions = await asyncio.gather(*(limiter.hit(key) for _ in range(70)))
+    # Decided as if they had come one after another: the first 60 in, each told what is left.
+    assert [d.allowed for d in decisions] == [True] * 60 + [False] * 10
+    assert [d.remaining for d in decisions] == [*range(59, -1, -1), *[0] * 10]
+    assert all(d.limit == 60 for d in decisions)
+    # All 70 came before the first write: one increment of 70, one undo of the 10 refused.
+    assert len(increments) == 2
+    stats = await limiter.strategy.get_window_stats(RateLimitItemPerMinute(60), key.counter_id)
+    assert stats.remaining == 0
+
+
+async def test_the_previous_window_is_read_until_it_settles_then_kept(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(BOUNDARY - 10)
+    limiter = RateLimiter(bus.nc, default_limit=60, clock=clock)
+    reads = count_calls(monkeypatch, limiter.storage, "_value")
+    key = ApiKey.bare("settling-key")
+    for _ in range(30):
+        await limiter.hit(key)
+    # A replica whose request started just before the boundary counts it just after it: the
+    # previous window is read again by every request until SETTLE seconds into the next one.
+    late = RateLimiter(bus.nc, default_limit=60, clock=Clock(BOUNDARY - 0.5))
+    reads.clear()
+    clock.now = BOUNDARY + 1
+    await limiter.hit(key)
+    await late.hit(key)
+    clock.now = BOUNDARY + 2
+    assert (await limiter.hit(key)).remaining == 60 - weighted_count(31, 58, 2, 60)
+    assert len(reads) == 2
+    # Settled: read once more, then kept (nothing reaches a window that far behind).
+    clock.now = BOUNDARY + SETTLE + 1
+    await limiter.hit(key)
+    clock.now = BOUNDARY + SETTLE + 2
+    await limiter.hit(key)
+    assert len(reads) == 3
+    assert (await limiter.hit(key)).remaining == 60 - weighted_count(31, 60 - SETTLE - 2, 5, 60)
+    assert len(reads) == 3
