@@ -12,6 +12,7 @@ from services.gateway.body_limits import BodyLimitMiddleware
 from services.gateway.cors import CorsMiddleware
 from services.gateway.deps import require_api_key
 from services.gateway.errors import EDGE_RESPONSES, ERROR_RESPONSES, install_error_handlers
+from services.gateway.hot_routes import HotRoutes
 from services.gateway.middleware import ErrorMiddleware, RequestContextMiddleware
 from services.gateway.nats_link import NatsLink
 from services.gateway.routes import (
@@ -68,7 +69,8 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     install_error_handlers(app)
     # Added innermost first. Outermost, the request context: every answer (a preflight, a
     # 413, a 500) carries the correlation id. CORS wraps the rest so a browser can read error
-    # answers too; the body is checked before any route runs.
+    # answers too; the body is checked before any route runs, the hot routes' too.
+    app.add_middleware(HotRoutes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorMiddleware)
     if settings.cors_origins:

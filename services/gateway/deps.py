@@ -9,6 +9,7 @@ import nats.js.errors
 import structlog
 from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
+from starlette.datastructures import State
 
 from services.gateway.api_keys import ApiKey, ApiKeyRegistry
 from services.gateway.auth_failures import AUTH_REFUSED, AuthFailures
@@ -56,15 +57,18 @@ async def get_secrets(request: Request) -> SecretBox | None:
     return box
 
 
-async def get_job_store(request: Request) -> JobStore:
+async def job_store(link: NatsLink) -> JobStore:
     """The job store over the ``jobs`` bucket; 503 while NATS is not usable."""
-    link = _link(request)
     if link.bus is None or not link.bus.nc.is_connected:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "NATS is not connected")
     try:
         return JobStore(KvDocuments(await link.bus.kv(JOBS_BUCKET)))
     except (*TRANSIENT, nats.js.errors.NotFoundError) as exc:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "job store not available") from exc
+
+
+async def get_job_store(request: Request) -> JobStore:
+    return await job_store(_link(request))
 
 
 async def get_correlation_id() -> str:
@@ -79,27 +83,34 @@ JobsDep = Annotated[JobStore, Depends(get_job_store)]
 CorrelationDep = Annotated[str, Depends(get_correlation_id)]
 
 
-async def get_api_keys(request: Request) -> ApiKeyRegistry:
+def api_keys(state: State, settings: GatewaySettings) -> ApiKeyRegistry:
     """The key registry; ``__main__`` loads it at start, else (tests) it is loaded once here."""
-    state = request.app.state
     registry: ApiKeyRegistry | None = getattr(state, "api_keys", None)
     if registry is None:
-        registry = ApiKeyRegistry.from_settings(_settings(request))
+        registry = ApiKeyRegistry.from_settings(settings)
         state.api_keys = registry
     return registry
 
 
-def get_rate_limiter(request: Request) -> RateLimiter | None:
+async def get_api_keys(request: Request) -> ApiKeyRegistry:
+    return api_keys(request.app.state, _settings(request))
+
+
+def rate_limiter(state: State) -> RateLimiter | None:
     """The limiter on the link's connection; None until NATS was first reached."""
-    link = _link(request)
+    link: NatsLink = state.link
     if link.bus is None:
         return None
-    state = request.app.state
     limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
     if limiter is None or limiter.nc is not link.bus.nc:
-        limiter = RateLimiter(link.bus.nc, default_limit=_settings(request).rate_limit_per_min)
+        settings: GatewaySettings = state.settings
+        limiter = RateLimiter(link.bus.nc, default_limit=settings.rate_limit_per_min)
         state.rate_limiter = limiter
     return limiter
+
+
+def get_rate_limiter(request: Request) -> RateLimiter | None:
+    return rate_limiter(request.app.state)
 
 
 def client_address(request: Request) -> str:
@@ -108,20 +119,11 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _auth_failures(request: Request) -> AuthFailures:
-    failures: AuthFailures = request.app.state.auth_failures
-    return failures
-
-
-async def authenticate(
-    request: Request,
-    registry: Annotated[ApiKeyRegistry, Depends(get_api_keys)],
-    key: Annotated[str | None, Security(api_key_header)] = None,
+def check_api_key(
+    registry: ApiKeyRegistry, failures: AuthFailures, address: str, key: str | None
 ) -> ApiKey:
     """401 without a key, 403 with an unknown one (compared in constant time); 429, before
     the key is even looked at, for an address past AUTH_FAILURES_PER_MIN failures."""
-    failures = _auth_failures(request)
-    address = client_address(request)
     wait = failures.retry_after(address)
     if wait is not None:
         AUTH_REFUSED.labels("throttled").inc()
@@ -139,6 +141,16 @@ async def authenticate(
     # Not "api_key_name": the log redaction hides any field named like api_key.
     structlog.contextvars.bind_contextvars(key_name=found.name)
     return found
+
+
+async def authenticate(
+    request: Request,
+    registry: Annotated[ApiKeyRegistry, Depends(get_api_keys)],
+    key: Annotated[str | None, Security(api_key_header)] = None,
+) -> ApiKey:
+    """The key's entry, or the 401, 403 or 429 of :func:`check_api_key`."""
+    failures: AuthFailures = request.app.state.auth_failures
+    return check_api_key(registry, failures, client_address(request), key)
 
 
 async def require_api_key(

@@ -4,6 +4,7 @@ outage, a bad request) to an answer of that shape."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextvars import ContextVar
 from http import HTTPStatus
 
@@ -111,41 +112,69 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _api_error(exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+def _http_error(exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(
+        exc.status_code,
+        ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.VALIDATION_ERROR,
+    )
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+
+def _validation_error(exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, ErrorCode.VALIDATION_ERROR, _describe_validation(exc))
+
+
+def _refused(exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CommandError)
+    status, code = next(v for t, v in _REFUSALS.items() if isinstance(exc, t))
+    return error_response(status, code, str(exc))
+
+
+def _outage(exc: Exception) -> JSONResponse:
+    return error_response(503, ErrorCode.SERVICE_UNAVAILABLE, outage_message(exc))
+
+
+# How each error is answered: by the app's exception handlers, and by the hot routes, which run
+# outside FastAPI's routing (see hot_routes).
+_RENDERERS: dict[type[Exception], Callable[[Exception], JSONResponse]] = {
+    ApiError: _api_error,
+    StarletteHTTPException: _http_error,
+    RequestValidationError: _validation_error,
+    **dict.fromkeys(_REFUSALS, _refused),
+    **dict.fromkeys(OUTAGES, _outage),
+}
+
+
+def response_for(exc: Exception) -> JSONResponse | None:
+    """The answer to ``exc`` as the exception handlers give it; None for one they leave (a 500).
+    Looked up along the class's MRO, as Starlette does."""
+    for cls in type(exc).__mro__:
+        render = _RENDERERS.get(cls)
+        if render is not None:
+            return render(exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register handlers so 4xx from routing, validation and routes share one body."""
+    for exc_class, render in _RENDERERS.items():
 
-    async def on_api_error(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        async def handler(
+            _request: Request,
+            exc: Exception,
+            render: Callable[[Exception], JSONResponse] = render,
+        ) -> JSONResponse:
+            return render(exc)
 
-    async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        code = _STATUS_CODES.get(
-            exc.status_code,
-            ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.VALIDATION_ERROR,
-        )
-        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
-
-    async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(422, ErrorCode.VALIDATION_ERROR, _describe_validation(exc))
-
-    async def on_refused(_request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, CommandError)
-        status, code = next(v for t, v in _REFUSALS.items() if isinstance(exc, t))
-        return error_response(status, code, str(exc))
-
-    async def on_outage(_request: Request, exc: Exception) -> JSONResponse:
-        return error_response(503, ErrorCode.SERVICE_UNAVAILABLE, outage_message(exc))
-
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    for refusal in _REFUSALS:
-        app.add_exception_handler(refusal, on_refused)
-    for outage in OUTAGES:
-        app.add_exception_handler(outage, on_outage)
+        app.add_exception_handler(exc_class, handler)
 
 
 def _error(description: str) -> dict[str, object]:

@@ -11,11 +11,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from services.gateway import commands
+from services.gateway.api_keys import ApiKey
 from services.gateway.deps import ApiKeyDep, CorrelationDep, JobsDep, LinkDep
 from services.gateway.errors import SCHEDULER_UNAVAILABLE, ApiError, documented
 from services.gateway.job_status import read_status
+from services.gateway.nats_link import NatsLink
 from services.gateway.schemas import JobStatus
 from shared.errors import ErrorCode
+from shared.job_store import JobStore
 
 router = APIRouter(tags=["jobs"])
 
@@ -33,7 +36,13 @@ NOT_FOUND = documented(404, "No such job")
     responses={**NOT_FOUND, **SCHEDULER_UNAVAILABLE},
 )
 async def get_job(task_id: TaskId, store: JobsDep, link: LinkDep, api_key: ApiKeyDep) -> JobStatus:
-    status = await read_status(link, store, task_id, caller=api_key)
+    # Served by hot_routes.HotRoutes unless task_id is invalid (the 422 is FastAPI's).
+    return await job_status(link, store, task_id, api_key)
+
+
+async def job_status(link: NatsLink, store: JobStore, task_id: str, caller: ApiKey) -> JobStatus:
+    """The status of ``task_id``; 404 when there is none, or it is not ``caller``'s to see."""
+    status = await read_status(link, store, task_id, caller=caller)
     if status is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, commands.NO_JOB)
     return status
