@@ -171,6 +171,11 @@ class Settings(NatsClientSettings):
     allow_private_proxies: bool = Field(
         False, description="Accept proxies on private, loopback or link-local addresses"
     )
+    allow_private_webhooks: bool = Field(
+        False,
+        description="Let notification targets (webhooks, Apprise URLs with a host) reach "
+        "private, loopback or link-local addresses (a receiver on this machine: tests only)",
+    )
 
     @field_validator("stream_host_suffixes", mode="before")
     @classmethod
@@ -185,7 +190,12 @@ class Settings(NatsClientSettings):
         msg = "STREAM_HOST_SUFFIXES: a comma-separated list of host names"
         raise SettingsError(msg)
 
-    @field_validator("allow_private_stream_hosts", "allow_private_proxies", mode="before")
+    @field_validator(
+        "allow_private_stream_hosts",
+        "allow_private_proxies",
+        "allow_private_webhooks",
+        mode="before",
+    )
     @classmethod
     def _switch(cls, value: object, info: object) -> object:
         # pydantic's own message names the field in lower case among every other error; a

@@ -23,7 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared import files, watchers
+from nats.js.api import StreamConfig
+
+from shared import files, notifications, watchers
 from shared.events import (
     Event,
     FileDeleted,
@@ -44,10 +46,14 @@ from shared.subjects import (
     INDEXER,
     JOB_REQUEST_CHANGES,
     JOBS_BUCKET,
+    NOTIFIER,
+    NOTIFIER_DELIVERIES,
+    NOTIFY,
     RATELIMIT,
     RECORDERS,
     SCHEDULER,
     STREAMS,
+    SUBSCRIPTIONS_BUCKET,
     UPLOADER,
     Durable,
     kv_stream_config,
@@ -106,13 +112,16 @@ class Access:
     pings: bool = False
     # The gateway's rate-limit counters: publish with Nats-Incr, read by direct get.
     counters: bool = False
+    # Work-queue streams it publishes to and reads queued messages of by subject (the
+    # notifier's NOTIFY).
+    queues: tuple[StreamConfig, ...] = ()
 
 
 ACCESS: Mapping[str, Access] = {
     "gateway": Access(
         publishes=(WatchRequested, WatchDeleted, WatchPaused, WatchResumed, RecordingRequested),
         buckets=(JOBS_BUCKET,),
-        asks=(watchers.SERVICE, files.SERVICE),
+        asks=(watchers.SERVICE, files.SERVICE, notifications.SERVICE),
         pings=True,
         counters=True,
     ),
@@ -132,6 +141,11 @@ ACCESS: Mapping[str, Access] = {
     ),
     "indexer": Access(
         publishes=(FileDeleted,), consumes=(INDEXER,), buckets=(JOBS_BUCKET, CLAIMS_BUCKET)
+    ),
+    "notifier": Access(
+        consumes=(NOTIFIER, NOTIFIER_DELIVERIES),
+        buckets=(JOBS_BUCKET, SUBSCRIPTIONS_BUCKET),
+        queues=(NOTIFY,),
     ),
 }
 SERVICE_USERS = tuple(ACCESS)
@@ -199,6 +213,8 @@ def service_permissions(service: str) -> Permissions:
             f"{JS_API}.DIRECT.GET.{RATELIMIT.name}",
             f"{JS_API}.DIRECT.GET.{RATELIMIT.name}.>",
         ]
+    for queue in access.queues:
+        pub += [*(str(s) for s in queue.subjects or ()), f"{JS_API}.STREAM.MSG.GET.{queue.name}"]
     pub += [f"tlr.{other}.>" for other in access.asks]
     if access.pings:
         pub.append("$SRV.PING")

@@ -26,6 +26,7 @@ from shared.events import (
     FileDeleted,
     RecordingFinished,
     RecordingRequested,
+    RecordingStarted,
     RoomLive,
     UploadDone,
     WatchDeleted,
@@ -83,7 +84,27 @@ RATELIMIT = StreamConfig(
     num_replicas=1,
 )
 
-STREAMS: tuple[StreamConfig, ...] = (EVENTS, RATELIMIT)
+NOTIFY_STREAM = "NOTIFY"
+NOTIFY_SUBJECT_PREFIX = "notify"
+
+NOTIFY = StreamConfig(
+    name=NOTIFY_STREAM,
+    description="Notifications to deliver: a copy of an event per subscription, on "
+    "notify.<subscription>.<job>; removed once delivered or given up (dead letter)",
+    subjects=[f"{NOTIFY_SUBJECT_PREFIX}.>"],
+    # A work queue: a delivered notification is gone, so the oldest one left on a subject is
+    # the next to deliver for that subscription and job (the notifier keeps their order so).
+    retention=RetentionPolicy.WORK_QUEUE,
+    storage=StorageType.FILE,
+    max_age=7 * DAY,
+    # The notifier fans an event out again after a crash; the copies it made already are
+    # dropped by their Nats-Msg-Id (<event_id>.<subscription>).
+    duplicate_window=600,
+    discard=DiscardPolicy.OLD,
+    num_replicas=1,
+)
+
+STREAMS: tuple[StreamConfig, ...] = (EVENTS, RATELIMIT, NOTIFY)
 
 
 # --- KV buckets ---------------------------------------------------------------------------------
@@ -116,7 +137,16 @@ LEASE_RENEW = 3.0
 LEASE_CALL_TIMEOUT = 2.0
 LEASE_RETRY = 1.0
 
-BUCKETS: tuple[KeyValueConfig, ...] = (JOBS, CLAIMS)
+SUBSCRIPTIONS_BUCKET = "subscriptions"
+SUBSCRIPTIONS = KeyValueConfig(
+    bucket=SUBSCRIPTIONS_BUCKET,
+    description="Notification subscriptions (sub.<id>) and failed attempts (try.<sub>.<seq>); "
+    "the notifier is their only writer",
+    history=1,
+    direct=True,
+)
+
+BUCKETS: tuple[KeyValueConfig, ...] = (JOBS, CLAIMS, SUBSCRIPTIONS)
 
 
 def kv_stream_config(kv: KeyValueConfig) -> StreamConfig:
@@ -194,7 +224,44 @@ INDEXER = _durable(
     "indexer", RecordingFinished, UploadDone, FileDeleted, ack_wait=30, max_ack_pending=1000
 )
 
-DURABLES: tuple[Durable, ...] = (SCHEDULER, RECORDERS, UPLOADER, INDEXER)
+# The notifier fans each event out to the subscriptions that want it, one at a time (in the
+# order of the stream, so a job's notifications are queued in order)...
+NOTIFIER = _durable(
+    "notifier",
+    RoomLive,
+    RecordingStarted,
+    RecordingFinished,
+    UploadDone,
+    FileDeleted,
+    ack_wait=30,
+    max_ack_pending=1,
+)
+# ... and delivers the copies, retried by redelivery (nak with a growing, jittered delay).
+# Never max_deliver: a notification that cannot be delivered is given up by the notifier
+# after NOTIFY_MAX_ATTEMPTS failed attempts (a dead letter) and removed, which lets the next
+# one of its job go; one the server stopped redelivering would stay first in line forever.
+NOTIFIER_DELIVERIES = Durable(
+    NOTIFY_STREAM,
+    ConsumerConfig(
+        durable_name="notifier-deliveries",
+        description="notifier-deliveries: notify.>",
+        filter_subjects=[f"{NOTIFY_SUBJECT_PREFIX}.>"],
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=60,
+        max_deliver=-1,
+        max_ack_pending=1000,
+    ),
+)
+
+DURABLES: tuple[Durable, ...] = (
+    SCHEDULER,
+    RECORDERS,
+    UPLOADER,
+    INDEXER,
+    NOTIFIER,
+    NOTIFIER_DELIVERIES,
+)
 
 
 def with_replicas(config: StreamConfig, replicas: int) -> StreamConfig:

@@ -35,7 +35,7 @@ async def test_provisioning_is_idempotent(bus: Bus) -> None:
     names = {s.config.name for s in await bus.js.streams_info()}
     assert names == {*(c.name for c in STREAMS), *(f"KV_{b.bucket}" for b in BUCKETS)}
     for durable in DURABLES:
-        info = await consumer_info(bus, durable.name)
+        info = await bus.js.consumer_info(durable.stream, durable.name)
         assert info.config.filter_subjects == durable.config.filter_subjects
     assert await bus.resources_ready()
 
