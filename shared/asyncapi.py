@@ -34,6 +34,7 @@ from shared.events import (
     WatchPaused,
     WatchRequested,
     WatchResumed,
+    WatchUpdated,
 )
 from shared.subjects import DURABLES, EVENTS, subject_for
 
@@ -48,6 +49,7 @@ PRODUCERS: dict[type[Event], tuple[str, ...]] = {
     WatchDeleted: ("gateway",),
     WatchPaused: ("gateway",),
     WatchResumed: ("gateway",),
+    WatchUpdated: ("gateway",),
     RecordingRequested: ("gateway",),
     RoomLive: ("scheduler",),
     RecordingStarted: ("recorder",),

@@ -113,6 +113,22 @@ class WatchResumed(Event, frozen=True, tag="watch.resumed"):
     key: str
 
 
+class WatchUpdated(Event, frozen=True, tag="watch.updated"):
+    """Change a watcher from its next check on; its recording in progress goes on as it was.
+
+    A field left None is kept. ``options`` is the whole new set (secrets sealed), so a
+    redelivered update sets the same thing again.
+    """
+
+    key: str
+    # The watcher it was read as: a newer watcher made under the same key is left alone.
+    task_id: str
+    poll_interval: int | None = None
+    options: RecordingOptions | None = None
+    # True: not checked until False again (unlike watch.paused, its recording goes on).
+    paused: bool | None = None
+
+
 # --- recording work (both consumed by the recorders through one durable) ----------------------
 
 
@@ -204,6 +220,7 @@ AnyEvent = (
     | WatchDeleted
     | WatchPaused
     | WatchResumed
+    | WatchUpdated
     | RecordingRequested
     | RoomLive
     | RecordingStarted
@@ -217,6 +234,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     WatchDeleted,
     WatchPaused,
     WatchResumed,
+    WatchUpdated,
     RecordingRequested,
     RoomLive,
     RecordingStarted,

@@ -38,6 +38,7 @@ from shared.events import (
     WatchPaused,
     WatchRequested,
     WatchResumed,
+    WatchUpdated,
 )
 from shared.subjects import (
     BUCKETS,
@@ -119,7 +120,14 @@ class Access:
 
 ACCESS: Mapping[str, Access] = {
     "gateway": Access(
-        publishes=(WatchRequested, WatchDeleted, WatchPaused, WatchResumed, RecordingRequested),
+        publishes=(
+            WatchRequested,
+            WatchDeleted,
+            WatchPaused,
+            WatchResumed,
+            WatchUpdated,
+            RecordingRequested,
+        ),
         buckets=(JOBS_BUCKET,),
         asks=(watchers.SERVICE, files.SERVICE, notifications.SERVICE),
         pings=True,

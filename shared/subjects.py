@@ -33,6 +33,7 @@ from shared.events import (
     WatchPaused,
     WatchRequested,
     WatchResumed,
+    WatchUpdated,
 )
 
 DAY = 86_400
@@ -214,6 +215,7 @@ SCHEDULER = _durable(
     WatchDeleted,
     WatchPaused,
     WatchResumed,
+    WatchUpdated,
     ack_wait=30,
     max_ack_pending=1000,
 )

@@ -2,7 +2,8 @@
 
 The scheduler owns watcher state (SQLite). The gateway reads it through ``nats.micro``
 endpoints of the scheduler (subjects below); it changes it only through JetStream commands
-(``watch.requested``, ``watch.deleted``, ``watch.paused``, ``watch.resumed``).
+(``watch.requested``, ``watch.deleted``, ``watch.paused``, ``watch.resumed``,
+``watch.updated``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class Watcher(msgspec.Struct, kw_only=True, omit_defaults=True):
     error_message: str | None = None
     next_check_at: datetime | None = None
     generation: int = 0  # bumped on resume: a live seen again after a pause is a new job
+    # When the last watch.updated was made (its occurred_at): an older one redelivered after
+    # it changes nothing.
+    updated_at: datetime | None = None
     # The request's correlation id: every live of this watcher carries it to every service.
     correlation_id: str = ""
     # The name of the API key that made it; the jobs it starts are that key's too. None: made

@@ -18,11 +18,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from services.gateway.api_keys import ApiKey
 from services.gateway.job_status import assemble, assemble_watch
 from services.gateway.micro_client import get_watcher, rebuild_index
 from services.gateway.nats_link import NatsLink
-from services.gateway.schemas import JobStatus, RecordingCreate, RecordingOptionsIn, WatcherCreate
+from services.gateway.schemas import (
+    JobStatus,
+    RecordingCreate,
+    RecordingOptionsIn,
+    WatcherCreate,
+    WatcherOptionsPatch,
+    WatcherUpdate,
+)
 from services.gateway.validators import check_proxy_destination
 from shared import files, jobs
 from shared.bus import TRANSIENT, Bus
@@ -34,6 +43,7 @@ from shared.events import (
     WatchPaused,
     WatchRequested,
     WatchResumed,
+    WatchUpdated,
     new_id,
 )
 from shared.job_store import JobStore
@@ -307,6 +317,74 @@ async def resume_watcher(
         msg = "watcher is not paused"
         raise Conflict(msg)
     await link.require_bus().publish(WatchResumed(correlation_id=correlation_id, key=watcher.key))
+
+
+async def update_watcher(
+    link: NatsLink,
+    store: JobStore,
+    key: str,
+    ask: WatcherUpdate,
+    *,
+    caller: ApiKey,
+    secrets: SecretBox | None,
+    cookies_dir: Path,
+    allow_private_proxies: bool,
+    correlation_id: str,
+) -> Watcher:
+    """Change ``key`` from its next check on (``watch.updated``); the recording in progress
+    goes on as it was, also when paused this way. Returns the watcher as it will be."""
+    patch = ask.options if ask.options is not None and ask.options.model_fields_set else None
+    if ask.poll_interval is None and patch is None and ask.paused is None:
+        msg = "give at least one of poll_interval, options, paused to change"
+        raise Invalid(msg)
+    watcher = await _changeable_watcher(link, store, key, caller)
+    options = None
+    if patch is not None:
+        options = await _patched_options(
+            watcher.options, patch, secrets, cookies_dir, allow_private_proxies
+        )
+    event = WatchUpdated(
+        correlation_id=correlation_id,
+        key=watcher.key,
+        task_id=watcher.task_id,
+        poll_interval=ask.poll_interval,
+        options=options,
+        paused=ask.paused,
+    )
+    await link.require_bus().publish(event)
+    status = watcher.status
+    if ask.paused is not None:
+        status = "paused" if ask.paused else "active"
+    return msgspec.structs.replace(
+        watcher,
+        poll_interval=ask.poll_interval or watcher.poll_interval,
+        options=options or watcher.options,
+        status=status,
+    )
+
+
+async def _patched_options(
+    old: RecordingOptions,
+    patch: WatcherOptionsPatch,
+    secrets: SecretBox | None,
+    cookies_dir: Path,
+    allow_private_proxies: bool,
+) -> RecordingOptions:
+    """``old`` with the fields ``patch`` sends, each checked (and a proxy sealed) as on create."""
+    given = patch.model_fields_set
+    checked = await recording_options(
+        RecordingOptionsIn(proxy=patch.proxy, cookies=patch.cookies, quality=patch.quality),
+        patch.output_template,
+        secrets,
+        cookies_dir,
+        allow_private_proxies=allow_private_proxies,
+    )
+    changes: dict[str, object] = {
+        name: getattr(checked, name) for name in given if name != "upload_s3"
+    }
+    if patch.upload_s3 is not None:
+        changes["upload_s3"] = patch.upload_s3
+    return msgspec.structs.replace(old, **changes)
 
 
 async def _scheduler_watcher(link: NatsLink, key: str) -> Watcher | None:

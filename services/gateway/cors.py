@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Send
 from services.gateway.errors import error_response
 from shared.errors import ErrorCode
 
-ALLOW_METHODS = ("GET", "POST", "DELETE")
+ALLOW_METHODS = ("GET", "POST", "PATCH", "DELETE")
 ALLOW_HEADERS = ("X-API-Key", "Content-Type", "X-Correlation-ID", "Idempotency-Key")
 # What a browser script may read of a response: the id to quote, and when to retry.
 EXPOSE_HEADERS = (

@@ -129,6 +129,39 @@ class WatcherCreate(BaseModel):
     options: WatcherOptionsIn = Field(default_factory=WatcherOptionsIn)
 
 
+class WatcherOptionsPatch(BaseModel):
+    """Options to change: a field sent replaces the watcher's, null clears it, one left out
+    is kept (so is a proxy: its value is never shown, send it only to change it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upload_s3: bool | None = Field(None, description="null or left out: kept")
+    proxy: ProxyUrl | None = Field(None, description="As on POST /watchers; null: no proxy")
+    cookies: CookiesName | None = Field(None, description="As on POST /watchers; null: none")
+    quality: Quality | None = Field(None, description="null: the deployment's preference")
+    output_template: OutputTemplate | None = Field(
+        None, description="As on POST /watchers; null: the deployment's OUTPUT_TEMPLATE"
+    )
+
+
+class WatcherUpdate(BaseModel):
+    """Body of PATCH /watchers/{key}: what to change, at least one field; the rest is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    poll_interval: int | None = Field(
+        None, ge=10, le=86_400, description="Seconds between two checks (at most)"
+    )
+    options: WatcherOptionsPatch | None = Field(
+        None, description="Recording options of the lives recorded from now on"
+    )
+    paused: bool | None = Field(
+        None,
+        description="true: not checked until false again; unlike POST .../pause, the "
+        "recording in progress goes on",
+    )
+
+
 class WatcherOptionsOut(BaseModel):
     upload_s3: bool = False
     quality: str | None = None

@@ -22,6 +22,7 @@ from services.scheduler.handlers import (
     on_watch_paused,
     on_watch_requested,
     on_watch_resumed,
+    on_watch_updated,
 )
 from services.scheduler.owned_jobs import WatcherJobs
 from services.scheduler.poller import PollDeps, pace, poll_once
@@ -31,7 +32,14 @@ from shared import lease as leases
 from shared.bus import TRANSIENT
 from shared.consumer import Delivery
 from shared.documents import KvDocuments
-from shared.events import Event, WatchDeleted, WatchPaused, WatchRequested, WatchResumed
+from shared.events import (
+    Event,
+    WatchDeleted,
+    WatchPaused,
+    WatchRequested,
+    WatchResumed,
+    WatchUpdated,
+)
 from shared.logging import get_logger
 from shared.service import BaseService
 from shared.subjects import JOBS_BUCKET, SCHEDULER
@@ -166,6 +174,8 @@ class SchedulerService(BaseService[SchedulerSettings]):
                 await on_watch_paused(event, self.store)
             case WatchResumed():
                 await on_watch_resumed(event, self.store)
+            case WatchUpdated():
+                await on_watch_updated(event, self.store)
 
     # --- queries (every instance) ------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,52 @@ async def test_watch_record_then_delete_cancels_the_recording(
     missing = await api.client.delete("/watchers/@nobody", headers=api.headers)
     assert missing.status_code == 404
     assert missing.json()["error_code"] == "NOT_FOUND"
+
+
+async def test_a_patched_interval_is_used_while_the_recording_goes_on(
+    api: Api, fake_tiktok: FakeTikTok, tmp_path: Path
+) -> None:
+    await fake_tiktok.create_user("ivy")
+    await fake_tiktok.go_live("ivy")
+    await api.watch(url="@ivy", poll_interval=10)
+
+    async def recording() -> bool:
+        w = (await api.watcher("@ivy")).json()
+        if not w.get("current_job_id"):
+            return False
+        job = await api.job(w["current_job_id"])
+        return job["status"] == "STARTED" and job["progress"]["segments"] > 0
+
+    await eventually(recording, timeout=45, interval=0.1)
+    before = (await api.watcher("@ivy")).json()
+    job_id = before["current_job_id"]
+
+    r = await api.client.patch("/watchers/@ivy", json={"poll_interval": 30}, headers=api.headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["poll_interval"] == 30
+
+    async def checked_since() -> bool:
+        w = (await api.watcher("@ivy")).json()
+        return w["poll_interval"] == 30 and w["last_run_at"] != before["last_run_at"]
+
+    # The check planned with the old interval (10 s) comes; it plans the next with the new.
+    await eventually(checked_since, timeout=30, interval=0.2)
+    after = (await api.watcher("@ivy")).json()
+    gap = datetime.fromisoformat(after["next_check_at"]) - datetime.fromisoformat(
+        after["last_run_at"]
+    )
+    assert timedelta(seconds=10) < gap <= timedelta(seconds=30)
+    # The same recording, still going: never stopped, never started again.
+    assert after["current_job_id"] == job_id
+    assert after["jobs"] == before["jobs"]
+    assert (await api.job(job_id))["status"] == "STARTED"
+    r = await api.client.delete("/watchers/@ivy", headers=api.headers)
+    assert r.status_code == 200
+    job = await api.wait(job_id, "CANCELLED", timeout=15)
+    files = [tmp_path / "recordings" / f for f in job["result"]["files"]]
+    assert files
+    for f in files:
+        assert decode_errors(f) == ""
 
 
 async def test_sigkilled_scheduler_process_is_replaced(

@@ -41,6 +41,7 @@ from shared.events import (
     WatchPaused,
     WatchRequested,
     WatchResumed,
+    WatchUpdated,
 )
 from shared.subjects import DURABLES, EVENTS, subject_for
 from tlr import asyncapi_file
@@ -68,6 +69,7 @@ SAMPLES: list[Any] = [
     WatchDeleted(key="@ann"),
     WatchPaused(key="@ann"),
     WatchResumed(key="@ann"),
+    WatchUpdated(key="@ann", task_id="t1", poll_interval=20, options=OPTIONS, paused=False),
     RecordingRequested(job_id="j1", url="@ann", duration=60, options=OPTIONS),
     RoomLive(job_id="j2", room_id="75", watcher_key="@ann", title="hi", options=OPTIONS),
     RecordingStarted(job_id="j2", room_id="75", recorder_id="rec-1", part=1),

@@ -68,7 +68,7 @@ async def test_preflight_of_an_allowed_origin(client: httpx.AsyncClient) -> None
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == ALLOWED
     methods = {m.strip() for m in r.headers["access-control-allow-methods"].split(",")}
-    assert methods == {"GET", "POST", "DELETE"}
+    assert methods == {"GET", "POST", "PATCH", "DELETE"}
     allowed = {h.strip().lower() for h in r.headers["access-control-allow-headers"].split(",")}
     assert {"x-api-key", "content-type", "x-correlation-id"} <= allowed
     assert int(r.headers["access-control-max-age"]) > 0

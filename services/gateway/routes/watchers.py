@@ -1,7 +1,8 @@
-"""Watchers: register, list, read, delete, pause and resume (the scheduler owns them).
+"""Watchers: register, list, read, change, delete, pause and resume (the scheduler owns them).
 
 Reads ask the scheduler over NATS request/reply; changes are JetStream commands it consumes
-in order (``watch.requested``, ``watch.deleted``, ``watch.paused``, ``watch.resumed``), so a
+in order (``watch.requested``, ``watch.deleted``, ``watch.paused``, ``watch.resumed``,
+``watch.updated``), so a
 change is accepted here and applied by the scheduler moments later. A key sees and changes its
 own watchers (admins: all); another key's is a 404, as one that does not exist.
 """
@@ -29,7 +30,14 @@ from services.gateway.errors import (
     documented,
 )
 from services.gateway.idempotency import IdempotencyDep
-from services.gateway.schemas import Ok, TaskAccepted, WatcherCreate, WatcherList, WatcherOut
+from services.gateway.schemas import (
+    Ok,
+    TaskAccepted,
+    WatcherCreate,
+    WatcherList,
+    WatcherOut,
+    WatcherUpdate,
+)
 from shared.errors import ErrorCode
 from shared.watchers import watcher_key
 
@@ -165,6 +173,45 @@ async def get_watchers(
 async def get_watcher(key: KeyDep, link: LinkDep, api_key: ApiKeyDep) -> WatcherOut:
     """A user or live URL is read as its ``@user``; a proxy shows as true, never its value."""
     return WatcherOut.from_watcher(await commands.read_watcher(link, key, caller=api_key))
+
+
+@router.patch(
+    "/watchers/{key:path}",
+    status_code=202,
+    summary="Change a watcher's interval, options or pause; its recording in progress goes on",
+    responses={
+        **NOT_FOUND,
+        **documented(409, "The watcher is being deleted"),
+        **JSON_BODY_RESPONSES,
+        **SCHEDULER_UNAVAILABLE,
+    },
+)
+async def update_watcher(
+    key: KeyDep,
+    body: WatcherUpdate,
+    link: LinkDep,
+    store: JobsDep,
+    box: SecretsDep,
+    settings: SettingsDep,
+    api_key: ApiKeyDep,
+    correlation_id: CorrelationDep,
+) -> WatcherOut:
+    """Fields sent replace the watcher's (checked as on POST /watchers), the rest is kept;
+    applied by the scheduler moments later, from its next check on: a shorter interval counts
+    from the last check. The answer is the watcher as it will be. ``paused: true`` stops the
+    checks but, unlike POST .../pause, lets the recording in progress finish."""
+    watcher = await commands.update_watcher(
+        link,
+        store,
+        key,
+        body,
+        caller=api_key,
+        secrets=box,
+        cookies_dir=settings.cookies_dir,
+        allow_private_proxies=settings.allow_private_proxies,
+        correlation_id=correlation_id,
+    )
+    return WatcherOut.from_watcher(watcher)
 
 
 @router.delete(
