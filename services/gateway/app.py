@@ -23,6 +23,7 @@ from services.gateway.routes import (
     jobs,
     recordings,
     services,
+    subscriptions,
     watchers,
 )
 from services.gateway.settings import GatewaySettings
@@ -84,6 +85,7 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     protected.include_router(watchers.router)
     protected.include_router(jobs.router)
     protected.include_router(files.router)
+    protected.include_router(subscriptions.router)
     protected.include_router(services.router)
     protected.include_router(diagnostics.router)
     app.include_router(protected)

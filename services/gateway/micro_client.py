@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
-from shared import files, watchers
+from shared import files, notifications, watchers
 from shared.bus import TRANSIENT
 
 T = TypeVar("T")
@@ -88,6 +88,74 @@ async def rebuild_index(nc: Client, *, timeout: float = REBUILD_TIMEOUT) -> file
         files.SERVICE,
         files.REBUILD,
     )
+
+
+async def create_subscription(
+    nc: Client, sub: notifications.Subscription, *, timeout: float = TIMEOUT
+) -> notifications.Subscription:
+    """Have the notifier store ``sub`` (asked once: a create is not repeated on a late answer)."""
+    return await _found(
+        _ask(
+            nc,
+            notifications.SERVICE,
+            notifications.CREATE,
+            sub,
+            notifications.Subscription,
+            timeout,
+        ),
+        notifications.SERVICE,
+        notifications.CREATE,
+    )
+
+
+async def get_subscription(
+    nc: Client, sub_id: str, *, timeout: float = TIMEOUT
+) -> notifications.Subscription | None:
+    """The subscription ``sub_id``, or None when the notifier does not know it."""
+    request = notifications.GetRequest(id=sub_id)
+    try:
+        return await _query(
+            nc,
+            notifications.SERVICE,
+            notifications.GET,
+            request,
+            notifications.Subscription,
+            timeout,
+        )
+    except _NotFound:
+        return None
+
+
+async def list_subscriptions(
+    nc: Client, *, owner: str | None, timeout: float = TIMEOUT
+) -> notifications.ListReply:
+    """``owner``'s subscriptions (everyone's when None), oldest first."""
+    request = notifications.ListRequest(owner=owner)
+    return await _found(
+        _query(
+            nc, notifications.SERVICE, notifications.LIST, request, notifications.ListReply, timeout
+        ),
+        notifications.SERVICE,
+        notifications.LIST,
+    )
+
+
+async def delete_subscription(nc: Client, sub_id: str, *, timeout: float = TIMEOUT) -> bool:
+    """Have the notifier forget ``sub_id``; False when it did not know it."""
+    request = notifications.GetRequest(id=sub_id)
+    reply = await _found(
+        _ask(
+            nc,
+            notifications.SERVICE,
+            notifications.DELETE,
+            request,
+            notifications.DeleteReply,
+            timeout,
+        ),
+        notifications.SERVICE,
+        notifications.DELETE,
+    )
+    return reply.deleted
 
 
 async def _found(asking: Awaitable[T], service: str, subject: str) -> T:

@@ -1,10 +1,11 @@
 """Schemathesis fuzzes every operation of /openapi.json against a gateway whose services run.
 
-A real nats-server, the scheduler and the indexer run in this test's event loop, so no answer
-is a 503 for want of a dependency. Schemathesis' coverage cases, then Hypothesis driving its
-strategies (valid and invalid data, fixed seed), run in a worker thread; each request goes
-back to the loop, through the ASGI app. No response may be a 5xx; each must have a documented
-status code and content type and a body matching its schema; invalid input must be refused.
+A real nats-server, the scheduler, the indexer and the notifier run in this test's event
+loop, so no answer is a 503 for want of a dependency. Schemathesis' coverage cases, then
+Hypothesis driving its strategies (valid and invalid data, fixed seed), run in a worker
+thread; each request goes back to the loop, through the ASGI app. No response may be a 5xx;
+each must have a documented status code and content type and a body matching its schema;
+invalid input must be refused.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
 from services.indexer.settings import IndexerSettings
+from services.notifier.service import NotifierService
+from services.notifier.settings import NotifierSettings
 from services.scheduler.service import SchedulerService
 from services.scheduler.settings import SchedulerSettings
 from shared.bus import Bus
@@ -96,6 +99,7 @@ async def client(
     indexer = IndexerSettings(
         instance_id="indexer-fuzz", index_db=tmp_path / "index.sqlite3", **common
     )
+    notifier = NotifierSettings(instance_id="notifier-fuzz", **common)
     # Fuzzed watchers name rooms the fake does not know, which it omits from check_alive, as
     # TikTok's WAF does: the scheduler would pause its egress for minutes and only stop once
     # the pause ends. With fake_alive every room id is "alive" and fails at room_info instead.
@@ -106,6 +110,7 @@ async def client(
     async with (
         SchedulerService(bus, scheduler),
         IndexerService(bus, indexer),
+        NotifierService(bus, notifier),
         NatsLink(gateway) as link,
     ):
         await link.wait_connected()
