@@ -18,11 +18,13 @@ from urllib.parse import urlsplit
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from nats.micro.service import ServicePing
 
-from shared import asyncapi_nats, files, generated, msgspec_schemas, watchers
+from shared import asyncapi_nats, egresses, files, generated, msgspec_schemas, watchers
 from shared.config import Settings
 from shared.events import (
     EVENT_TYPES,
     SCHEMA_VERSION,
+    EgressAdded,
+    EgressRemoved,
     Event,
     FileDeleted,
     RecordingFinished,
@@ -50,6 +52,8 @@ PRODUCERS: dict[type[Event], tuple[str, ...]] = {
     WatchPaused: ("gateway",),
     WatchResumed: ("gateway",),
     WatchUpdated: ("gateway",),
+    EgressAdded: ("gateway",),
+    EgressRemoved: ("gateway",),
     RecordingRequested: ("gateway",),
     RoomLive: ("scheduler",),
     RecordingStarted: ("recorder",),
@@ -111,6 +115,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "One page of watchers, oldest first.",
         watchers.ListRequest,
         watchers.ListReply,
+    ),
+    Endpoint(
+        egresses.LIST,
+        egresses.SERVICE,
+        "The egress pool: each egress's kind, budget, health and load, never its URL "
+        "(GET /egresses asks this).",
+        None,
+        egresses.EgressList,
+    ),
+    Endpoint(
+        egresses.PICK,
+        egresses.SERVICE,
+        "The sealed proxy of an egress by name, or of the least-loaded healthy one (a "
+        "recorder asks this before it fetches a room through the pool).",
+        egresses.PickRequest,
+        egresses.PickReply,
+        "400 (bad request)",
     ),
     Endpoint(
         "$SRV.PING",

@@ -129,6 +129,24 @@ class WatchUpdated(Event, frozen=True, tag="watch.updated"):
     paused: bool | None = None
 
 
+# --- the egress pool (the scheduler owns it) --------------------------------------------------
+
+
+class EgressAdded(Event, frozen=True, tag="egress.added"):
+    """Add an egress to the pool, or replace the one of that name (its proxy, its budget)."""
+
+    name: str
+    # Sealed (shared.secrets), like a watcher's options.proxy; None: a direct egress.
+    proxy: str | None = None
+    requests_per_min: float | None = None  # None: TIKTOK_REQUESTS_PER_MIN
+
+
+class EgressRemoved(Event, frozen=True, tag="egress.removed"):
+    """Take an egress out of the pool; its watchers move to the others."""
+
+    name: str
+
+
 # --- recording work (both consumed by the recorders through one durable) ----------------------
 
 
@@ -155,6 +173,9 @@ class RoomLive(Event, frozen=True, tag="room.live"):
     title: str | None = None
     detected_at: datetime = msgspec.field(default_factory=utc_now)
     options: RecordingOptions = msgspec.field(default_factory=RecordingOptions)
+    # The pool egress (its name, never its URL) the live was found through; the recorder
+    # fetches room info and media through the same one. None: no pool, or its own proxy.
+    egress: str | None = None
 
 
 class RecordingStarted(Event, frozen=True, tag="recording.started"):
@@ -221,6 +242,8 @@ AnyEvent = (
     | WatchPaused
     | WatchResumed
     | WatchUpdated
+    | EgressAdded
+    | EgressRemoved
     | RecordingRequested
     | RoomLive
     | RecordingStarted
@@ -235,6 +258,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     WatchPaused,
     WatchResumed,
     WatchUpdated,
+    EgressAdded,
+    EgressRemoved,
     RecordingRequested,
     RoomLive,
     RecordingStarted,

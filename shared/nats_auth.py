@@ -27,6 +27,8 @@ from nats.js.api import StreamConfig
 
 from shared import files, notifications, watchers
 from shared.events import (
+    EgressAdded,
+    EgressRemoved,
     Event,
     FileDeleted,
     RecordingFinished,
@@ -127,6 +129,8 @@ ACCESS: Mapping[str, Access] = {
             WatchResumed,
             WatchUpdated,
             RecordingRequested,
+            EgressAdded,
+            EgressRemoved,
         ),
         buckets=(JOBS_BUCKET,),
         asks=(watchers.SERVICE, files.SERVICE, notifications.SERVICE),

@@ -22,6 +22,8 @@ from nats.js.api import (
 
 from shared.events import (
     EVENT_TYPES,
+    EgressAdded,
+    EgressRemoved,
     Event,
     FileDeleted,
     RecordingFinished,
@@ -216,6 +218,8 @@ SCHEDULER = _durable(
     WatchPaused,
     WatchResumed,
     WatchUpdated,
+    EgressAdded,
+    EgressRemoved,
     ack_wait=30,
     max_ack_pending=1000,
 )

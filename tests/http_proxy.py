@@ -3,7 +3,9 @@
 It serves absolute-form requests (``GET http://host:port/path HTTP/1.1``), which is how an
 HTTP client talks to a proxy for plain-http targets such as the fake TikTok: it checks
 ``Proxy-Authorization``, forwards the request with ``Connection: close`` and pipes the answer
-(a streaming FLV included) back until the upstream closes. 407 for wrong credentials.
+(a streaming FLV included) back until the upstream closes. 407 for wrong credentials. With a
+``tag``, each forwarded request carries it in the fake TikTok's EGRESS_HEADER, so the fake can
+block the requests of one proxy (its ``blocked_egresses``) and serve the others.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+from tlr.fake_tiktok.app import EGRESS_HEADER
+
 MAX_HEAD = 64 * 1024
 
 
@@ -22,7 +26,14 @@ class AuthProxy:
     """Listens on 127.0.0.1; ``requests`` counts the requests forwarded, by target path.
     ``hosts`` is the proxy's own name resolution (name -> address): a test's DNS."""
 
-    def __init__(self, user: str, password: str, *, hosts: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        user: str,
+        password: str,
+        *,
+        hosts: dict[str, str] | None = None,
+        tag: str | None = None,
+    ) -> None:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._expected = f"Basic {token}"
         self.user = user
@@ -30,6 +41,7 @@ class AuthProxy:
         self.requests: Counter[str] = Counter()
         self.refused = 0
         self.hosts = hosts or {}
+        self.tag = tag
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
 
@@ -86,8 +98,11 @@ class AuthProxy:
         kept = [
             (k, v)
             for k, v in headers
-            if not k.lower().startswith("proxy-") and k.lower() != "connection"
+            if not k.lower().startswith("proxy-")
+            and k.lower() not in ("connection", EGRESS_HEADER.lower())
         ]
+        if self.tag is not None:
+            kept.append((EGRESS_HEADER, f" {self.tag}"))
         upstream_head = f"{method} {path or '/'} {version}\r\n" + "".join(
             f"{k}:{v}\r\n" for k, v in kept
         )

@@ -18,6 +18,7 @@ from services.gateway.nats_link import NatsLink
 from services.gateway.routes import (
     asyncapi,
     diagnostics,
+    egresses,
     files,
     health,
     jobs,
@@ -37,7 +38,7 @@ metrics and these docs needs an `X-API-Key` header. Every error has the body
 Request bodies are JSON (`Content-Type: application/json`) of at most MAX_BODY_BYTES.
 A key sees and changes only the jobs, watchers and files it made (another key's answer 404,
 as unknown ones do); a key with `role=admin` sees all, and alone may call the fleet-wide
-routes (services, diagnostics, index rebuild).
+routes (services, diagnostics, index rebuild, the egress pool).
 """
 
 
@@ -88,5 +89,6 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     protected.include_router(subscriptions.router)
     protected.include_router(services.router)
     protected.include_router(diagnostics.router)
+    protected.include_router(egresses.router)
     app.include_router(protected)
     return app

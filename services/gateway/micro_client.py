@@ -1,4 +1,5 @@
-"""Queries to the services' ``nats.micro`` endpoints: watchers (scheduler), files (indexer).
+"""Queries to the services' ``nats.micro`` endpoints: watchers and egresses (scheduler), files
+(indexer).
 
 Those services own their state; the gateway only reads it here (and changes it through
 JetStream commands). Anything that keeps an answer from arriving (no instance running, a
@@ -17,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
-from shared import files, notifications, watchers
+from shared import egresses, files, notifications, watchers
 from shared.bus import TRANSIENT
 
 T = TypeVar("T")
@@ -67,6 +68,15 @@ async def list_watchers(
         _query(nc, watchers.SERVICE, watchers.LIST, request, watchers.ListReply, timeout),
         watchers.SERVICE,
         watchers.LIST,
+    )
+
+
+async def list_egresses(nc: Client, *, timeout: float = TIMEOUT) -> egresses.EgressList:
+    """Every egress of the pool with its health (never a proxy URL)."""
+    return await _found(
+        _query(nc, egresses.SERVICE, egresses.LIST, None, egresses.EgressList, timeout),
+        egresses.SERVICE,
+        egresses.LIST,
     )
 
 

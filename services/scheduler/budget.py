@@ -41,6 +41,7 @@ class Budget:
     def __init__(self, per_minute: float) -> None:
         self.rate = per_minute / 60.0
         self._egress: dict[str, Egress] = {}
+        self._caps: dict[str, float] = {}  # pool egresses' own budgets (tokens per second)
         # Set by the poller's owner; a backoff can last minutes, and a stopping scheduler
         # must not sit it out (nor keep polling after another one took the lease).
         self.stop = asyncio.Event()
@@ -48,8 +49,18 @@ class Budget:
 
     def egress(self, name: str) -> Egress:
         if name not in self._egress:
-            self._egress[name] = Egress(name, self.rate)
+            self._egress[name] = Egress(name, self.cap(name))
         return self._egress[name]
+
+    def cap(self, name: str) -> float:
+        """The most requests per second ``name`` may make."""
+        return self._caps.get(name, self.rate)
+
+    def limit(self, name: str, per_minute: float) -> None:
+        """Give ``name`` a budget of its own (a pool egress) instead of the default."""
+        self._caps[name] = per_minute / 60.0
+        eg = self.egress(name)
+        eg.rate = min(eg.rate, self._caps[name])
 
     async def take(self, name: str, endpoint: str) -> None:
         """Wait until a request through ``name`` is allowed, then count it.
@@ -87,8 +98,8 @@ class Budget:
             await asyncio.wait_for(self.stop.wait(), seconds)
 
     def pace(self, name: str, per_second: float) -> None:
-        """Run the egress at ``per_second``, never above the budget."""
-        self.egress(name).rate = min(self.rate, per_second)
+        """Run the egress at ``per_second``, never above its budget."""
+        self.egress(name).rate = min(self.cap(name), per_second)
 
     def penalize(self, name: str) -> float:
         """Back the egress off (doubling); returns the pause in seconds."""
@@ -97,6 +108,12 @@ class Budget:
         eg.blocked_until = time.monotonic() + eg.backoff
         metrics.EGRESS_BACKOFF.labels(name).set(eg.backoff)
         return eg.backoff
+
+    def forgive(self, name: str) -> None:
+        """Drop the egress's backoff: the pool probes it after a backoff of its own."""
+        eg = self.egress(name)
+        eg.backoff, eg.blocked_until = 0.0, 0.0
+        metrics.EGRESS_BACKOFF.labels(name).set(0)
 
     def succeeded(self, name: str) -> None:
         eg = self.egress(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.metrics import PREFIX
@@ -32,3 +34,54 @@ DETECTION_SECONDS = Histogram(
     "From a live's start (room/info start_time) to room.live",
     buckets=(1, 2, 5, 10, 20, 30, 60, 90, 120, 300, 600),
 )
+
+# The egress pool (services/scheduler/egress_pool.py), labelled by the egress's name (never
+# its URL; names are the operator's, a bounded set).
+EGRESS_REQUESTS = Counter(
+    f"{_P}_egress_requests_total", "TikTok requests made through a pool egress", ["egress"]
+)
+EGRESS_WAF = Counter(
+    f"{_P}_egress_waf_answers_total",
+    "WAF pages and empty bodies answered through a pool egress",
+    ["egress"],
+)
+EGRESS_SOLVES = Counter(
+    f"{_P}_egress_challenge_solves_total",
+    "WAF proof-of-work challenges solved through a pool egress",
+    ["egress"],
+)
+EGRESS_ERRORS = Counter(
+    f"{_P}_egress_errors_total",
+    "Other failed requests through a pool egress (network, unexpected answers)",
+    ["egress"],
+)
+EGRESS_WATCHERS = Gauge(f"{_P}_egress_watchers", "Watchers assigned to a pool egress", ["egress"])
+EGRESS_HEALTHY = Gauge(
+    f"{_P}_egress_healthy", "1 while a pool egress is in use, 0 while blocked or down", ["egress"]
+)
+EGRESS_PROBE_BACKOFF = Gauge(
+    f"{_P}_egress_probe_backoff_seconds",
+    "How long a blocked or down pool egress waits for its probe (0 = in use)",
+    ["egress"],
+)
+POOL_CAPACITY = Gauge(
+    f"{_P}_egress_pool_capacity_per_min", "Requests a minute the healthy pool egresses may make"
+)
+POOL_NEED = Gauge(f"{_P}_egress_pool_need_per_min", "Requests a minute the pool's watchers cost")
+
+_EGRESS_LABELLED = (
+    EGRESS_REQUESTS,
+    EGRESS_WAF,
+    EGRESS_SOLVES,
+    EGRESS_ERRORS,
+    EGRESS_WATCHERS,
+    EGRESS_HEALTHY,
+    EGRESS_PROBE_BACKOFF,
+)
+
+
+def forget_egress(name: str) -> None:
+    """An egress left the pool: its series go (a removed proxy is no longer reported)."""
+    for metric in _EGRESS_LABELLED:
+        with contextlib.suppress(KeyError):
+            metric.remove(name)

@@ -23,8 +23,11 @@ from datetime import UTC, datetime
 
 from services.scheduler import metrics
 from services.scheduler.budget import Budget, BudgetStopped
+from services.scheduler.egress_pool import EgressPool
+from services.scheduler.egress_store import EgressStore
 from services.scheduler.keep import keep_watch_jobs
 from services.scheduler.lives import attempt_of, job_id_for, job_lost, restart_at
+from services.scheduler.probes import probe_egresses
 from services.scheduler.store import WatcherStore
 from shared.bus import TRANSIENT
 from shared.errors import ErrorCode
@@ -70,8 +73,14 @@ class PollDeps:
     egress_of: Callable[[Watcher], str]
     batch_size: int = 50
     kept: dict[str, float] = field(default_factory=dict)  # watch job -> when last kept
-    # The store's generation the egress rates were last computed at; None: compute them.
-    paced_at: int | None = None
+    # The store's and the pool's generations the egress rates were last computed at; None:
+    # compute them.
+    paced_at: tuple[int, int] | None = None
+    # The egress pool (watchers without a proxy of their own), its file and its probes'
+    # clients; an empty pool: every such watcher goes direct, as before the pool.
+    pool: EgressPool = field(default_factory=lambda: EgressPool(120.0))
+    pool_store: EgressStore | None = None
+    egress_client: Callable[[str], TikTokClient] | None = None
 
 
 @dataclass
@@ -110,6 +119,7 @@ def interval(poll: int) -> float:
 async def poll_once(deps: PollDeps, now: float | None = None) -> int:
     """Check every due watcher once; returns how many were due."""
     now = time.time() if now is None else now
+    await probe_egresses(deps.pool, deps.budget, deps.egress_client)
     rows = await deps.store.due(now, MAX_DUE)
     if not rows:
         return 0
@@ -162,15 +172,26 @@ async def pace(deps: PollDeps) -> None:
     the budget stays the hard cap when the watchers need more than it allows. Nothing is
     computed again while no command changed the watchers (``paced_at``).
     """
-    generation = deps.store.generation
+    pool = deps.pool
+    if deps.pool_store is not None:
+        await deps.pool_store.save(pool)  # health for every instance's GET /egresses
+    generation = (deps.store.generation, pool.generation)
     if deps.paced_at == generation:
         return
     need: dict[str, float] = defaultdict(float)
+    if not pool.empty and deps.pool_store is not None:
+        pool.rebalance(await deps.pool_store.pool_costs(deps.batch_size))
+        await deps.pool_store.save(pool)
+        for eg in pool.egresses.values():
+            deps.budget.limit(eg.name, eg.per_min)
+            need[eg.name] += eg.load
     # By options, not watcher by watcher: the egress is a matter of options (its proxy).
     for key, rate in await deps.store.need(deps.batch_size):
         w = await deps.store.get(key)
         if w is None:
             continue  # deleted since: the next pace counts without it
+        if not pool.empty and w.options.proxy is None:
+            continue  # in the pool: counted above, watcher by watcher
         try:
             egress = deps.egress_of(w)
         except ValueError:
@@ -199,7 +220,7 @@ async def _poll_egress(
     checkable = _fill_batches(checkable, deps.batch_size, state.now)
     positives: list[Watcher] = []
     for batch in _chunks(checkable, deps.batch_size):
-        await deps.budget.take(egress, "check_alive")
+        await _take(deps, egress, "check_alive")
         try:
             alive = await client.check_alive([w.room_id or "" for w in batch])
         except TikTokError as exc:
@@ -210,7 +231,7 @@ async def _poll_egress(
             for w in batch:
                 _broken(w, exc, state)
             continue
-        deps.budget.succeeded(egress)
+        _answered(deps, egress)
         for w in batch:
             if alive.get(w.room_id or ""):
                 positives.append(w)
@@ -242,18 +263,20 @@ async def _confirm(
         attempt += 1  # its job ended, the live goes on: the next job, once confirmed live
     attempt = attempt or 0
     # check_alive has said "alive" for rooms that are not (TIKTOK.md #454): confirm.
-    await deps.budget.take(egress, "room_info")
+    await _take(deps, egress, "room_info")
     try:
         info = await client.room_info(w.room_id)
     except TikTokError as exc:
         if exc.code == ErrorCode.AGE_RESTRICTED:
+            # Also what a flagged IP gets for every room: a storm of them blocks the egress.
+            deps.pool.failed(egress, exc.code, w.room_id)
             # Alive but gated: the recorder has the cookies to deal with it.
-            await _went_live(deps, w, None, state, attempt)
+            await _went_live(deps, w, None, state, attempt, egress)
             return False
         return _failed(deps, egress, w, exc, state)
-    deps.budget.succeeded(egress)
+    _answered(deps, egress)
     if info.is_live or info.is_paused:
-        await _went_live(deps, w, info, state, attempt)
+        await _went_live(deps, w, info, state, attempt, egress)
     else:
         _offline(w, state)
     return False
@@ -295,7 +318,7 @@ async def _resolve_users(
                 return
             waiting.add(me)
             try:
-                await deps.budget.take(egress, "user_room")
+                await _take(deps, egress, "user_room")
             finally:
                 waiting.discard(me)
             try:
@@ -309,7 +332,7 @@ async def _resolve_users(
             except Exception as exc:
                 _broken(w, exc, state)
                 continue
-            deps.budget.succeeded(egress)
+            _answered(deps, egress)
             if ref.room_id:
                 w.room_id = ref.room_id
                 resolved.add(w.key)
@@ -345,6 +368,16 @@ def _fill_batches(checkable: list[Watcher], size: int, now: float) -> list[Watch
     return users + rooms
 
 
+async def _take(deps: PollDeps, egress: str, endpoint: str) -> None:
+    await deps.budget.take(egress, endpoint)
+    deps.pool.requested(egress)
+
+
+def _answered(deps: PollDeps, egress: str) -> None:
+    deps.budget.succeeded(egress)
+    deps.pool.answered(egress)
+
+
 def _chunks(items: Sequence[Watcher], size: int) -> list[Sequence[Watcher]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -361,6 +394,11 @@ def _failed(deps: PollDeps, egress: str, w: Watcher, exc: TikTokError, state: _P
     """Record a failed check; True when the whole egress must back off."""
     w.failures += 1
     if exc.code in EGRESS_ERRORS:
+        target = f"@{w.unique_id}" if w.unique_id and w.live_state != "live" else w.room_id
+        if deps.pool.failed(egress, exc.code, target):
+            # The pool moved this egress's watchers: this one is checked at once elsewhere.
+            state.failed(w, exc.code, exc.message, next_check=state.now)
+            return True
         pause = deps.budget.penalize(egress)
         log.warning("scheduler.egress_backoff", egress=egress, error_code=exc.code, pause_s=pause)
         # Checked again as soon as the egress may be used: nothing is skipped, only delayed.
@@ -407,7 +445,7 @@ def _unusable(w: Watcher, exc: ValueError, state: _Pass) -> None:
 
 
 async def _went_live(
-    deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _Pass, attempt: int
+    deps: PollDeps, w: Watcher, info: RoomInfo | None, state: _Pass, attempt: int, egress: str
 ) -> None:
     """Start job ``attempt`` of the live (0: the live is new) unless it is the current one."""
     assert w.room_id is not None
@@ -435,6 +473,8 @@ async def _went_live(
                 unique_id=w.unique_id,
                 title=info.title if info else None,
                 options=w.options,
+                # The recorder goes through the same egress (by name: the pool has its proxy).
+                egress=egress if egress in deps.pool.egresses else None,
             )
         )
         if attempt == 0:

@@ -17,6 +17,15 @@ from nats.micro.service import Group
 
 from services.scheduler import metrics
 from services.scheduler.budget import Budget, BudgetStopped
+from services.scheduler.egress_commands import (
+    apply_egress_file,
+    on_egress_added,
+    on_egress_removed,
+)
+from services.scheduler.egress_file import EgressEntry, read_egress_file
+from services.scheduler.egress_pool import EgressPool
+from services.scheduler.egress_router import EgressRouter
+from services.scheduler.egress_store import EgressStore
 from services.scheduler.handlers import (
     on_watch_deleted,
     on_watch_paused,
@@ -32,7 +41,10 @@ from shared import lease as leases
 from shared.bus import TRANSIENT
 from shared.consumer import Delivery
 from shared.documents import KvDocuments
+from shared.egresses import EgressList, PickReply, PickRequest
 from shared.events import (
+    EgressAdded,
+    EgressRemoved,
     Event,
     WatchDeleted,
     WatchPaused,
@@ -41,6 +53,7 @@ from shared.events import (
     WatchUpdated,
 )
 from shared.logging import get_logger
+from shared.secrets import SecretBox
 from shared.service import BaseService
 from shared.subjects import JOBS_BUCKET, SCHEDULER
 from shared.tiktok.pool import ClientPool
@@ -70,27 +83,50 @@ class SchedulerService(BaseService[SchedulerSettings]):
     async def start(self, group: Group) -> None:
         settings = self.settings
         self.store = await WatcherStore(settings.scheduler_db).__aenter__()
-        self.clients = ClientPool(settings)
+        self.egress_store = await EgressStore(settings.scheduler_db).__aenter__()
+        # A broken EGRESS_FILE fails the start: polling without the operator's pool would
+        # show TikTok the addresses the pool is there to spread the load over.
+        secrets = SecretBox(settings.secret_key) if settings.secret_key else None
+        self.egress_file: list[EgressEntry] | None = None
+        if settings.egress_file is not None:
+            self.egress_file = await asyncio.to_thread(
+                read_egress_file, settings.egress_file, secrets
+            )
+        pool = EgressPool(settings.tiktok_requests_per_min)
+        await self.egress_store.load(pool)
+        self.clients = ClientPool(settings, observe=lambda proxy, step: router.observe(proxy, step))
+        router = self.router = EgressRouter(pool, self.clients, settings.check_batch_size)
         self.deps = PollDeps(
             store=self.store,
             budget=Budget(settings.tiktok_requests_per_min),
             # Lives are recorded by jobs of their watcher's owner.
             jobs=WatcherJobs(KvDocuments(await self.bus.kv(JOBS_BUCKET)), self.store),
             publish=self.bus.publish,
-            client_for=lambda w: self.clients.client(w.options),
-            egress_of=lambda w: self.clients.egress(w.options),
+            client_for=router.client_for,
+            egress_of=router.egress_of,
             batch_size=settings.check_batch_size,
+            pool=pool,
+            pool_store=self.egress_store,
+            egress_client=lambda name: router.egress_client(pool.egresses[name]),
         )
         self.leader = False
         self._keys: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> lock, users
+        self._pool_lock = asyncio.Lock()
         await group.add_endpoint(name="watchers_get", subject="watchers.get", handler=self._on_get)
         await group.add_endpoint(
             name="watchers_list", subject="watchers.list", handler=self._on_list
+        )
+        await group.add_endpoint(
+            name="egresses_list", subject="egresses.list", handler=self._on_egresses
+        )
+        await group.add_endpoint(
+            name="egresses_pick", subject="egresses.pick", handler=self._on_pick
         )
         self._tasks.append(asyncio.create_task(self._lead()))
 
     async def stop(self) -> None:
         await self.clients.aclose()
+        await self.egress_store.__aexit__(None, None, None)
         await self.store.__aexit__(None, None, None)
 
     def status(self) -> dict[str, Any]:
@@ -112,6 +148,10 @@ class SchedulerService(BaseService[SchedulerSettings]):
     async def _while_leader(self, lost: asyncio.Event) -> None:
         """Consume watch commands and poll until the lease is lost."""
         self.deps.budget.stop = lost  # a poll pass waiting out a backoff ends with leadership
+        # What another leader made of the pool, then the operator's file on top of it.
+        await self.egress_store.load(self.deps.pool)
+        if self.egress_file is not None:
+            await apply_egress_file(self.egress_file, self.deps.pool, self.egress_store)
         consumer = self.bus.consumer(SCHEDULER, self._on_command, concurrency=COMMAND_CONCURRENCY)
         await asyncio.gather(consumer.run(lost), self._poll(lost), return_exceptions=True)
 
@@ -149,6 +189,13 @@ class SchedulerService(BaseService[SchedulerSettings]):
                     await asyncio.wait_for(stop.wait(), pause)
 
     async def _on_command(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
+        if isinstance(event, EgressAdded | EgressRemoved):
+            async with self._pool_lock:  # in the order they were delivered
+                if isinstance(event, EgressAdded):
+                    await on_egress_added(event, self.deps.pool, self.egress_store)
+                else:
+                    await on_egress_removed(event, self.deps.pool, self.egress_store)
+            return
         key = getattr(event, "key", None)
         if key is None:
             return
@@ -197,3 +244,31 @@ class SchedulerService(BaseService[SchedulerSettings]):
         page, page_size = max(1, ask.page), max(1, min(500, ask.page_size))
         items, total = await self.store.page(page, page_size, owner=ask.owner)
         await req.respond(msgspec.json.encode(ListReply(items=items, total=total)))
+
+    async def _on_egresses(self, req: Request) -> None:
+        """The pool as the leader sees it now, or (a standby) as it last saved it."""
+        pool = self.deps.pool
+        if self.leader:
+            reply = EgressList(
+                items=pool.statuses(),
+                healthy_capacity_per_min=pool.healthy_capacity(),
+                need_per_min=round(pool.need(), 3),
+            )
+        else:
+            items = await self.egress_store.statuses()
+            healthy = sum(s.requests_per_min for s in items if s.state == "healthy")
+            need = sum(s.need_per_min for s in items)
+            reply = EgressList(items=items, healthy_capacity_per_min=healthy, need_per_min=need)
+        await req.respond(msgspec.json.encode(reply))
+
+    async def _on_pick(self, req: Request) -> None:
+        """The sealed proxy of the named egress, or of the least-loaded healthy one."""
+        try:
+            ask = msgspec.json.decode(req.data or b"{}", type=PickRequest)
+        except msgspec.ValidationError as exc:
+            raise ServiceError(BAD_REQUEST, "bad request") from exc
+        if not self.leader:  # a standby's pool may be stale: its file is the truth
+            await self.egress_store.load(self.deps.pool)
+        eg = self.deps.pool.pick(ask.name)
+        reply = PickReply() if eg is None else PickReply(name=eg.name, proxy=eg.proxy)
+        await req.respond(msgspec.json.encode(reply))

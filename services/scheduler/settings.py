@@ -21,3 +21,8 @@ class SchedulerSettings(Settings):
     tiktok_requests_per_min: float = Field(
         120.0, gt=0, description="Polling budget: TikTok requests per minute per egress (proxy)"
     )
+    egress_file: Path | None = Field(
+        None,
+        description="The egress pool's file: one 'name direct|proxy-url [requests-per-minute]' "
+        "a line, read when a scheduler starts leading (docs/runbook.md, egress pool)",
+    )

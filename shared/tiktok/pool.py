@@ -16,6 +16,7 @@ from shared.secrets import SecretBox, SecretError
 from shared.tiktok.client import TikTokClient
 from shared.tiktok.cookies import load_cookies
 from shared.tiktok.factory import client_from_settings, signer_from_settings
+from shared.tiktok.http import Step
 
 DIRECT: Final = "direct"
 # A client no job or watcher used for this long is closed (proxies come and go: an egress pool
@@ -24,6 +25,8 @@ IDLE_CLOSE: Final = 600.0
 _SWEEP_EVERY: Final = 60.0
 
 Key = tuple[str | None, str | None]
+# Sees every request of the pool's clients, with the options' proxy as given (sealed).
+Observer = Callable[[str | None, Step], None]
 
 
 class ClientPool:
@@ -45,8 +48,10 @@ class ClientPool:
         *,
         idle_close: float = IDLE_CLOSE,
         clock: Callable[[], float] = time.monotonic,
+        observe: Observer | None = None,
     ) -> None:
         self._settings = settings
+        self._observe = observe
         self._idle_close = idle_close
         self._clock = clock
         self._used: dict[Key, float] = {}
@@ -78,8 +83,13 @@ class ClientPool:
                 if options.cookies
                 else None
             )
+            sealed = options.proxy
+            trace = None
+            if self._observe is not None:
+                observe = self._observe
+                trace = lambda step: observe(sealed, step)  # noqa: E731
             client = client_from_settings(
-                self._settings, proxy=proxy, cookies=cookies, signer=self._signer
+                self._settings, proxy=proxy, cookies=cookies, signer=self._signer, trace=trace
             )
             self._clients[key] = client
         return client

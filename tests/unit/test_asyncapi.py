@@ -23,10 +23,12 @@ from referencing.jsonschema import DRAFT202012
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
-from shared import asyncapi, files, generated, jobs, watchers
+from shared import asyncapi, egresses, files, generated, jobs, watchers
 from shared.events import (
     EVENT_TYPES,
     DeleteReason,
+    EgressAdded,
+    EgressRemoved,
     Event,
     FileDeleted,
     RecordedFile,
@@ -70,6 +72,8 @@ SAMPLES: list[Any] = [
     WatchPaused(key="@ann"),
     WatchResumed(key="@ann"),
     WatchUpdated(key="@ann", task_id="t1", poll_interval=20, options=OPTIONS, paused=False),
+    EgressAdded(name="eu-1", proxy="sealed:abc", requests_per_min=90.0),
+    EgressRemoved(name="eu-1"),
     RecordingRequested(job_id="j1", url="@ann", duration=60, options=OPTIONS),
     RoomLive(job_id="j2", room_id="75", watcher_key="@ann", title="hi", options=OPTIONS),
     RecordingStarted(job_id="j2", room_id="75", recorder_id="rec-1", part=1),
@@ -102,6 +106,17 @@ SAMPLES: list[Any] = [
         items=[watchers.Watcher(key="@ann", task_id="t1", created_at=T0)],
         total=1,
     ),
+    egresses.EgressList(
+        items=[
+            egresses.EgressStatus(
+                name="eu-1", kind="proxy", source="api", requests_per_min=90.0, since=T0
+            )
+        ],
+        healthy_capacity_per_min=90.0,
+        need_per_min=12.5,
+    ),
+    egresses.PickRequest(name="eu-1"),
+    egresses.PickReply(name="eu-1", proxy="sealed:abc"),
     ServicePing(id="x1", name="indexer", version="0.1.0", metadata={"instance": "idx-1"}),
     jobs.JobRequest(job_id="j2", room_id="75", options=OPTIONS, watcher_key="@ann"),
     jobs.RecordingPart(

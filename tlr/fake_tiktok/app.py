@@ -31,6 +31,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _RECORD = web.RequestKey("fake_tiktok_record", RequestRecord)
 _BLOCKED = web.RequestKey("fake_tiktok_blocked", bool)
+_EMPTY = web.RequestKey("fake_tiktok_empty", bool)  # blocked: the APIs answer empty bodies
+# The header a test proxy (tests/http_proxy.py) tags the requests it forwards with.
+EGRESS_HEADER = "X-Fake-Egress"
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -103,7 +106,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             return web.Response(
                 status=429, text="Too Many Requests", headers={"Retry-After": str(int(window) or 1)}
             )
-        request[_BLOCKED] = over_limit or state.scenario.waf
+        tag = request.headers.get(EGRESS_HEADER)
+        by_egress = tag is not None and tag in state.scenario.blocked_egresses
+        request[_BLOCKED] = over_limit or state.scenario.waf or by_egress
+        request[_EMPTY] = by_egress
     response = await handler(request)
     record.status = response.status
     return response
@@ -114,6 +120,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 async def check_alive(request: web.Request) -> web.Response:
     ctx = get_ctx(request)
+    if request.get(_EMPTY, False):
+        return _empty_api_body()
     if _blocked(request):
         return _json(payloads.webcast([]))  # detected clients get an empty data list
     raw_ids = request.query.get("room_ids", "")
@@ -132,6 +140,8 @@ async def check_alive(request: web.Request) -> web.Response:
 
 async def room_info(request: web.Request) -> web.Response:
     ctx = get_ctx(request)
+    if request.get(_EMPTY, False):
+        return _empty_api_body()
     if _blocked(request) or ctx.state.scenario.room_info_restricted:
         return _json(payloads.restricted())
     if not _aid_ok(request):

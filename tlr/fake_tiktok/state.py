@@ -105,9 +105,14 @@ class Scenario:
     cdn_redirect: str | None = None
     """Every CDN GET (a valid, signed one) answers 302 to this absolute URL (egress tests: a
     CDN redirecting to a loopback service or to 169.254.169.254)."""
+    blocked_egresses: list[str] = field(default_factory=list)
+    """Requests that came through a proxy tagging them (EGRESS_HEADER) with one of these are
+    treated as from a blocked IP: WAF pages on www, empty bodies from the APIs (egress pool
+    tests: one proxy of several blocked, the others working)."""
 
     def to_json(self) -> dict[str, Any]:
         body = {f.name: getattr(self, f.name) for f in fields(self)}
+        body["blocked_egresses"] = list(self.blocked_egresses)
         rate = self.rate_limit
         body["rate_limit"] = (
             None if rate is None else {"max_req": rate.max_req, "window_s": rate.window_s}
@@ -166,6 +171,11 @@ _INT_RANGES: dict[str, tuple[int | None, int | None]] = {
 def _parse_flag(key: str, value: object) -> Any:
     if key == "rate_limit":
         return _parse_rate_limit(value)
+    if key == "blocked_egresses":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            msg = f"{key} must be a list of strings"
+            raise ValueError(msg)
+        return list(value)
     if key in _URLS:
         return _parse_url(key, value)
     if key in _CHOICES:
