@@ -33,7 +33,15 @@ from typing import Literal
 import httptools
 import httpx
 
-from services.recorder.flv_socket import Connection, Route, Stats, connect, parse_head, route_for
+from services.recorder.flv_socket import (
+    MAX_PIECE,
+    Connection,
+    Route,
+    Stats,
+    connect,
+    parse_head,
+    route_for,
+)
 from shared.tiktok.guards import STREAM_REQUEST
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -117,11 +125,17 @@ class FlvResponse:
         conn = self._conn
         left = 0  # undecodable bytes left by the last pass (a cut chunk-size line or CRLF)
         while True:
+            if conn.end - conn.start > left:
+                # More is waiting already (this stream is behind): let the loop run the others'
+                # reads, timers and lease renewals before this one takes its next piece.
+                await asyncio.sleep(0)
             await conn.wait_more(left)
-            view = conn.data()
-            if not view:
+            whole = conn.data()
+            if not whole:
                 self._check_complete()
                 return
+            view = whole[:MAX_PIECE]
+            whole.release()
             payload, used = self._decode(view)
             left = len(view) - used
             view.release()

@@ -26,7 +26,10 @@ import httpx
 COALESCE_S = 0.25  # at most one read per stream this often while the body flows
 TICK_S = COALESCE_S / 4  # how often the shared Resumer ends the pauses that are due
 BUFFER = 64 * 1024  # initial receive buffer; grows to what one read needs
-HIGH_WATER = 1024 * 1024  # raw bytes held for a consumer that stopped reading (disk)
+HIGH_WATER = 512 * 1024  # raw bytes held for a consumer that stopped reading (disk)
+# The most one read hands the consumer. A stream behind has up to HIGH_WATER waiting: parsed
+# whole, 1,000 such streams held the event loop for ~25 s at a time (leases lapsed).
+MAX_PIECE = 128 * 1024
 MAX_HEAD = 64 * 1024
 
 
@@ -212,6 +215,11 @@ class Connection(asyncio.BufferedProtocol):
         self.start += n
         if self.start == self.end:
             self.start = self.end = 0
+            if len(self._buf) > BUFFER:
+                # Caught up after being behind: give the grown buffer back (a new one, as
+                # views of the old one may still be alive).
+                self._buf = bytearray(BUFFER)
+                self._view = memoryview(self._buf)
 
     async def read_exact(self, n: int) -> bytes:
         while self.end - self.start < n:

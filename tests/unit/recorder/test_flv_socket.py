@@ -6,12 +6,21 @@ time they would have, so nothing here waits for a clock."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
 
 from services.recorder.flv_pull import FlvResponse
-from services.recorder.flv_socket import COALESCE_S, HIGH_WATER, Connection, Stats, resumer
+from services.recorder.flv_socket import (
+    BUFFER,
+    COALESCE_S,
+    HIGH_WATER,
+    MAX_PIECE,
+    Connection,
+    Stats,
+    resumer,
+)
 
 
 class CountingTransport:
@@ -152,3 +161,48 @@ async def test_reads_are_not_held_back_until_media_flows() -> None:
     response.steady()
     receive(conn)
     assert transport.pauses == 1
+
+
+async def test_a_backlog_is_taken_in_bounded_pieces_with_the_loop_run_between_them() -> None:
+    """A stream far behind (a starved loop, a slow disk) must not hold the event loop while it
+    parses all it has: with 1,000 such streams one pass took ~25 s and the leases lapsed."""
+    conn, _ = opened()
+    response = FlvResponse(200, [], conn, "close")
+    while conn.end - conn.start < 3 * MAX_PIECE:
+        receive(conn, fill=True)
+    backlog = conn.end - conn.start
+    conn.eof_received()
+    others = 0
+
+    async def other_task() -> None:
+        nonlocal others
+        while True:
+            others += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    pieces: list[tuple[int, int]] = []  # (size, the other task's count when it came)
+    async for piece in response.chunks():
+        pieces.append((len(piece), others))
+    ticker.cancel()
+    assert sum(size for size, _ in pieces) == backlog
+    assert len(pieces) >= 3
+    assert all(size <= MAX_PIECE for size, _ in pieces)
+    seen = [count for _, count in pieces]
+    assert all(b > a for a, b in itertools.pairwise(seen))  # the loop ran between any two
+
+
+async def test_a_connection_gives_back_its_grown_buffer_once_caught_up() -> None:
+    """Behind, the buffer grows (bounded by HIGH_WATER); caught up, it shrinks again, so the
+    memory of one bad minute is not kept for the rest of a live."""
+    conn, _ = opened()
+    while conn.end - conn.start < HIGH_WATER:
+        receive(conn, fill=True)
+    assert len(conn.get_buffer(-1)) + conn.end > 4 * BUFFER
+    conn.consume(conn.end - conn.start)
+    conn.taken()
+    receive(conn)
+    assert conn.end - conn.start == 1400
+    assert conn.end + len(conn.get_buffer(-1)) == BUFFER
+    conn.close()
