@@ -73,7 +73,12 @@ def create_app(settings: GatewaySettings, link: NatsLink | None = None) -> FastA
     # 413, a 500) carries the correlation id. CORS wraps the rest so a browser can read error
     # answers too; the body is checked before any route runs, the hot routes' too.
     app.add_middleware(HotRoutes)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    bulk_limit = max(settings.max_body_bytes, watchers.BULK_MAX_BYTES)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        larger={("POST", watchers.BULK_PATH): bulk_limit},
+    )
     app.add_middleware(ErrorMiddleware)
     if settings.cors_origins:
         app.add_middleware(CorsMiddleware, origins=settings.cors_origins)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,11 +23,19 @@ class BodyLimitMiddleware:
 
     A Content-Length over the limit is refused before a byte is read; a body without one
     (chunked) is counted as it streams in and refused as soon as it passes the limit.
+    ``larger`` gives a few routes, by method and path, a limit of their own (a bulk import).
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        larger: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,8 +48,9 @@ class BodyLimitMiddleware:
             msg = "Content-Length must be one non-negative integer"
             await error_response(400, ErrorCode.VALIDATION_ERROR, msg)(scope, receive, send)
             return
-        if lengths and int(lengths[0]) > self.max_bytes:
-            await self._too_large(scope, receive, send)
+        limit = self.larger.get((scope["method"], scope["path"]), self.max_bytes)
+        if lengths and int(lengths[0]) > limit:
+            await self._too_large(scope, receive, send, limit)
             return
         body = bytearray()
         more = True
@@ -49,8 +59,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.disconnect":
                 return  # the client left: nobody to answer
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if len(body) > limit:
+                await self._too_large(scope, receive, send, limit)
                 return
             more = message.get("more_body", False)
         if body and scope["method"] in BODY_METHODS and not is_json(headers.get("content-type")):
@@ -60,8 +70,8 @@ class BodyLimitMiddleware:
             return
         await self.app(scope, _replay(bytes(body), receive), send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        msg = f"request body larger than {self.max_bytes} bytes"
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        msg = f"request body larger than {limit} bytes"
         # The rest of the body is never read: the connection is not worth keeping.
         headers = {"Connection": "close"}
         response = error_response(413, ErrorCode.PAYLOAD_TOO_LARGE, msg, headers)

@@ -11,7 +11,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.commands import CommandError, Conflict, Invalid, NotFound
@@ -102,7 +102,7 @@ def _loc_part(part: object) -> str:
     return text if _PLAIN_NAME.fullmatch(text) else "?"
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
+def describe_validation(exc: RequestValidationError | ValidationError) -> str:
     """``field: why`` for each error; never the value sent (it may be a secret or a payload)."""
     parts = []
     for err in exc.errors()[:10]:
@@ -129,12 +129,17 @@ def _http_error(exc: Exception) -> JSONResponse:
 
 def _validation_error(exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, ErrorCode.VALIDATION_ERROR, _describe_validation(exc))
+    return error_response(422, ErrorCode.VALIDATION_ERROR, describe_validation(exc))
+
+
+def refusal(exc: CommandError) -> tuple[int, ErrorCode]:
+    """The status and error code a refused command is answered with."""
+    return next(v for t, v in _REFUSALS.items() if isinstance(exc, t))
 
 
 def _refused(exc: Exception) -> JSONResponse:
     assert isinstance(exc, CommandError)
-    status, code = next(v for t, v in _REFUSALS.items() if isinstance(exc, t))
+    status, code = refusal(exc)
     return error_response(status, code, str(exc))
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.validators import CookiesName, OutputTemplate, ProxyUrl, RoomId, TargetUrl
+from shared.errors import ErrorCode
 from shared.tiktok.quality import Quality
 from shared.watchers import Watcher
 
@@ -147,7 +148,10 @@ class WatcherOptionsPatch(BaseModel):
 class WatcherUpdate(BaseModel):
     """Body of PATCH /watchers/{key}: what to change, at least one field; the rest is kept."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"poll_interval": 120}]}
+    )
+
 
     poll_interval: int | None = Field(
         None, ge=10, le=86_400, description="Seconds between two checks (at most)"
@@ -160,6 +164,45 @@ class WatcherUpdate(BaseModel):
         description="true: not checked until false again; unlike POST .../pause, the "
         "recording in progress goes on",
     )
+
+
+BULK_MAX_ITEMS = 1_000
+
+
+class WatcherBulk(BaseModel):
+    """Body of POST /watchers/bulk: up to 1,000 watchers; what GET /watchers?format=json
+    exports is such a body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=BULK_MAX_ITEMS,
+        description="Each a body of POST /watchers, checked on its own: a bad one is refused "
+        "in its result, the others are made",
+        examples=[[{"url": "@alice"}, {"room_id": "7503448765740976902", "poll_interval": 120}]],
+    )
+
+
+class WatcherBulkResult(BaseModel):
+    index: int = Field(description="The item's position in items, from 0")
+    key: str | None = Field(None, description="The watcher's key, once the item names one")
+    status: int = Field(description="202 made; else as POST /watchers would answer (409, 422)")
+    task_id: str | None = Field(None, description="The watch job, when made")
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+
+
+class WatcherBulkOut(BaseModel):
+    results: list[WatcherBulkResult] = Field(description="One per item, in order")
+    created: int
+    failed: int
+
+
+class WatcherExport(BaseModel):
+    """The API key's watchers as POST /watchers bodies (never a proxy: give it again)."""
+
+    items: list[WatcherCreate]
 
 
 class WatcherOptionsOut(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import io
 import json
 import os
@@ -312,6 +313,43 @@ async def test_watch_creates_a_watcher_and_unwatch_deletes_it(
         return r.status_code == 404 or bool(r.json()["status"] == "deleted")
 
     await eventually(gone, timeout=15)
+
+
+async def test_watch_from_a_file_then_export_and_import_the_export(
+    gateway: Gateway, env: dict[str, str], tmp_path: Path
+) -> None:
+    listing = tmp_path / "watch.txt"
+    listing.write_text("@ann\n# a comment\n\nhttps://www.tiktok.com/@ben/live\nnot a target!\n")
+    run = await tlr("watch", "--from-file", str(listing), "--poll-interval", "30", env=env)
+    assert run.code == 1  # one line refused: the others are made all the same
+    assert run.out.strip() == "2 watchers made, 1 refused"
+    assert "line 5" in run.err
+    assert "VALIDATION_ERROR" in run.err
+
+    async def registered() -> bool:
+        r = await gateway.http.get("/watchers")
+        return len(r.json()["items"]) == 2
+
+    await eventually(registered, timeout=15)
+    run = await tlr("watchers", "--export", "--format", "csv", env=env)
+    assert run.code == 0, run.err
+    rows = list(csv.DictReader(io.StringIO(run.out)))
+    assert sorted((r["url"], r["poll_interval"]) for r in rows) == [
+        ("@ann", "30"),
+        ("https://www.tiktok.com/@ben/live", "30"),
+    ]
+    for fmt in ("csv", "json"):
+        run = await tlr("watchers", "--export", "--format", fmt, env=env)
+        exported = tmp_path / f"watchers.{fmt}"
+        exported.write_text(run.out)
+        # Read back as the same two watchers: both are watched already.
+        run = await tlr("watch", "--from-file", str(exported), "--json", env=env)
+        assert run.code == 1
+        results = json.loads(run.out)["results"]
+        assert sorted((r["key"], r["error_code"]) for r in results) == [
+            ("@ann", "CONFLICT"),
+            ("@ben", "CONFLICT"),
+        ]
 
 
 async def test_api_errors_exit_1_with_the_error_code(env: dict[str, str]) -> None:

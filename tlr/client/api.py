@@ -91,6 +91,14 @@ class Client:
     def list_watchers(self, page: int = 1, page_size: int = 50) -> dict[str, Any]:
         return self._call("GET", "/watchers", params={"page": page, "page_size": page_size})
 
+    def create_watchers(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """POST /watchers/bulk: one result per item (at most 1,000 items)."""
+        return self._call("POST", "/watchers/bulk", json={"items": items})
+
+    def export_watchers(self, fmt: str) -> str:
+        """Every watcher of the key, as GET /watchers?format= gives it (csv or json text)."""
+        return self._send("GET", "/watchers", params={"format": fmt}).text
+
     def delete_watcher(self, key: str) -> dict[str, Any]:
         return self._call("DELETE", f"/watchers/{_segment(key, keep='@')}")
 
@@ -124,6 +132,24 @@ class Client:
         json: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        response = self._send(method, path, json=json, params=params)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(response.status_code, "BAD_RESPONSE", "the answer is not a JSON object")
+        return body
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """The successful answer; ApiError for any other, Unreachable without one."""
         try:
             response = self._http.request(method, path, json=json, params=params)
         except httpx.ConnectError as exc:
@@ -134,15 +160,7 @@ class Client:
             raise Unreachable(self.base_url, _reason(exc, type(exc).__name__)) from None
         self._pace = _pace(response.headers)
         if response.is_success:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                raise ApiError(
-                    response.status_code, "BAD_RESPONSE", "the answer is not a JSON object"
-                )
-            return body
+            return response
         raise _error(response)
 
 

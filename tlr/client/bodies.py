@@ -34,8 +34,9 @@ def recording_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def watcher_body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = target(args.target)
+def watcher_body(args: argparse.Namespace, *, with_target: bool = True) -> dict[str, Any]:
+    """The body of ``tlr watch``; without ``with_target``, only its interval and options."""
+    body: dict[str, Any] = target(args.target) if with_target else {}
     if args.poll_interval is not None:
         body["poll_interval"] = args.poll_interval
     options = _options(args)

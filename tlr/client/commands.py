@@ -120,9 +120,12 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _recording_options(parser: argparse.ArgumentParser) -> None:
+def _recording_options(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
     parser.add_argument(
-        "target", metavar="URL", help="@user, a TikTok live/profile URL, or a room id"
+        "target",
+        metavar="URL",
+        nargs="?" if optional else None,
+        help="@user, a TikTok live/profile URL, or a room id",
     )
     parser.add_argument("--quality", choices=QUALITIES, help="preferred quality (default: best)")
     parser.add_argument("--upload-s3", action="store_true", help="upload the files to S3")
@@ -163,9 +166,15 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     watch = subparsers.add_parser(
         "watch", parents=common, help="record every live of an account (POST /watchers)"
     )
-    _recording_options(watch)
+    _recording_options(watch, optional=True)
     watch.add_argument(
         "--poll-interval", type=_positive, metavar="S", help="seconds between checks (>= 10)"
+    )
+    watch.add_argument(
+        "--from-file",
+        metavar="FILE",
+        help="watch every target of FILE (one a line, or a CSV/JSON `tlr watchers --export`); "
+        "the options above apply to those that set none (POST /watchers/bulk)",
     )
     watch.set_defaults(func=_run(watcher_commands.watch))
 
@@ -173,6 +182,10 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         "watchers", parents=common, help="list watchers (GET /watchers)"
     )
     _paging(watchers, 50)
+    watchers.add_argument(
+        "--export", action="store_true", help="print every watcher, for `tlr watch --from-file`"
+    )
+    watchers.add_argument("--format", choices=("csv", "json"), default="csv", help="of --export")
     watchers.set_defaults(func=_run(watcher_commands.watchers))
 
     unwatch = subparsers.add_parser(

@@ -9,11 +9,11 @@ own watchers (admins: all); another key's is a 404, as one that does not exist.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from services.gateway import commands, micro_client
+from services.gateway import commands, micro_client, watcher_bulk
 from services.gateway.deps import (
     ApiKeyDep,
     CorrelationDep,
@@ -31,9 +31,13 @@ from services.gateway.errors import (
 )
 from services.gateway.idempotency import IdempotencyDep
 from services.gateway.schemas import (
+    BULK_MAX_ITEMS,
     Ok,
     TaskAccepted,
+    WatcherBulk,
+    WatcherBulkOut,
     WatcherCreate,
+    WatcherExport,
     WatcherList,
     WatcherOut,
     WatcherUpdate,
@@ -45,6 +49,9 @@ router = APIRouter(tags=["watchers"])
 
 MAX_KEY = 320  # a room id, @user, or a short-link URL (urls are at most 300 characters)
 MAX_PAGE = 1_000_000
+BULK_PATH = "/watchers/bulk"
+# Room for 1,000 items of the largest kind (a URL, a proxy, a cookies path, a template).
+BULK_MAX_BYTES = BULK_MAX_ITEMS * 2048
 
 NOT_FOUND = documented(404, "No such watcher")
 
@@ -139,19 +146,84 @@ async def create_watcher(
     return TaskAccepted(task_id=task_id)
 
 
+@router.post(
+    BULK_PATH,
+    status_code=202,
+    summary="Watch up to 1,000 rooms or users in one request, each with its own result",
+    responses={
+        **documented(413, f"Request body larger than {BULK_MAX_BYTES} bytes"),
+        **JSON_BODY_RESPONSES,
+        **SCHEDULER_UNAVAILABLE,
+    },
+)
+async def create_watchers(
+    body: WatcherBulk,
+    link: LinkDep,
+    store: JobsDep,
+    box: SecretsDep,
+    settings: SettingsDep,
+    correlation_id: CorrelationDep,
+    api_key: ApiKeyDep,
+) -> WatcherBulkOut:
+    """Each item is a POST /watchers body, checked and made as that route makes one: its
+    result has its status (202 made, 409 watched already, 422 invalid, 503 not reachable)
+    and error_code. Not all-or-nothing: the good items are made, whatever the others."""
+    link.require_bus()  # NATS away: one 503 for the request, not one per item
+
+    async def create(item: WatcherCreate) -> str:
+        return await commands.create_watcher(
+            link,
+            store,
+            item,
+            owner=api_key.name,
+            secrets=box,
+            cookies_dir=settings.cookies_dir,
+            allow_private_proxies=settings.allow_private_proxies,
+            correlation_id=correlation_id,
+        )
+
+    results = await watcher_bulk.create_many(body.items, create)
+    created = sum(r.status == 202 for r in results)
+    return WatcherBulkOut(results=results, created=created, failed=len(results) - created)
+
+
 @router.get(
     "/watchers",
-    summary="List watchers, oldest first, one page at a time",
-    responses=SCHEDULER_UNAVAILABLE,
+    summary="List watchers, oldest first, one page at a time; or export them all",
+    responses={
+        200: {
+            "description": "A page; with format, every watcher of the key as POST bodies",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+        **SCHEDULER_UNAVAILABLE,
+    },
+    response_model=WatcherList | WatcherExport,
 )
 async def get_watchers(
     link: LinkDep,
     api_key: ApiKeyDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number")] = 1,
     page_size: Annotated[int, Query(ge=1, le=500, description="Watchers per page")] = 50,
-) -> WatcherList:
+    export: Annotated[
+        Literal["csv", "json"] | None,
+        Query(
+            alias="format",
+            description="Export every watcher of the key (no paging) as POST /watchers bodies: "
+            "json is a POST /watchers/bulk body, csv one row each; never a proxy",
+        ),
+    ] = None,
+) -> WatcherList | WatcherExport | Response:
     """The API key's own watchers (an admin's: all); ``total`` counts them; a page past the
     end is empty."""
+    if export is not None:
+        bodies = [watcher_bulk.as_create(w) async for w in watcher_bulk.watchers_of(link, api_key)]
+        if export == "json":
+            return WatcherExport(items=bodies)
+        return Response(
+            watcher_bulk.to_csv(bodies),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="watchers.csv"'},
+        )
     reply = await micro_client.list_watchers(
         link.require_bus().nc, page, page_size, owner=api_key.owner_filter
     )
