@@ -152,7 +152,6 @@ class WatcherUpdate(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"poll_interval": 120}]}
     )
 
-
     poll_interval: int | None = Field(
         None, ge=10, le=86_400, description="Seconds between two checks (at most)"
     )
