@@ -24,6 +24,11 @@ JOBS_STUCK = Counter(
     f"{_P}_jobs_stuck_total",
     "Jobs whose session ended but that had no outcome after the deadline (handler cancelled)",
 )
+LOOP_LAG = Gauge(
+    f"{_P}_event_loop_lag_seconds",
+    "How late the event loop ran a timer, worst of the last second (new start-ups wait while"
+    " it is above MAX_LOOP_LAG)",
+)
 SEGMENTS = Counter(f"{_P}_segments_total", "Segment files closed with media in them")
 REMUX_FAILURES = Counter(
     f"{_P}_remux_failures_total", "Segments whose MP4 remux or verification failed (FLV kept)"

@@ -62,7 +62,7 @@ class RecorderService(BaseService[RecorderSettings]):
             leases=KvLeases(await self.bus.claims()),
             publisher=self.bus,
             tiktok=self._pool,
-            startups=StartUps(settings.max_startups),
+            startups=StartUps(settings.max_startups, max_lag=settings.max_loop_lag),
             media=FfmpegMedia(
                 root=settings.recordings_dir,
                 ffmpeg=await self._ffmpeg(settings.ffmpeg_bin),

@@ -17,6 +17,11 @@ class RecorderSettings(Settings):
         le=1000,
         description="Jobs one recorder starts at once (lookups, lease, claim); the rest wait",
     )
+    max_loop_lag: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds late the event loop may run before new start-ups wait (overload)",
+    )
     ffmpeg_bin: str | None = Field(
         None, description="ffmpeg to use (else a 6.1+ ffmpeg on PATH, else the bundled one)"
     )

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from services.recorder.loop_lag import LoopLag
+
 
 class Slot:
     """One start-up slot, given back when the session starts or the start-up ends."""
@@ -27,11 +29,16 @@ class Slot:
 
 
 class StartUps:
-    """At most ``limit`` start-ups at once; the others wait in arrival order."""
+    """At most ``limit`` start-ups at once; the others wait in arrival order. With
+    ``max_lag``, a start-up also waits while the event loop runs more than ``max_lag`` late
+    (``loop_lag.py``): the recordings running keep their leases, and the load grows only as
+    fast as the process carries it."""
 
-    def __init__(self, limit: int = 32) -> None:
+    def __init__(self, limit: int = 32, *, max_lag: float | None = None) -> None:
         self.limit = limit
         self._free = asyncio.Semaphore(limit)
+        self._max_lag = max_lag
+        self._lag: LoopLag | None = None
         self.running = 0
         self.waiting = 0
 
@@ -41,6 +48,11 @@ class StartUps:
         self.waiting += 1
         try:
             await self._free.acquire()
+            try:
+                await self._calm()
+            except BaseException:
+                self._free.release()
+                raise
         finally:
             self.waiting -= 1
         slot = Slot(self)
@@ -48,3 +60,15 @@ class StartUps:
             yield slot
         finally:
             slot.release()
+
+    async def _calm(self) -> None:
+        if self._max_lag is None:
+            return
+        if self._lag is None:
+            self._lag = LoopLag(asyncio.get_running_loop(), self._max_lag)
+        await self._lag.calm()
+
+    def close(self) -> None:
+        """Stop measuring the loop (the service stops)."""
+        if self._lag is not None:
+            self._lag.stop()
