@@ -58,6 +58,10 @@ class ErrorCode(StrEnum):
     NETWORK_TIMEOUT = "NETWORK_TIMEOUT"
     FFMPEG_MISSING = "FFMPEG_MISSING"
     RECORDER_EXIT_NONZERO = "RECORDER_EXIT_NONZERO"
+    # The tlr-cli engine (the upstream CLI): no usable checkout at TLR_ROOT, or it is not at
+    # TLR_PIN (and TLR_PIN_OVERRIDE is off).
+    ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
+    ENGINE_PIN_MISMATCH = "ENGINE_PIN_MISMATCH"
     DISK_FULL = "DISK_FULL"
     CANCELLED = "CANCELLED"
     # Upload outcomes (job.<id>.up).

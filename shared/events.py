@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -54,6 +54,14 @@ class RecordingOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     proxy: str | None = None
     cookies: str | None = None
     output_template: str | None = None
+    # The recording engine (ENGINES); None: the recorder's RECORDER_ENGINE. A str, not the
+    # Literal, so that an engine added later does not make older recorders drop the event.
+    engine: str | None = None
+
+
+# The recorder's engines: its own (native) and the upstream CLI run as a subprocess.
+EngineName = Literal["native", "tlr-cli"]
+ENGINES: tuple[str, ...] = ("native", "tlr-cli")
 
 
 class RecordedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

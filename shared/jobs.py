@@ -80,6 +80,8 @@ class RecordingPart(msgspec.Struct, kw_only=True, omit_defaults=True):
     quality: str | None = None  # the sdk_key of the stream media flows from
     quality_wanted: str | None = None  # the first preference it was asked for
     stream_source: StreamSource | None = None  # main, backup (another CDN) or legacy
+    engine: str | None = None  # the recording engine: native or tlr-cli
+    engine_commit: str | None = None  # tlr-cli: the commit SHA of the upstream checkout
     reconnects: int = 0
     stalls: int = 0
     failures: int = 0  # failed tries since the job last recorded (the retry budget)
@@ -189,3 +191,5 @@ class Claim:
     title: str | None
     unique_id: str | None
     attempt: int
+    engine: str | None = None  # native or tlr-cli
+    engine_commit: str | None = None  # tlr-cli: the commit of the checkout it runs

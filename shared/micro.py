@@ -26,16 +26,23 @@ def endpoint_subject(service: str, endpoint: str) -> str:
 
 
 async def register(
-    nc: Client, *, name: str, description: str, instance: str, status: StatusFn
+    nc: Client,
+    *,
+    name: str,
+    description: str,
+    instance: str,
+    status: StatusFn,
+    metadata: dict[str, str] | None = None,
 ) -> tuple[Service, Group]:
-    """Add the micro service with its ``status`` endpoint; returns it and its endpoint group."""
+    """Add the micro service with its ``status`` endpoint; returns it and its endpoint group.
+    ``metadata`` is shown by ``$SRV.PING`` (GET /services) beside the instance name."""
     started = time.time()
     service = await add_service(
         nc,
         name=name,
         version=__version__,
         description=description,
-        metadata={"instance": instance},
+        metadata={**(metadata or {}), "instance": instance},
     )
     group = service.add_group(name=f"tlr.{name}")
 

@@ -64,6 +64,7 @@ class BaseService(Generic[S]):
             description=self.description,
             instance=self.settings.instance_id,
             status=self._status,
+            metadata=self.metadata(),
         )
         await self.start(group)
         if self.durables:
@@ -101,6 +102,10 @@ class BaseService(Generic[S]):
 
     def status(self) -> dict[str, Any]:
         """Hook: extra fields of the ``status`` endpoint."""
+        return {}
+
+    def metadata(self) -> dict[str, str]:
+        """Hook: what ``$SRV.PING`` (GET /services) shows of this instance, known at start."""
         return {}
 
     def consume(

@@ -107,6 +107,7 @@ async def recording_options(
         proxy=proxy,
         cookies=opts.cookies,
         output_template=output_template,
+        engine=opts.engine,
     )
 
 

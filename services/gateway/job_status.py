@@ -76,6 +76,8 @@ def assemble(
             quality=recording.quality,
             quality_wanted=recording.quality_wanted,
             stream_source=recording.stream_source,
+            engine=recording.engine,
+            engine_commit=recording.engine_commit,
             reconnects=recording.reconnects,
             stalls=recording.stalls,
             recorder_id=recording.recorder_id or None,

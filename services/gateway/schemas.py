@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.validators import CookiesName, OutputTemplate, ProxyUrl, RoomId, TargetUrl
 from shared.errors import ErrorCode
+from shared.events import EngineName
 from shared.tiktok.quality import Quality
 from shared.watchers import Watcher
 
@@ -35,6 +36,11 @@ class RecordingOptionsIn(BaseModel):
     )
     quality: Quality | None = Field(
         None, description="Preferred quality; lower ones are used when it is missing"
+    )
+    engine: EngineName | None = Field(
+        None,
+        description="Recording engine: native (the recorder's own) or tlr-cli (the upstream "
+        "tiktok-live-recorder run by the recorder); none: the recorder's RECORDER_ENGINE",
     )
 
 
@@ -100,6 +106,10 @@ class JobProgress(BaseModel):
     quality_wanted: str | None = Field(None, description="The first quality asked for")
     stream_source: Literal["main", "backup", "legacy", "unknown"] | None = Field(
         None, description="Where the URL was listed: main, backup CDN, or the legacy map"
+    )
+    engine: str | None = Field(None, description="The recording engine: native or tlr-cli")
+    engine_commit: str | None = Field(
+        None, description="tlr-cli: the commit SHA of the upstream checkout that records"
     )
     reconnects: int = 0
     stalls: int = 0
@@ -210,6 +220,7 @@ class WatcherOptionsOut(BaseModel):
     proxy: bool = Field(False, description="A proxy is set (its value is sealed, never shown)")
     cookies: str | None = None
     output_template: str | None = None
+    engine: str | None = None
 
 
 class WatcherOut(BaseModel):
@@ -257,6 +268,7 @@ class WatcherOut(BaseModel):
                 proxy=o.proxy is not None,
                 cookies=o.cookies,
                 output_template=o.output_template,
+                engine=o.engine,
             ),
             created_at=w.created_at,
             last_run_at=w.last_run_at,

@@ -71,3 +71,5 @@ class RecorderDeps:
     deferred: dict[str, float] = field(default_factory=dict)
     # Jobs between their message and a running session, at most settings.max_startups at once.
     startups: StartUps = field(default_factory=StartUps)
+    # The commit each engine runs, where it has one (tlr-cli: its checkout's), for the job.
+    engine_commits: dict[str, str] = field(default_factory=dict)

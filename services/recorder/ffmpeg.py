@@ -316,6 +316,10 @@ def _die_with_parent() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# The same for the other children of the recorder (the tlr-cli engine's CLI).
+die_with_parent = _die_with_parent
+
+
 _PR_SET_PDEATHSIG = 1
 # Loaded in the parent: the child, between fork and exec, must not look anything up.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None

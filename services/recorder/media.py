@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +16,7 @@ from services.recorder.ffmpeg import remux
 from services.recorder.flv import trim_partial_tail
 from services.recorder.session import RecordingSession
 from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
+from shared.events import RecordingOptions
 from shared.jobs import SegmentEntry
 from shared.logging import get_logger
 from shared.tiktok import StreamCandidate
@@ -36,6 +37,13 @@ class SessionPlan:
     duration: float | None = None
     # The TikTok client's own HTTP client when the job goes through a proxy, else None.
     http: httpx.AsyncClient | None = None
+    # Which engine records it (services/recorder/engines), and what the tlr-cli engine needs
+    # to run the upstream CLI: the room, its host, the job's options (proxy sealed).
+    engine: str = "native"
+    job_id: str = ""
+    room_id: str = ""
+    unique_id: str | None = None
+    options: RecordingOptions = field(default_factory=RecordingOptions)
 
 
 class Media(Protocol):

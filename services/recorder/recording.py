@@ -116,7 +116,16 @@ async def record(
             await fail_or_retry(deps, event, exc, room_id, token)
             return
 
-        claim = Claim(deps.recorder_id, room_id, info.title, info.unique_id, delivery.num_delivered)
+        engine = event.options.engine or deps.settings.recorder_engine
+        claim = Claim(
+            deps.recorder_id,
+            room_id,
+            info.title,
+            info.unique_id,
+            delivery.num_delivered,
+            engine=engine,
+            engine_commit=deps.engine_commits.get(engine),
+        )
         claimed.append(claim)
         await deps.store.claim(job_id, keeper.lease.token, claim)
         await deps.publisher.publish(
@@ -137,7 +146,7 @@ async def record(
         lost = asyncio.create_task(_halt_when_lost(keeper, job))
         totals = Totals.of(prior)
         try:
-            result = await _session(deps, event, client, info, job, keeper, prior, totals)
+            result = await _session(deps, event, client, info, job, keeper, prior, totals, engine)
         finally:
             lost.cancel()
             metrics.ACTIVE.dec()
@@ -220,6 +229,7 @@ async def _session(
     keeper: Keeper,
     prior: RecordingPart | None,
     totals: Totals,
+    engine: str,
 ) -> SessionResult:
     settings = deps.settings
     preference = ([event.options.quality] if event.options.quality else []) + (
@@ -310,6 +320,11 @@ async def _session(
         on_stream=on_stream,
         duration=None if event.duration is None else max(1.0, event.duration - recorded_s),
         http=client.http if event.options.proxy else None,
+        engine=engine,
+        job_id=job_id,
+        room_id=info.room_id,
+        unique_id=info.unique_id,
+        options=event.options,
     )
     token = SESSION_REFUSALS.set(refusals)  # the session runs in this task
     try:

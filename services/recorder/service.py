@@ -13,9 +13,12 @@ from nats.aio.subscription import Subscription
 from nats.micro.service import Group
 
 from services.recorder.deps import RecorderDeps
-from services.recorder.ffmpeg import choose_ffmpeg
+from services.recorder.engines import Engines
+from services.recorder.engines.checkout import pin_matches, read_commit
+from services.recorder.engines.tlr_cli import TlrCliEngine
+from services.recorder.ffmpeg import FfmpegMissingError, choose_ffmpeg
 from services.recorder.handlers import on_recording_work
-from services.recorder.media import FfmpegMedia
+from services.recorder.media import FfmpegMedia, Media
 from services.recorder.recording import PROGRESS_EVERY
 from services.recorder.settings import RecorderSettings
 from services.recorder.startup import StartUps
@@ -55,6 +58,18 @@ class RecorderService(BaseService[RecorderSettings]):
             event_hooks={"request": [guard]},
         )
         self._pool = ClientPool(settings)
+        ffmpeg, missing = await self._ffmpeg(settings.ffmpeg_bin)
+        native = FfmpegMedia(
+            root=settings.recordings_dir,
+            ffmpeg=ffmpeg or "",
+            http=self._http,
+            read_timeout=settings.read_timeout,
+            progress_interval=PROGRESS_EVERY,
+        )
+        tlr_cli = TlrCliEngine(
+            settings=settings, ffmpeg=ffmpeg, native=native, progress_interval=PROGRESS_EVERY
+        )
+        engines: dict[str, Media] = {"native": native, "tlr-cli": tlr_cli}
         self.deps = RecorderDeps(
             recorder_id=settings.instance_id,
             settings=settings,
@@ -63,13 +78,8 @@ class RecorderService(BaseService[RecorderSettings]):
             publisher=self.bus,
             tiktok=self._pool,
             startups=StartUps(settings.max_startups, max_lag=settings.max_loop_lag),
-            media=FfmpegMedia(
-                root=settings.recordings_dir,
-                ffmpeg=await self._ffmpeg(settings.ffmpeg_bin),
-                http=self._http,
-                read_timeout=settings.read_timeout,
-                progress_interval=PROGRESS_EVERY,
-            ),
+            media=Engines(engines, settings.recorder_engine, ffmpeg_missing=missing),
+            engine_commits=self._commits(),
         )
         self._cancels: Subscription = await self.bus.nc.subscribe(
             JOB_REQUEST_CHANGES, cb=self._on_job
@@ -83,9 +93,14 @@ class RecorderService(BaseService[RecorderSettings]):
         )
 
     @staticmethod
-    async def _ffmpeg(explicit: str | None) -> str:
-        """The ffmpeg for every remux, chosen once (it runs ``ffmpeg -version``) and logged."""
-        choice = await asyncio.to_thread(choose_ffmpeg, explicit)
+    async def _ffmpeg(explicit: str | None) -> tuple[str | None, str | None]:
+        """The ffmpeg for every remux, chosen once (it runs ``ffmpeg -version``) and logged;
+        without one, (None, why): the recorder runs and its jobs fail with FFMPEG_MISSING."""
+        try:
+            choice = await asyncio.to_thread(choose_ffmpeg, explicit)
+        except FfmpegMissingError as exc:
+            log.error("recorder.ffmpeg_missing", error=str(exc))
+            return None, str(exc)
         log.info(
             "recorder.ffmpeg",
             path=choice.path,
@@ -93,7 +108,27 @@ class RecorderService(BaseService[RecorderSettings]):
             source=choice.source,
             note=choice.note,
         )
-        return choice.path
+        return choice.path, None
+
+    def _commits(self) -> dict[str, str]:
+        """The commit the tlr-cli engine runs (its checkout's), when one is configured."""
+        root = self.settings.tlr_root
+        commit = read_commit(root) if root is not None else None
+        return {"tlr-cli": commit} if commit else {}
+
+    def metadata(self) -> dict[str, str]:
+        """GET /services shows each recorder's default engine and the upstream commit."""
+        settings = self.settings
+        meta: dict[str, str] = {"engine": settings.recorder_engine}
+        if settings.tlr_root is not None:
+            commit = read_commit(settings.tlr_root)
+            meta["upstream_commit"] = commit or "unknown"
+            if settings.tlr_pin:
+                pinned = pin_matches(commit, settings.tlr_pin)
+                meta["upstream_pin"] = (
+                    "match" if pinned else ("override" if settings.tlr_pin_override else "mismatch")
+                )
+        return meta
 
     async def _handle(self, event: Event, delivery: Delivery) -> None:
         match event:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 
 from shared.config import Settings
@@ -32,4 +35,23 @@ class RecorderSettings(Settings):
     quality: str = Field("origin,uhd,hd,sd,ld", description="Stream quality preference, best first")
     read_timeout: float = Field(
         10.0, gt=0, description="Seconds without a byte before a stream counts as stalled"
+    )
+    recorder_engine: Literal["native", "tlr-cli"] = Field(
+        "native", description="Engine of a job that names none in options.engine"
+    )
+    tlr_root: Path | None = Field(
+        None, description="Checkout of the upstream tiktok-live-recorder (the tlr-cli engine)"
+    )
+    tlr_python: Path | None = Field(
+        None, description="Python that runs it (default: TLR_ROOT/.venv/bin/python, else ours)"
+    )
+    tlr_pin: str | None = Field(
+        None, description="Commit the checkout must be at (a full SHA or a prefix of 7+)"
+    )
+    tlr_pin_override: bool = Field(False, description="Run the checkout even off TLR_PIN")
+    tlr_stall_factor: float = Field(
+        3.0, ge=1, le=60, description="No growth of its output for READ_TIMEOUT x this: killed"
+    )
+    tlr_pass_env: str = Field(
+        "", description="Names of environment variables the CLI also gets, comma-separated"
     )
