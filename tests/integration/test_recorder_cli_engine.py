@@ -10,6 +10,7 @@ through tests/cli_standin/site/sitecustomize.py (TikTok hosts rewritten, nothing
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,10 +23,12 @@ from structlog.testing import capture_logs
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
+from services.recorder.engines.checkout import read_commit
 from services.recorder.engines.process_group import group_alive
 from services.recorder.service import RecorderService
 from services.recorder.settings import RecorderSettings
 from shared.bus import Bus
+from shared.micro import ping_all
 from shared.secrets import new_key
 from tests.helpers import JobsApi, decode_errors, eventually
 from tlr.fake_tiktok import FakeTikTok
@@ -233,6 +236,30 @@ async def test_a_checkout_off_its_pin_is_refused(make_stack: Any) -> None:
         job = await stack.wait(task_id, "SUCCESS", "FAILURE", timeout=30)
         assert job["error_code"] == "ENGINE_PIN_MISMATCH"
         assert "TLR_PIN" in job["error_message"]
+
+
+async def test_the_commit_it_runs_shows_in_the_job_and_in_services(
+    make_stack: Any, bus: Bus, tmp_path: Path
+) -> None:
+    root = ROOT
+    if not REAL_ROOT:  # the stand-in as a checkout at a commit
+        root = tmp_path / "checkout"
+        shutil.copytree(STANDIN, root, ignore=shutil.ignore_patterns("__pycache__"))
+        (root / ".git").mkdir()
+        (root / ".git" / "HEAD").write_text("5eea05a7a50e3d7a28fb0e6ca1985d2bbb9e9372\n")
+    commit = read_commit(root)
+    assert commit is not None
+    async with make_stack(tlr_root=root, tlr_pin=commit[:7]) as stack:
+        recorders = [r for r in await ping_all(bus.nc) if r.get("name") == "recorder"]
+        assert [r["metadata"]["upstream_commit"] for r in recorders] == [commit]
+        assert recorders[0]["metadata"]["upstream_pin"] == "match"
+        await stack.fake.create_user("cli_hank")
+        live = await stack.fake.go_live("cli_hank")
+        task_id = await stack.record(room_id=live.room_id, duration=3, options=CLI)
+        job = await stack.wait(task_id, "SUCCESS", "FAILURE", timeout=30)
+        assert job["status"] == "SUCCESS", job
+        assert (job["progress"]["engine"], job["progress"]["engine_commit"]) == ("tlr-cli", commit)
+        assert_all_decode(stack, job)
 
 
 async def test_an_unknown_engine_is_refused_at_the_gateway(make_stack: Any) -> None:
