@@ -169,13 +169,19 @@ class _Session:
         code: ErrorCode | None = None
         error: str | None = None
         try:
-            reason, code, error = await self._runs()
+            try:
+                reason, code, error = await self._runs()
+            except SegmentWriteError as exc:
+                reason, code, error = "error", _write_error_code(exc), str(exc)
+            except Exception as exc:  # a bug, or open_path refused (lease): keep what we have
+                log.exception("recorder.cli_session_crashed")
+                reason, code, error = "error", ErrorCode.INTERNAL, repr(exc)
             try:
                 self.splitter.finish()
                 await self.segmenter.aclose("end")
             except SegmentWriteError as exc:
-                reason, code = "error", ErrorCode.DISK_FULL if exc.disk_full else ErrorCode.INTERNAL
-                error = str(exc)
+                if code is None:
+                    reason, code, error = "error", _write_error_code(exc), str(exc)
             await self.background.drain()
         except BaseException:
             self.background.keep_raw()
@@ -259,7 +265,12 @@ class _Session:
         )
         env = cli_env(self.private, self.private / "bin", engine.settings.tlr_pass_env)
         run = _Run()
-        proc = await process_group.spawn(argv, cwd=self.private / "src", env=env)
+        try:
+            proc = await process_group.spawn(argv, cwd=self.private / "src", env=env)
+        except OSError as exc:  # its Python vanished since the checkout was opened
+            run.returncode = -1
+            run.lines.append(f"cannot start the CLI: {exc}")
+            return run
         log.info("recorder.cli_started", pid=proc.pid, run=self.runs, job_id=plan.job_id)
         reader = asyncio.create_task(self._read_lines(proc, run))
         stopper: asyncio.Task[None] | None = None
@@ -342,6 +353,10 @@ class _Session:
             if line:
                 run.lines.append(line)
                 log.debug("recorder.cli_line", line=line[:300])
+
+
+def _write_error_code(exc: SegmentWriteError) -> ErrorCode:
+    return ErrorCode.DISK_FULL if exc.disk_full else ErrorCode.INTERNAL
 
 
 def _finished(run: _Run) -> bool:
