@@ -144,7 +144,8 @@ class WatcherOptionsPatch(BaseModel):
     """Options to change: a field sent replaces the watcher's, null clears it, one left out
     is kept (so is a proxy: its value is never shown, send it only to change it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a 0 is not read as false, nor "120" as 120 (a PATCH changes only what it names).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     upload_s3: bool | None = Field(None, description="null or left out: kept")
     proxy: ProxyUrl | None = Field(None, description="As on POST /watchers; null: no proxy")
@@ -159,7 +160,7 @@ class WatcherUpdate(BaseModel):
     """Body of PATCH /watchers/{key}: what to change, at least one field; the rest is kept."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"poll_interval": 120}]}
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"poll_interval": 120}]}
     )
 
     poll_interval: int | None = Field(
