@@ -9,6 +9,7 @@ through tests/cli_standin/site/sitecustomize.py (TikTok hosts rewritten, nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -27,6 +28,8 @@ from services.recorder.engines.checkout import read_commit
 from services.recorder.engines.process_group import group_alive
 from services.recorder.service import RecorderService
 from services.recorder.settings import RecorderSettings
+from services.scheduler.service import SchedulerService
+from services.scheduler.settings import SchedulerSettings
 from shared.bus import Bus
 from shared.micro import ping_all
 from shared.secrets import new_key
@@ -99,7 +102,7 @@ async def make_stack(
     (tmp_path / "cookies").mkdir()
 
     @asynccontextmanager
-    async def make(**extra: Any) -> AsyncIterator[Stack]:
+    async def make(*, scheduler: bool = False, **extra: Any) -> AsyncIterator[Stack]:
         gw = GatewaySettings(
             api_keys=[KEY],
             nats_url=nats_server.client_url,
@@ -107,7 +110,19 @@ async def make_stack(
             rate_limit_per_min=100_000,
         )
         rec = settings(nats_server.client_url, fake_tiktok, tmp_path, secret, **extra)
-        async with NatsLink(gw) as link, RecorderService(bus, rec):
+        sched = SchedulerSettings(
+            nats_url=nats_server.client_url,
+            instance_id="sched-tlr",
+            scheduler_db=tmp_path / "scheduler.sqlite3",
+            tiktok_web_base=fake_tiktok.base_url,
+            tiktok_webcast_base=fake_tiktok.base_url,
+            secret_key=secret,
+        )
+        async with contextlib.AsyncExitStack() as services:
+            link = await services.enter_async_context(NatsLink(gw))
+            await services.enter_async_context(RecorderService(bus, rec))
+            if scheduler:
+                await services.enter_async_context(SchedulerService(bus, sched))
             await link.wait_connected()
             transport = httpx.ASGITransport(app=create_app(gw, link=link))
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -259,6 +274,35 @@ async def test_the_commit_it_runs_shows_in_the_job_and_in_services(
         job = await stack.wait(task_id, "SUCCESS", "FAILURE", timeout=30)
         assert job["status"] == "SUCCESS", job
         assert (job["progress"]["engine"], job["progress"]["engine_commit"]) == ("tlr-cli", commit)
+        assert_all_decode(stack, job)
+
+
+async def test_a_watcher_records_its_lives_with_the_engine_it_names(make_stack: Any) -> None:
+    async with make_stack(scheduler=True) as stack:
+        await stack.fake.create_user("cli_ivy")
+        live = await stack.fake.go_live("cli_ivy")
+        r = await stack.client.post(
+            "/watchers",
+            json={"room_id": live.room_id, "poll_interval": 10, "options": CLI},
+            headers=stack.headers,
+        )
+        assert r.status_code == 202, r.text
+
+        async def watcher() -> dict[str, Any]:
+            r = await stack.client.get(f"/watchers/{live.room_id}", headers=stack.headers)
+            return dict(r.json()) if r.status_code == 200 else {}
+
+        async def recording() -> bool:
+            w = await watcher()
+            return bool(w.get("current_job_id")) and await stack.segments(w["current_job_id"]) > 0
+
+        await eventually(recording, timeout=30, interval=0.1)
+        w = await watcher()
+        assert w["options"]["engine"] == "tlr-cli"
+        await stack.fake.end("cli_ivy", mode="eof")
+        job = await stack.wait(w["current_job_id"], "SUCCESS", "FAILURE", timeout=30)
+        assert job["status"] == "SUCCESS", job
+        assert job["progress"]["engine"] == "tlr-cli"
         assert_all_decode(stack, job)
 
 
