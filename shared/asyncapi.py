@@ -18,7 +18,15 @@ from urllib.parse import urlsplit
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from nats.micro.service import ServicePing
 
-from shared import asyncapi_nats, egresses, files, generated, msgspec_schemas, watchers
+from shared import (
+    asyncapi_nats,
+    egresses,
+    files,
+    generated,
+    msgspec_schemas,
+    notifications,
+    watchers,
+)
 from shared.config import Settings
 from shared.events import (
     EVENT_TYPES,
@@ -132,6 +140,36 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         egresses.PickRequest,
         egresses.PickReply,
         "400 (bad request)",
+    ),
+    Endpoint(
+        notifications.CREATE,
+        notifications.SERVICE,
+        "Store a subscription the gateway checked and sealed (POST /subscriptions asks this).",
+        notifications.Subscription,
+        notifications.Subscription,
+        "400 (bad request), 409 (the id exists)",
+    ),
+    Endpoint(
+        notifications.GET,
+        notifications.SERVICE,
+        "One subscription by id, its target sealed, with its dead letters.",
+        notifications.SubscriptionRef,
+        notifications.Subscription,
+        "404 (no such subscription)",
+    ),
+    Endpoint(
+        notifications.LIST,
+        notifications.SERVICE,
+        "Every subscription of an owner (of everyone with no owner), oldest first.",
+        notifications.SubscriptionsQuery,
+        notifications.SubscriptionsReply,
+    ),
+    Endpoint(
+        notifications.DELETE,
+        notifications.SERVICE,
+        "Forget a subscription; its queued notifications are dropped as they come up.",
+        notifications.SubscriptionRef,
+        notifications.SubscriptionDeleted,
     ),
     Endpoint(
         "$SRV.PING",

@@ -76,19 +76,19 @@ class Subscription(msgspec.Struct, kw_only=True, omit_defaults=True):
     dead_letters: list[DeadLetter] = msgspec.field(default_factory=list)
 
 
-class GetRequest(msgspec.Struct):
+class SubscriptionRef(msgspec.Struct):
     id: str
 
 
-class ListRequest(msgspec.Struct):
+class SubscriptionsQuery(msgspec.Struct):
     owner: str | None = None  # only this owner's subscriptions; None: everyone's
 
 
-class ListReply(msgspec.Struct):
+class SubscriptionsReply(msgspec.Struct):
     items: list[Subscription]
 
 
-class DeleteReply(msgspec.Struct):
+class SubscriptionDeleted(msgspec.Struct):
     deleted: bool
 
 

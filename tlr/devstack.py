@@ -43,7 +43,7 @@ from tlr.nats_server import NatsServer, die_with_parent
 
 log = get_logger(__name__)
 
-SERVICES = ("gateway", "scheduler", "recorder", "uploader", "indexer")
+SERVICES = ("gateway", "scheduler", "recorder", "uploader", "indexer", "notifier")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_CONF = REPO_ROOT / "nats" / "server.conf"
 # NATS credentials a child must never inherit from the supervisor: it gets its own.

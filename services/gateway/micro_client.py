@@ -122,7 +122,7 @@ async def get_subscription(
     nc: Client, sub_id: str, *, timeout: float = TIMEOUT
 ) -> notifications.Subscription | None:
     """The subscription ``sub_id``, or None when the notifier does not know it."""
-    request = notifications.GetRequest(id=sub_id)
+    request = notifications.SubscriptionRef(id=sub_id)
     try:
         return await _query(
             nc,
@@ -138,12 +138,17 @@ async def get_subscription(
 
 async def list_subscriptions(
     nc: Client, *, owner: str | None, timeout: float = TIMEOUT
-) -> notifications.ListReply:
+) -> notifications.SubscriptionsReply:
     """``owner``'s subscriptions (everyone's when None), oldest first."""
-    request = notifications.ListRequest(owner=owner)
+    request = notifications.SubscriptionsQuery(owner=owner)
     return await _found(
         _query(
-            nc, notifications.SERVICE, notifications.LIST, request, notifications.ListReply, timeout
+            nc,
+            notifications.SERVICE,
+            notifications.LIST,
+            request,
+            notifications.SubscriptionsReply,
+            timeout,
         ),
         notifications.SERVICE,
         notifications.LIST,
@@ -152,14 +157,14 @@ async def list_subscriptions(
 
 async def delete_subscription(nc: Client, sub_id: str, *, timeout: float = TIMEOUT) -> bool:
     """Have the notifier forget ``sub_id``; False when it did not know it."""
-    request = notifications.GetRequest(id=sub_id)
+    request = notifications.SubscriptionRef(id=sub_id)
     reply = await _found(
         _ask(
             nc,
             notifications.SERVICE,
             notifications.DELETE,
             request,
-            notifications.DeleteReply,
+            notifications.SubscriptionDeleted,
             timeout,
         ),
         notifications.SERVICE,

@@ -29,11 +29,11 @@ class SubscriptionExists(Exception):
     """A subscription with this id exists already."""
 
 
-def _sub_key(sub_id: str) -> str:
+def sub_key(sub_id: str) -> str:
     return f"sub.{sub_id}"
 
 
-def _try_key(sub_id: str, seq: int) -> str:
+def try_key(sub_id: str, seq: int) -> str:
     return f"try.{sub_id}.{seq}"
 
 
@@ -80,7 +80,7 @@ class KvSubscriptions:
         return self._ids.decode(found[0]) if found else []
 
     async def get(self, sub_id: str) -> Subscription | None:
-        found = await self._read(_sub_key(sub_id))
+        found = await self._read(sub_key(sub_id))
         return self._sub.decode(found[0]) if found else None
 
     async def all(self) -> list[Subscription]:
@@ -93,7 +93,7 @@ class KvSubscriptions:
 
     async def create(self, sub: Subscription) -> None:
         try:
-            await self.kv.create(_sub_key(sub.id), msgspec.json.encode(sub))
+            await self.kv.create(sub_key(sub.id), msgspec.json.encode(sub))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise SubscriptionExists(sub.id) from None
 
@@ -113,7 +113,7 @@ class KvSubscriptions:
             return msgspec.json.encode([i for i in ids if i != sub_id]) if sub_id in ids else None
 
         await self._change(INDEX, remove)
-        await self.kv.delete(_sub_key(sub_id))
+        await self.kv.delete(sub_key(sub_id))
         return True
 
     async def dead_letter(self, sub_id: str, letter: DeadLetter) -> None:
@@ -125,7 +125,7 @@ class KvSubscriptions:
             sub.dead_letters = [*sub.dead_letters, letter][-DEAD_LETTERS_KEPT:]
             return msgspec.json.encode(sub)
 
-        await self._change(_sub_key(sub_id), add)
+        await self._change(sub_key(sub_id), add)
 
     # --- failed attempts --------------------------------------------------------------------
 
@@ -138,9 +138,9 @@ class KvSubscriptions:
             count = (int(value) if value else 0) + 1
             return str(count).encode()
 
-        await self._change(_try_key(sub_id, seq), bump)
+        await self._change(try_key(sub_id, seq), bump)
         return count
 
     async def clear(self, sub_id: str, seq: int) -> None:
-        if await self._read(_try_key(sub_id, seq)) is not None:
-            await self.kv.delete(_try_key(sub_id, seq))
+        if await self._read(try_key(sub_id, seq)) is not None:
+            await self.kv.delete(try_key(sub_id, seq))

@@ -26,14 +26,22 @@ from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
+from services.notifier.service import NotifierService
+from services.notifier.settings import NotifierSettings
 from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
 from services.uploader.service import UploaderService
 from shared import events as ev
+from shared import notifications
 from shared.bus import Bus
 from shared.config import NatsClientSettings
+from shared.documents import KvDocuments
+from shared.job_store import JobStore
+from shared.jobs import JobRequest
 from shared.micro import endpoint_subject, ping_all
 from shared.nats_auth import ACCESS, PROVISIONER, SERVICE_USERS, tls_context
+from shared.notifications import Subscription
+from shared.secrets import SecretBox, new_key
 from shared.service import BaseService
 from shared.subjects import (
     CLAIMS_BUCKET,
@@ -44,6 +52,7 @@ from shared.subjects import (
     subject_for,
 )
 from tests.helpers import eventually
+from tests.webhook_receiver import WebhookReceiver
 from tlr.devstack import REPO_ROOT as ROOT
 from tlr.devstack import SERVER_CONF
 from tlr.nats_auth import DevCredentials, dev_credentials, main, provision
@@ -54,6 +63,7 @@ BASE_SERVICES: dict[str, type[BaseService]] = {
     "recorder": RecorderService,
     "uploader": UploaderService,
     "indexer": IndexerService,
+    "notifier": NotifierService,
 }
 DENIED = "permissions violation"
 
@@ -378,9 +388,47 @@ async def test_the_gateway_serves_on_its_own_user(
             assert info.state.messages >= 1
 
 
+async def test_the_notifier_delivers_on_its_own_user(locked: Locked) -> None:
+    """A subscription the gateway's user creates, an event the scheduler's user publishes, a
+    webhook the notifier's user delivers: its NOTIFY queue, its KV bucket, its durables."""
+    key = new_key()
+    box = SecretBox(key)
+    notifier = await locked.bus("notifier")
+    gateway = await locked.bus("gateway")
+    scheduler = await locked.bus("scheduler")
+    settings = NotifierSettings(
+        nats_url=locked.server.client_url,
+        nats_provision=False,
+        instance_id="notifier-t",
+        secret_key=key,
+        allow_private_webhooks=True,
+    )
+    try:
+        async with WebhookReceiver() as receiver, NotifierService(notifier, settings):
+            sub = Subscription(
+                id="a" * 32,
+                owner="alice",
+                events=["room.live"],
+                kind="webhook",
+                target_sealed=box.seal(receiver.url),
+                target_shown=receiver.url,
+                secret_sealed=box.seal("s3cret"),
+            )
+            await gateway.nc.request(notifications.CREATE, msgspec.json.encode(sub), timeout=5)
+            await JobStore(KvDocuments(await scheduler.kv(JOBS_BUCKET))).submit(
+                JobRequest(job_id="j-auth", owner="alice", watcher_key="1")
+            )
+            await scheduler.publish(_sample(ev.RoomLive))
+            await receiver.wait_for(1)
+        assert receiver.requests[0].json()["job_id"] == "j-auth"
+    finally:
+        for bus in (notifier, gateway, scheduler):
+            await bus.close()
+
+
 def _sample(event_type: type[ev.Event]) -> ev.Event:
     samples: dict[type[ev.Event], ev.Event] = {
-        ev.RoomLive: ev.RoomLive(correlation_id="c", room_id="1", job_id="j", watcher_key="1"),
+        ev.RoomLive: ev.RoomLive(correlation_id="c", room_id="1", job_id="j-auth", watcher_key="1"),
         ev.RecordingStarted: ev.RecordingStarted(
             correlation_id="c", job_id="j", room_id="1", recorder_id="r"
         ),

@@ -13,13 +13,13 @@ import msgspec
 import pytest
 
 from services.indexer.service import IndexerService
+from services.notifier.service import NotifierService
 from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
 from services.uploader.service import UploaderService
 from shared.bus import Bus
 from shared.micro import endpoint_subject, ping_all
 from shared.service import BaseService
-from shared.subjects import EVENTS_STREAM
 from tests.helpers import eventually, free_port
 from tlr.nats_server import NatsServer
 
@@ -28,6 +28,7 @@ SERVICES: list[type[BaseService]] = [
     RecorderService,
     UploaderService,
     IndexerService,
+    NotifierService,
 ]
 
 
@@ -46,7 +47,7 @@ async def test_service_provisions_and_answers_micro(
     )
     async with service_type(bus, settings):
         for durable in service_type.durables:
-            info = await bus.js.consumer_info(EVENTS_STREAM, durable.name)
+            info = await bus.js.consumer_info(durable.stream, durable.name)
             assert info.config.durable_name == durable.name
         replies = await ping_all(bus.nc)
         assert [(r["name"], r["metadata"]["instance"]) for r in replies] == [

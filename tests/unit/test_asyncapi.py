@@ -23,7 +23,7 @@ from referencing.jsonschema import DRAFT202012
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
-from shared import asyncapi, egresses, files, generated, jobs, watchers
+from shared import asyncapi, egresses, files, generated, jobs, notifications, watchers
 from shared.events import (
     EVENT_TYPES,
     DeleteReason,
@@ -63,6 +63,24 @@ FINISHED = RecordingFinished(
     started_at=T0,
     error_code="CANCELLED",
     upload_s3=True,
+)
+
+SUBSCRIPTION = notifications.Subscription(
+    id="0123456789abcdef0123456789abcdef",
+    owner="ann",
+    events=["room.live"],
+    watchers=["@ann"],
+    kind="webhook",
+    target_sealed="sealed:v1:abc",
+    target_shown="https://hooks.example.com/…",
+    secret_sealed="sealed:v1:def",
+    created_at=T0,
+    dead_letters_total=1,
+    dead_letters=[
+        notifications.DeadLetter(
+            event_id="e1", event_type="room.live", job_id="j2", attempts=8, error="HTTP 500", at=T0
+        )
+    ],
 )
 
 # A real instance of every payload type in the document, nested structs filled in.
@@ -117,6 +135,11 @@ SAMPLES: list[Any] = [
     ),
     egresses.PickRequest(name="eu-1"),
     egresses.PickReply(name="eu-1", proxy="sealed:abc"),
+    SUBSCRIPTION,
+    notifications.SubscriptionRef(id=SUBSCRIPTION.id),
+    notifications.SubscriptionsQuery(owner="ann"),
+    notifications.SubscriptionsReply(items=[SUBSCRIPTION]),
+    notifications.SubscriptionDeleted(deleted=True),
     ServicePing(id="x1", name="indexer", version="0.1.0", metadata={"instance": "idx-1"}),
     jobs.JobRequest(job_id="j2", room_id="75", options=OPTIONS, watcher_key="@ann"),
     jobs.RecordingPart(
@@ -347,8 +370,9 @@ def test_the_stream_and_its_durables_are_described(doc: dict[str, Any]) -> None:
     stream = doc["x-nats"]["streams"][EVENTS.name]
     assert stream["max_age_s"] == EVENTS.max_age
     assert stream["duplicate_window_s"] == EVENTS.duplicate_window
-    assert set(stream["consumers"]) == {d.name for d in DURABLES}
-    for durable in DURABLES:
+    on_events = [d for d in DURABLES if d.stream == EVENTS.name]
+    assert set(stream["consumers"]) == {d.name for d in on_events}
+    for durable in on_events:
         for subject in durable.config.filter_subjects or []:
             assert durable.name in doc["channels"][event_channels(doc)[subject]]["x-durables"]
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from services.gateway.settings import GatewaySettings
 from services.indexer.settings import IndexerSettings
+from services.notifier.settings import NotifierSettings
 from services.recorder.settings import RecorderSettings
 from services.scheduler.settings import SchedulerSettings
 from services.uploader.settings import UploaderSettings
@@ -52,6 +53,7 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     names += [n.upper() for n in SchedulerSettings.model_fields]
     names += [n.upper() for n in UploaderSettings.model_fields]
     names += [n.upper() for n in IndexerSettings.model_fields]
+    names += [n.upper() for n in NotifierSettings.model_fields]
     names += [f"TLR_{n.upper()}" for n in DevStackSettings.model_fields]
     missing = [n for n in names if f"| `{n}` |" not in readme]
     assert missing == []

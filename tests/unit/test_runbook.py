@@ -32,6 +32,7 @@ from services.gateway.nats_link import SERVICE as GATEWAY_SERVICE
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
 from services.indexer.service import LEADER_LEASE as INDEXER_LEADER_LEASE
+from services.notifier import store as notifier_store
 from services.recorder import handlers as recorder_handlers
 from services.scheduler.service import LEADER_LEASE
 from shared import config, files, jobs, watchers
@@ -49,6 +50,7 @@ from shared.subjects import (
     JOBS,
     JOBS_BUCKET,
     STREAMS,
+    SUBSCRIPTIONS_BUCKET,
     kv_stream_config,
     subject_for,
 )
@@ -68,6 +70,7 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 # The recorder names a room's lease inline (services/recorder/handlers.py); a test below keeps
 # this copy honest.
 ROOM_LEASE = "room.{room_id}"
+SUB = "0123456789abcdef0123456789abcdef"  # a subscription id, as POST /subscriptions makes them
 
 # What each service serves on METRICS_PORT (shared/ops_http.py).
 OPS_PATHS = frozenset({"/metrics", "/healthz", "/ready"})
@@ -230,6 +233,9 @@ def sample_keys() -> dict[str, frozenset[str]]:
         ),
         CLAIMS_BUCKET: frozenset(
             {ROOM_LEASE.format(room_id=ROOM), LEADER_LEASE, INDEXER_LEADER_LEASE}
+        ),
+        SUBSCRIPTIONS_BUCKET: frozenset(
+            {notifier_store.INDEX, notifier_store.sub_key(SUB), notifier_store.try_key(SUB, 7)}
         ),
     }
 
@@ -460,7 +466,7 @@ def test_every_durable_and_bucket_has_its_command(report: Report, catalogue: Cat
 def test_the_names_table_states_the_declared_limits() -> None:
     """The figures an operator reasons with (ack_wait, retention, TTLs) are the declared ones."""
     text = RUNBOOK.read_text()
-    rows = dict(re.findall(r"^\| durable on `EVENTS` \| `(\w+)` \|(.*)$", text, re.M))
+    rows = dict(re.findall(r"^\| durable on `\w+` \| `([\w-]+)` \|(.*)$", text, re.M))
     for durable in DURABLES:
         row = rows[durable.name]
         assert f"(ack_wait {durable.config.ack_wait:g} s)" in row

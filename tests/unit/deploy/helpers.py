@@ -17,6 +17,7 @@ import services
 import shared
 from services.gateway.settings import GatewaySettings
 from services.indexer.settings import IndexerSettings
+from services.notifier.settings import NotifierSettings
 from services.recorder.settings import RecorderSettings
 from services.scheduler.settings import SchedulerSettings
 from services.uploader.settings import UploaderSettings
@@ -32,6 +33,7 @@ SETTINGS: dict[str, type[Settings]] = {
     "recorder": RecorderSettings,
     "uploader": UploaderSettings,
     "indexer": IndexerSettings,
+    "notifier": NotifierSettings,
 }
 SERVICES = tuple(SETTINGS)
 GATEWAY_PORT = 8000

@@ -276,6 +276,7 @@ def test_only_the_provisioner_provisions_and_services_wait_for_it() -> None:
         ("uploader", "UPLOADER_REPLICAS", "1"),
         ("indexer", "INDEXER_REPLICAS", "1"),
         ("scheduler", "SCHEDULER_REPLICAS", "1"),
+        ("notifier", "NOTIFIER_REPLICAS", "1"),
     ],
 )
 def test_replica_counts_come_from_the_environment(name: str, variable: str, default: str) -> None:
