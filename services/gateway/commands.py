@@ -374,7 +374,9 @@ async def _patched_options(
     """``old`` with the fields ``patch`` sends, each checked (and a proxy sealed) as on create."""
     given = patch.model_fields_set
     checked = await recording_options(
-        RecordingOptionsIn(proxy=patch.proxy, cookies=patch.cookies, quality=patch.quality),
+        RecordingOptionsIn(
+            proxy=patch.proxy, cookies=patch.cookies, quality=patch.quality, engine=patch.engine
+        ),
         patch.output_template,
         secrets,
         cookies_dir,

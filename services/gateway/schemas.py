@@ -154,6 +154,9 @@ class WatcherOptionsPatch(BaseModel):
     output_template: OutputTemplate | None = Field(
         None, description="As on POST /watchers; null: the deployment's OUTPUT_TEMPLATE"
     )
+    engine: EngineName | None = Field(
+        None, description="As on POST /watchers; null: the deployment's RECORDER_ENGINE"
+    )
 
 
 class WatcherUpdate(BaseModel):

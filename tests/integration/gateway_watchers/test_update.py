@@ -90,6 +90,24 @@ async def test_patch_paused_only_stops_the_checks(
     assert await desired(bus, current) == "run"  # unlike POST .../pause
 
 
+async def test_patch_changes_the_engine_of_the_next_lives(
+    client: httpx.AsyncClient, bus: Bus, scheduler: FakeScheduler
+) -> None:
+    """An operator moves a watcher to the upstream CLI (a TikTok change our engine does not
+    follow yet) and back, without deleting it; null: the deployment's RECORDER_ENGINE."""
+    current = await recording_job(bus, "STARTED")
+    scheduler.add("@alice", current_job_id=current, options=RecordingOptions(quality="hd"))
+    r = await client.patch("/watchers/@alice", json={"options": {"engine": "tlr-cli"}}, headers=H)
+    assert r.status_code == 202, r.text
+    assert r.json()["options"]["engine"] == "tlr-cli"
+    assert r.json()["options"]["quality"] == "hd"  # kept
+    (event,) = await stored_events(bus)
+    assert isinstance(event, ev.WatchUpdated)
+    assert event.options is not None
+    assert (event.options.engine, event.options.quality) == ("tlr-cli", "hd")
+    assert await desired(bus, current) == "run"  # the recording in progress goes on
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -107,6 +125,7 @@ async def test_patch_paused_only_stops_the_checks(
         ({"options": {"proxy": "ftp://proxy.example"}}, "options.proxy"),
         ({"options": {"proxy": "http://127.0.0.1:3128"}}, "options.proxy"),
         ({"key": "@bob"}, "key"),
+        ({"options": {"engine": "ffmpeg"}}, "options.engine"),
     ],
 )
 async def test_bad_changes_are_422_and_publish_nothing(
