@@ -37,7 +37,7 @@ class Ports:
     gateway: int
     nats: int
     nats_monitor: int
-    metrics_base: int  # scheduler, recorder, uploader, indexer: base .. base+3
+    metrics_base: int  # scheduler, recorder, uploader, indexer, notifier: base .. base+4
     fake: int
     s3: int
 
@@ -65,9 +65,9 @@ def pick_ports() -> Ports:
                 return port
 
     base = 20000
-    while not all(_bindable(p) for p in range(base, base + 4)):
-        base += 4
-    taken.update(range(base, base + 4))
+    while not all(_bindable(p) for p in range(base, base + 5)):
+        base += 5
+    taken.update(range(base, base + 5))
     return Ports(one(), one(), one(), base, one(), one())
 
 
