@@ -102,6 +102,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "400 (bad query), 500, 503 (the indexer is stopping)",
     ),
     Endpoint(
+        files.GET,
+        files.SERVICE,
+        "One indexed file by id (GET /files/{id}/content and /thumbnail ask this).",
+        files.FileGet,
+        files.IndexedFile,
+        "400 (bad request), 404 (no such file), 500, 503 (the indexer is stopping)",
+    ),
+    Endpoint(
         files.REBUILD,
         files.SERVICE,
         "Rescan RECORDINGS_DIR and reconcile the index (POST /files/rebuild asks this).",

@@ -15,6 +15,7 @@ from shared.micro import endpoint_subject
 
 SERVICE = "indexer"
 QUERY = endpoint_subject(SERVICE, "files.query")
+GET = endpoint_subject(SERVICE, "files.get")
 REBUILD = endpoint_subject(SERVICE, "files.rebuild")
 MAX_PAGE_SIZE = 500
 
@@ -28,7 +29,8 @@ class S3Location(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class IndexedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One recorded file. ``path`` is relative to RECORDINGS_DIR and unique."""
+    """One recorded file. ``path`` is relative to RECORDINGS_DIR and unique; ``id`` is its
+    row in the index (set in answers, stable while the index lives)."""
 
     name: str
     path: str
@@ -46,6 +48,8 @@ class IndexedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     s3: S3Location | None = None
     local: bool = True  # False once the local copy is gone (the S3 copy remains)
     owner: str | None = None  # its job's owner (an API key's name); None: an admin's only
+    thumbnail: bool = False  # its JPEG is made (shared.thumbnails says where it lives)
+    id: int | None = None
 
 
 class FileQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -65,6 +69,12 @@ class FileQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     until: datetime | None = None
     page: int = 1
     page_size: int = 50
+
+
+class FileGet(msgspec.Struct, frozen=True, kw_only=True):
+    """One file by its ``id`` (the nats.micro error 404 when the index has none)."""
+
+    id: int
 
 
 class FilePage(msgspec.Struct, frozen=True, kw_only=True):

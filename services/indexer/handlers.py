@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from services.indexer.jobs import JobReader, owner_of
-from services.indexer.paths import inside, normalize, regular_file
 from services.indexer.schema import from_us
 from services.indexer.store import IndexStore
 from shared.events import DeleteReason, Event, FileDeleted, RecordingFinished, UploadDone
 from shared.files import IndexedFile, S3Location
 from shared.logging import get_logger
+from shared.paths import inside, normalize, regular_file
+from shared.thumbnails import Thumbnails
 from shared.tiktok.targets import parse_target
 
 log = get_logger(__name__)
@@ -24,16 +25,18 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class IndexerDeps:
-    """What the handlers need: the index, the folder the paths are relative to, and the job
-    documents (a file's owner is its job's)."""
+    """What the handlers need: the index, the folder the paths are relative to, the job
+    documents (a file's owner is its job's), and the thumbnail maker (None: no ffmpeg)."""
 
     store: IndexStore
     root: Path
     jobs: JobReader
+    thumbnails: Thumbnails | None = None
 
 
 async def on_recording_finished(event: RecordingFinished, deps: IndexerDeps) -> None:
-    """Index every file of a finished job, sized and dated from the disk when it is there."""
+    """Index every file of a finished job, sized and dated from the disk when it is there,
+    with its thumbnail (made now: the file is complete, and still on disk)."""
     paths = _accepted([f.path for f in event.files], event)
     if not paths:
         return
@@ -47,6 +50,7 @@ async def on_recording_finished(event: RecordingFinished, deps: IndexerDeps) -> 
             continue
         found = on_disk[path]
         size, mtime = found if found else (f.size, None)
+        thumbnail = found is not None and await _thumbnail(deps, path, f.duration_s)
         row = IndexedFile(
             name=PurePosixPath(path).name,
             path=path,
@@ -62,6 +66,7 @@ async def on_recording_finished(event: RecordingFinished, deps: IndexerDeps) -> 
             started_at=event.started_at,
             upload_wanted=event.upload_s3,
             owner=owner,
+            thumbnail=thumbnail,
         )
         rows.append((row, found is not None))
     await deps.store.upsert_finished(rows)
@@ -106,6 +111,17 @@ async def on_file_deleted(event: FileDeleted, deps: IndexerDeps) -> None:
         return
     # The uploader deletes only what it has confirmed in S3, maybe before upload.done is seen.
     await deps.store.forget_local([path], in_s3=event.reason == DeleteReason.UPLOADED)
+
+
+async def _thumbnail(deps: IndexerDeps, path: str, duration_s: float | None) -> bool:
+    """Whether the file has its thumbnail now; one that cannot be made is logged, not retried:
+    the file is indexed all the same."""
+    if deps.thumbnails is None:
+        return False
+    made = await deps.thumbnails.make(path, duration_s) is not None
+    if not made:
+        log.warning("indexer.thumbnail_failed", path=path)
+    return made
 
 
 def _accepted(paths: list[str], event: Event) -> dict[str, str]:

@@ -28,12 +28,12 @@ from typing import Any, Literal
 
 from services.indexer import metrics
 from services.indexer.jobs import JobGuard, JobReader
-from services.indexer.paths import inside
 from services.indexer.schema import to_us
 from services.indexer.settings import IndexerSettings
 from services.indexer.store import Candidate, IndexStore
 from shared.events import Event, FileDeleted
 from shared.logging import get_logger
+from shared.paths import inside
 
 log = get_logger(__name__)
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from services.indexer.jobs import JobGuard
-from services.indexer.paths import inside
 from services.indexer.schema import from_us
 from services.indexer.store import IndexStore
 from shared.files import IndexedFile, RebuildReply, S3Location
 from shared.logging import get_logger
+from shared.paths import inside
 
 log = get_logger(__name__)
 

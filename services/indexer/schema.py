@@ -36,11 +36,13 @@ CREATE TABLE IF NOT EXISTS files (
     s3_key TEXT,
     s3_etag TEXT,
     local INTEGER NOT NULL DEFAULT 1,
-    owner TEXT
+    owner TEXT,
+    thumbnail INTEGER NOT NULL DEFAULT 0
 )"""
 # (name, definition) of the columns added to TABLE since the first release. A file's owner is
 # its job's (an API key's name); NULL, as for every row from before: only admins see the file.
-ADDED_COLUMNS = (("owner", "TEXT"),)
+# thumbnail: 1 once its JPEG is made (shared.thumbnails); rows from before have none.
+ADDED_COLUMNS = (("owner", "TEXT"), ("thumbnail", "INTEGER NOT NULL DEFAULT 0"))
 # Separate from the table (not a column constraint) so a bulk load can build them last. SQLite
 # appends the rowid (``id``) to every index entry: each orders by (..., mtime, id) and covers id.
 INDEXES = {
@@ -64,7 +66,7 @@ FILTER_INDEX = {
 }
 COLUMNS = (
     "path, name, size, mtime, duration_s, room_id, user, url, title, job_id, watcher_key, "
-    "started_at, upload_wanted, s3_bucket, s3_key, s3_etag, local, owner"
+    "started_at, upload_wanted, s3_bucket, s3_key, s3_etag, local, owner, thumbnail"
 )
 _VALUES = ", ".join("?" * len(COLUMNS.split(",")))
 _PRESENT = f"?{len(COLUMNS.split(',')) + 1}"  # the parameter after the row's values
@@ -87,6 +89,7 @@ UPSERT_FINISHED = f"""{INSERT} ON CONFLICT (path) DO UPDATE SET
     owner = COALESCE(excluded.owner, owner),
     started_at = COALESCE(excluded.started_at, started_at),
     upload_wanted = MAX(excluded.upload_wanted, upload_wanted),
+    thumbnail = MAX(excluded.thumbnail, thumbnail),
     local = CASE WHEN {_PRESENT} THEN 1 ELSE local END"""
 UPSERT_UPLOADED = f"""{INSERT} ON CONFLICT (path) DO UPDATE SET
     s3_bucket = excluded.s3_bucket, s3_key = excluded.s3_key, s3_etag = excluded.s3_etag,
@@ -184,11 +187,13 @@ def to_row(f: IndexedFile) -> tuple[Any, ...]:
         s3.etag if s3 else None,
         int(f.local),
         f.owner,
+        int(f.thumbnail),
     )
 
 
-def from_row(r: Sequence[Any]) -> IndexedFile:
+def from_row(r: Sequence[Any], file_id: int | None = None) -> IndexedFile:
     return IndexedFile(
+        id=file_id,
         path=r[0],
         name=r[1],
         size=r[2],
@@ -205,4 +210,5 @@ def from_row(r: Sequence[Any]) -> IndexedFile:
         s3=S3Location(bucket=r[13], key=r[14], etag=r[15]) if r[14] is not None else None,
         local=bool(r[16]),
         owner=r[17],
+        thumbnail=bool(r[18]),
     )

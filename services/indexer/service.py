@@ -1,4 +1,4 @@
-"""The indexer's NATS wiring: its durable, the files.query and files.rebuild endpoints, retention.
+"""The indexer's NATS wiring: its durable, the files.query/get/rebuild endpoints, retention.
 
 Indexers share one SQLite index (INDEX_DB) and RECORDINGS_DIR, so they run where both are
 mounted (one host, or pods on one node). Every instance answers files.query and files.rebuild;
@@ -35,20 +35,23 @@ from shared.bus import TRANSIENT
 from shared.consumer import Delivery
 from shared.documents import KvDocuments
 from shared.events import Event, FileDeleted, RecordingFinished, UploadDone
-from shared.files import MAX_PAGE_SIZE, FileQuery, RebuildReply
+from shared.files import MAX_PAGE_SIZE, FileGet, FileQuery, RebuildReply
 from shared.job_store import JobStore
 from shared.logging import get_logger
 from shared.service import BaseService
 from shared.subjects import INDEXER, JOBS_BUCKET
+from shared.thumbnails import Thumbnailer, find_ffmpeg
 
 log = get_logger(__name__)
 
-BAD_REQUEST, UNAVAILABLE, INTERNAL = "400", "503", "500"  # nats.micro error codes
+BAD_REQUEST, NOT_FOUND = "400", "404"  # nats.micro error codes
+UNAVAILABLE, INTERNAL = "503", "500"
 FILES_GAUGE_EVERY = 10.0  # seconds between two refreshes of the indexed-files gauge
 LEADER_LEASE = "leader.indexer"
 
 _encoder = msgspec.json.Encoder()
 _query_decoder = msgspec.json.Decoder(FileQuery)
+_get_decoder = msgspec.json.Decoder(FileGet)
 
 
 class IndexerService(BaseService[IndexerSettings]):
@@ -70,7 +73,11 @@ class IndexerService(BaseService[IndexerSettings]):
     async def _start(self, group: Group, settings: IndexerSettings) -> None:
         root = settings.recordings_dir
         self.jobs = JobStore(KvDocuments(await self.bus.kv(JOBS_BUCKET)))
-        self.deps = IndexerDeps(store=self.store, root=root, jobs=self.jobs)
+        ffmpeg = find_ffmpeg(settings.ffmpeg_bin)
+        if ffmpeg is None:
+            log.warning("indexer.no_ffmpeg", note="files are indexed without thumbnails")
+        thumbnails = Thumbnailer(ffmpeg, root) if ffmpeg else None
+        self.deps = IndexerDeps(store=self.store, root=root, jobs=self.jobs, thumbnails=thumbnails)
         self.retention = Retention(
             RetentionDeps(
                 store=self.store,
@@ -85,6 +92,7 @@ class IndexerService(BaseService[IndexerSettings]):
         self._files_counted_at = float("-inf")
         self.leader = False
         await group.add_endpoint(name="files_query", subject="files.query", handler=self._on_query)
+        await group.add_endpoint(name="files_get", subject="files.get", handler=self._on_get)
         await group.add_endpoint(
             name="files_rebuild", subject="files.rebuild", handler=self._on_rebuild
         )
@@ -179,6 +187,22 @@ class IndexerService(BaseService[IndexerSettings]):
             raise ServiceError(INTERNAL, "query failed") from exc
         await req.respond(_encoder.encode(page))
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
+
+    async def _on_get(self, req: Request) -> None:
+        try:
+            wanted = _get_decoder.decode(req.data or b"")
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ServiceError(BAD_REQUEST, f"bad request: {exc}") from exc
+        if self.store.closed:
+            raise ServiceError(UNAVAILABLE, "the indexer is stopping")
+        try:
+            found = await self.store.by_id(wanted.id)
+        except Exception as exc:
+            log.exception("indexer.get_failed")
+            raise ServiceError(INTERNAL, "lookup failed") from exc
+        if found is None:
+            raise ServiceError(NOT_FOUND, f"no file {wanted.id}")
+        await req.respond(_encoder.encode(found))
 
     async def _on_rebuild(self, req: Request) -> None:
         if self.store.closed:

@@ -28,6 +28,9 @@ class IndexerSettings(Settings):
     retention_interval: float = Field(
         300, gt=0, description="Seconds between two retention and disk checks"
     )
+    ffmpeg_bin: str | None = Field(
+        None, description="ffmpeg making thumbnails (unset: ffmpeg on PATH, else the bundled one)"
+    )
     retention_uploaded_first: bool = Field(
         True, description="Delete files already safe in S3 before files that are not"
     )

@@ -211,6 +211,10 @@ class IndexStore:
         rows = await self._fetch(f"SELECT {COLUMNS} FROM files WHERE path = ?", (path,))
         return from_row(rows[0]) if rows else None
 
+    async def by_id(self, file_id: int) -> IndexedFile | None:
+        rows = await self._fetch(f"SELECT {COLUMNS} FROM files WHERE id = ?", (file_id,))
+        return from_row(rows[0], file_id) if rows else None
+
     async def _total(self, f: Filter) -> int:
         # SQLite's data_version changes with every commit by another connection: our writer's
         # and any other process's (a standby and the leader share INDEX_DB). Read first: a
@@ -263,7 +267,7 @@ class IndexStore:
             return []
         marks = ",".join("?" * len(ids))
         rows = await self._fetch(f"SELECT id, {COLUMNS} FROM files WHERE id IN ({marks})", ids)
-        by_id = {r[0]: from_row(r[1:]) for r in rows}
+        by_id = {r[0]: from_row(r[1:], r[0]) for r in rows}
         # A row deleted between the two reads is simply left out of this page.
         return [by_id[i] for i in ids if i in by_id]
 

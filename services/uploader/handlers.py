@@ -40,6 +40,7 @@ from services.uploader.files import (
     sync_file,
 )
 from services.uploader.settings import UploaderSettings
+from services.uploader.thumbnails import upload_thumbnail
 from shared.consumer import Delivery, retry_delay
 from shared.errors import ErrorCode, NotMine, PermanentError, RetryLater
 from shared.events import (
@@ -54,6 +55,7 @@ from shared.job_store import JobFinished, JobStore, StaleHolder
 from shared.jobs import UpState
 from shared.lease import Holder, Keeper, Leases
 from shared.logging import get_logger
+from shared.thumbnails import Thumbnails
 
 log = get_logger(__name__)
 
@@ -79,6 +81,7 @@ class UploaderDeps:
     leases: Leases
     store: Objects | None  # None while S3_BUCKET is unset
     publisher: Publisher
+    thumbnails: Thumbnails | None = None  # None: no ffmpeg, no thumbnails
     clock: Callable[[], float] = time.monotonic
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     active: set[str] = field(default_factory=set)
@@ -203,6 +206,11 @@ async def _upload_job(
         # A local fault or a bug: say so in the job; the consume loop retries with backoff.
         await _set_state(deps, event, held, "RETRY", ErrorCode.INTERNAL, describe(exc))
         raise
+
+    # Each file's thumbnail goes beside it, before the local file may be removed.
+    if deps.thumbnails is not None:
+        for s in stored:
+            await upload_thumbnail(store, deps.thumbnails, s)
 
     # What is confirmed in the bucket is released even when another file is missing: a job
     # that can never succeed must not pin its uploaded files on disk for ever.

@@ -18,6 +18,7 @@ from shared.lease import KvLeases
 from shared.logging import get_logger, redact_text
 from shared.service import BaseService
 from shared.subjects import JOBS_BUCKET, UPLOADER
+from shared.thumbnails import Thumbnailer, find_ffmpeg
 
 log = get_logger(__name__)
 
@@ -57,6 +58,7 @@ class UploaderService(BaseService[UploaderSettings]):
                 leases=KvLeases(await self.bus.claims()),
                 store=store,
                 publisher=self.bus,
+                thumbnails=self._thumbnails(settings),
             )
         except BaseException:
             await self._exit.aclose()
@@ -67,6 +69,14 @@ class UploaderService(BaseService[UploaderSettings]):
             concurrency=settings.upload_concurrency,
             heartbeat=HEARTBEAT,
         )
+
+    @staticmethod
+    def _thumbnails(settings: UploaderSettings) -> Thumbnailer | None:
+        ffmpeg = find_ffmpeg(settings.ffmpeg_bin)
+        if ffmpeg is None:
+            log.warning("uploader.no_ffmpeg", note="files are uploaded without thumbnails")
+            return None
+        return Thumbnailer(ffmpeg, settings.recordings_dir)
 
     async def _handle(self, event: Event, delivery: Delivery) -> None:
         match event:

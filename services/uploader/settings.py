@@ -29,6 +29,9 @@ class UploaderSettings(Settings):
         3, ge=1, le=10, description="Tries per file per delivery before the job is queued again"
     )
     upload_concurrency: int = Field(4, ge=1, le=64, description="Jobs one uploader runs at once")
+    ffmpeg_bin: str | None = Field(
+        None, description="ffmpeg making thumbnails (unset: ffmpeg on PATH, else the bundled one)"
+    )
     delete_local_after_upload: bool = Field(
         False, description="Remove the local file once its upload is confirmed"
     )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from services.indexer.store import IndexStore
@@ -129,7 +130,10 @@ async def test_rows_round_trip(store: IndexStore) -> None:
     )
     await store.bulk_insert([f])
     assert await store.get(f.path) == f
-    assert (await store.query(FileQuery())).items == [f]
+    # An answer carries the row's id (what GET /files/{id}/content asks for).
+    assert (await store.query(FileQuery())).items == [msgspec.structs.replace(f, id=1)]
+    assert await store.by_id(1) == msgspec.structs.replace(f, id=1)
+    assert await store.by_id(2) is None
 
 
 @pytest.mark.parametrize("page_size", [1, 3, 7, 50])
