@@ -69,6 +69,8 @@ class ErrorCode(StrEnum):
     S3_UNAVAILABLE = "S3_UNAVAILABLE"  # unreachable, timing out, 5xx, throttling: retried
     S3_ERROR = "S3_ERROR"  # refused (credentials, permissions, no bucket): waits for an operator
     FILE_MISSING = "FILE_MISSING"
+    # Downloads: a Range wholly past the end of the file (416).
+    RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
     # Egress (issue 17): every stream URL TikTok gave is off STREAM_HOST_SUFFIXES, or points
     # (or redirects) at a private address.
     STREAM_HOST_NOT_ALLOWED = "STREAM_HOST_NOT_ALLOWED"

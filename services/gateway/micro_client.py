@@ -91,6 +91,17 @@ async def query_files(
     )
 
 
+async def get_file(
+    nc: Client, file_id: int, *, timeout: float = TIMEOUT
+) -> files.IndexedFile | None:
+    """The indexed file ``file_id``, or None when the index has none."""
+    try:
+        request = files.FileGet(id=file_id)
+        return await _query(nc, files.SERVICE, files.GET, request, files.IndexedFile, timeout)
+    except _NotFound:
+        return None
+
+
 async def rebuild_index(nc: Client, *, timeout: float = REBUILD_TIMEOUT) -> files.RebuildReply:
     """Have the indexer scan RECORDINGS_DIR and reconcile its index; what it changed."""
     return await _found(

@@ -316,6 +316,9 @@ class UploadOut(BaseModel):
 class FileItem(BaseModel):
     """One recorded file in the index."""
 
+    id: int | None = Field(
+        None, description="Its id: GET /files/{id}/content and /files/{id}/thumbnail"
+    )
     name: str
     size: int = Field(description="Bytes")
     mtime: datetime = Field(description="Last write (UTC): the sort key, newest first")
@@ -330,6 +333,7 @@ class FileItem(BaseModel):
     title: str | None = None
     started_at: datetime | None = Field(None, description="When the job's recording started")
     owner: str | None = Field(None, description=OWNER)
+    thumbnail: bool = Field(False, description="Its JPEG is at GET /files/{id}/thumbnail")
 
 
 class FileList(BaseModel):

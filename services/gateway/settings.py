@@ -44,6 +44,18 @@ class GatewaySettings(Settings):
         65_536, ge=1024, description="Largest request body accepted (bigger: 413)"
     )
 
+    files_local: bool = Field(
+        True,
+        description="Serve file downloads from RECORDINGS_DIR when the file is there (false: a "
+        "gateway without the recordings volume; files download from S3 only)",
+    )
+    download_url_expiry: int = Field(
+        300, ge=1, le=604_800, description="Seconds a presigned S3 download URL stays valid"
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 API endpoint of the uploaded files (MinIO, moto...); unset: AWS S3"
+    )
+
     @field_validator("api_keys", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
