@@ -150,6 +150,8 @@ async def on_notification(event: Event, delivery: Delivery, deps: NotifierDeps) 
     sub = await deps.subscriptions.get(sub_id)
     if sub is None:
         log.info("notifier.subscription_gone", subscription=sub_id)
+        if delivery.num_delivered > 1:  # failed attempts of a target no one wants any more
+            await deps.attempts.clear(sub_id, seq)
         return
     sender = deps.senders[sub.kind]
     try:

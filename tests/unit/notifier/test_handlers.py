@@ -223,11 +223,12 @@ async def test_a_success_after_failures_forgets_them() -> None:
     assert fakes.letters == []
 
 
-async def test_a_deleted_subscriptions_notification_is_dropped() -> None:
-    fakes = Fakes()
-    await on_notification(live(), delivery("gone", 5), deps(fakes))
+async def test_a_deleted_subscriptions_notification_is_dropped_with_its_attempts() -> None:
+    fakes = Fakes(tries={("gone", 5): 2})
+    await on_notification(live(), delivery("gone", 5, num_delivered=3), deps(fakes))
     assert fakes.sent == []
     assert fakes.letters == []
+    assert fakes.tries == {}
 
 
 async def test_a_target_this_key_cannot_open_fails_like_an_attempt() -> None:
