@@ -4,14 +4,17 @@ GET /files/{id}/thumbnail, ownership, and paths that lead out of RECORDINGS_DIR.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from services.gateway.api_keys import key_id
 from services.gateway.app import create_app
@@ -26,8 +29,9 @@ from shared.bus import Bus
 from shared.events import RecordedFile, RecordingFinished
 from shared.jobs import JobRequest
 from shared.thumbnails import thumbnail_key
-from tests.helpers import decode_errors, eventually, job_store
+from tests.helpers import decode_errors, eventually, free_port, job_store
 from tests.s3_server import S3Server
+from tlr.client.commands import main as tlr_client
 from tlr.nats_server import NatsServer
 
 KEY = "k-downloads"
@@ -281,3 +285,73 @@ async def test_paths_leading_out_of_the_recordings_folder_are_refused(stack: Sta
         refused = await stack.client.get(f"/files/{bad}/content")
         assert refused.status_code in (404, 422), bad
         assert refused.json()["error_code"] in ("VALIDATION_ERROR", "NOT_FOUND"), bad
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the test stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """``app`` on a real port (the CLI is an ordinary HTTP client); its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        return server.started
+
+    await eventually(started, timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_tlr_files_get_downloads_and_resumes(stack: Stack, tmp_path: Path) -> None:
+    local, uploaded = f"{ROOM}/job-cli_0.mp4", f"{ROOM}/job-cli-s3_0.mp4"
+    make_mp4(stack.root / local)
+    make_mp4(stack.root / uploaded)
+    data = (stack.root / local).read_bytes()
+    uploaded_data = (stack.root / uploaded).read_bytes()
+    await stack.finish("job-cli", [local])
+    await stack.finish("job-cli-s3", [uploaded], upload=True)
+    item = await stack.listed("job-cli")
+    in_s3 = await stack.listed("job-cli-s3", local=False)
+    transport = stack.client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+
+    async with served(transport.app) as url:
+
+        async def tlr(*argv: str) -> int:
+            common = ["--api", url, "--api-key", KEY]
+            return await asyncio.to_thread(tlr_client, ["files", "get", *argv, *common])
+
+        whole = tmp_path / "whole.mp4"
+        assert await tlr(str(item["id"]), "-o", str(whole)) == 0
+        assert whole.read_bytes() == data
+
+        # A download cut short: the next run asks only for the rest (Range) and appends it.
+        partial = tmp_path / "partial.mp4"
+        partial.write_bytes(data[:1000])
+        assert await tlr(str(item["id"]), "-o", str(partial)) == 0
+        assert partial.read_bytes() == data
+        assert await tlr(str(item["id"]), "-o", str(partial)) == 0  # complete: nothing to do
+        assert partial.read_bytes() == data
+
+        # Only in S3: the CLI follows the presigned URL (without the API key), resuming too.
+        from_s3 = tmp_path / "from_s3.mp4"
+        from_s3.write_bytes(uploaded_data[:777])
+        assert await tlr(str(in_s3["id"]), "-o", str(from_s3)) == 0
+        assert from_s3.read_bytes() == uploaded_data
+
+        # Another key's file, or none: the API's 404, exit 1, nothing written.
+        nothing = tmp_path / "nothing.mp4"
+        assert await tlr("999999", "-o", str(nothing)) == 1
+        assert not nothing.exists()

@@ -250,7 +250,7 @@ def build_catalogue() -> Catalogue:
     keys = sample_keys()
     events = frozenset(subject_for(t) for t in EVENT_TYPES)
     micro = {endpoint_subject(n, "status") for n in names}
-    micro |= {files.QUERY, files.REBUILD, watchers.GET, watchers.LIST}
+    micro |= {files.QUERY, files.GET, files.REBUILD, watchers.GET, watchers.LIST}
     srv = {f"$SRV.{verb}" for verb in ("PING", "INFO", "STATS")}
     srv |= {f"{s}.{n}" for s in set(srv) for n in names}
     advisories = {

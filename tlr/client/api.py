@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -10,6 +14,19 @@ from urllib.parse import quote
 import httpx
 
 DEFAULT_TIMEOUT = 10.0
+CHUNK = 256 * 1024
+_TOTAL = re.compile(r"/(\d+)\s*$")
+
+# (bytes on disk so far, the file's size when known)
+OnProgress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """What a download left on disk: the file's size, and the byte it resumed from (0: none)."""
+
+    size: int
+    resumed_at: int
 
 
 class ApiError(Exception):
@@ -111,6 +128,30 @@ class Client:
     def list_files(self, params: dict[str, str | int]) -> dict[str, Any]:
         return self._call("GET", "/files", params=params)
 
+    def download(self, file_id: int, target: Path, *, progress: OnProgress) -> Downloaded:
+        """Save GET /files/{id}/content at ``target``. A ``target`` already there is taken as
+        the start of the file: only the rest is asked for (Range); a server that sends the
+        whole file instead has it written over. A redirect to S3 is followed without the
+        API key (it must not leave for another host)."""
+        have = target.stat().st_size if target.is_file() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            with self._http.stream("GET", f"/files/{file_id}/content", headers=headers) as answer:
+                if answer.status_code != 302:
+                    return _save(answer, target, have, progress)
+                location = answer.headers["location"]
+            with (
+                httpx.Client(timeout=self._http.timeout) as plain,
+                plain.stream("GET", location, headers=headers) as answer,
+            ):
+                return _save(answer, target, have, progress)
+        except httpx.ConnectError as exc:
+            raise Unreachable(self.base_url, _reason(exc, "connection refused")) from None
+        except httpx.TimeoutException:
+            raise Unreachable(self.base_url, "no answer in time") from None
+        except httpx.TransportError as exc:
+            raise Unreachable(self.base_url, _reason(exc, type(exc).__name__)) from None
+
     def job_path(self, task_id: str) -> str:
         return f"/jobs/{_segment(task_id)}"
 
@@ -162,6 +203,34 @@ class Client:
         if response.is_success:
             return response
         raise _error(response)
+
+
+def _save(answer: httpx.Response, target: Path, have: int, progress: OnProgress) -> Downloaded:
+    if answer.status_code == 416 and have:
+        return Downloaded(size=have, resumed_at=have)  # nothing past what is on disk: done
+    if not answer.is_success:
+        answer.read()
+        raise _error(answer)
+    resumed = answer.status_code == 206
+    start = have if resumed else 0
+    total = _total(answer.headers, start)
+    done = start
+    progress(done, total)
+    with target.open("ab" if resumed else "wb") as f:
+        for chunk in answer.iter_bytes(CHUNK):
+            f.write(chunk)
+            done += len(chunk)
+            progress(done, total)
+    return Downloaded(size=done, resumed_at=start)
+
+
+def _total(headers: httpx.Headers, start: int) -> int | None:
+    """The whole file's size: Content-Range's, or what is left (Content-Length) plus ``start``."""
+    found = _TOTAL.search(headers.get("Content-Range", ""))
+    if found:
+        return int(found[1])
+    length = _number(headers.get("Content-Length"))
+    return start + int(length) if length is not None else None
 
 
 def _segment(value: str, keep: str = "") -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shared.tiktok.quality import QUALITIES
-from tlr.client import job_commands, watcher_commands
+from tlr.client import download, job_commands, watcher_commands
 from tlr.client.api import ApiError, Client, Unreachable
 from tlr.client.output import API_ERROR, INTERRUPTED, UNREACHABLE, USAGE, err
 
@@ -220,6 +220,16 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     files.add_argument("--to", dest="until", metavar="WHEN", help="ISO 8601; no offset = UTC")
     _paging(files, 50)
     files.set_defaults(func=_run(job_commands.files))
+    files_commands = files.add_subparsers(dest="files_command", metavar="{get}")
+    get = files_commands.add_parser(
+        "get",
+        parents=common,
+        help="download a file with a progress bar (GET /files/{id}/content); a partial "
+        "PATH resumes where it stops",
+    )
+    get.add_argument("file_id", metavar="ID", type=_positive, help="the id in `tlr files --json`")
+    get.add_argument("-o", "--output", required=True, type=Path, metavar="PATH")
+    get.set_defaults(func=_run(download.get_file))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
