@@ -23,6 +23,7 @@ from shared import (
     egresses,
     files,
     generated,
+    job_list,
     msgspec_schemas,
     notifications,
     watchers,
@@ -116,6 +117,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         files.RebuildReply,
         "500, 503 (the indexer is stopping)",
+    ),
+    Endpoint(
+        job_list.QUERY,
+        job_list.SERVICE,
+        "One page of the job index, newest first, from a cursor (GET /jobs asks this).",
+        job_list.JobQuery,
+        job_list.JobPage,
+        "400 (bad query), 500, 503 (the indexer is stopping)",
     ),
     Endpoint(
         watchers.GET,

@@ -47,6 +47,7 @@ from shared.subjects import (
     CLAIMS_BUCKET,
     DURABLES,
     INDEXER,
+    JOB_CHANGES,
     JOB_REQUEST_CHANGES,
     JOBS_BUCKET,
     NOTIFIER,
@@ -152,7 +153,10 @@ ACCESS: Mapping[str, Access] = {
         buckets=(JOBS_BUCKET, CLAIMS_BUCKET),
     ),
     "indexer": Access(
-        publishes=(FileDeleted,), consumes=(INDEXER,), buckets=(JOBS_BUCKET, CLAIMS_BUCKET)
+        publishes=(FileDeleted,),
+        consumes=(INDEXER,),
+        buckets=(JOBS_BUCKET, CLAIMS_BUCKET),
+        listens=(JOB_CHANGES,),
     ),
     "notifier": Access(
         consumes=(NOTIFIER, NOTIFIER_DELIVERIES),

@@ -118,6 +118,9 @@ CLAIMS_BUCKET = "claims"
 # Every write of a job request document (``job.<id>``): a recorder watches it to hear a
 # cancel of a job it records at once (core NATS, no consumer: a missed one is re-read).
 JOB_REQUEST_CHANGES = f"$KV.{JOBS_BUCKET}.job.*"
+# Every write of a job document (request, recording, upload): rings the indexer's job index
+# feed, which then reads the stream itself (a missed one waits for its next poll).
+JOB_CHANGES = f"$KV.{JOBS_BUCKET}.job.>"
 JOBS = KeyValueConfig(
     bucket=JOBS_BUCKET,
     description="Job status documents; each service writes only its own part",

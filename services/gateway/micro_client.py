@@ -1,5 +1,5 @@
 """Queries to the services' ``nats.micro`` endpoints: watchers and egresses (scheduler), files
-(indexer).
+and jobs (indexer).
 
 Those services own their state; the gateway only reads it here (and changes it through
 JetStream commands). Anything that keeps an answer from arriving (no instance running, a
@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
-from shared import egresses, files, notifications, watchers
+from shared import egresses, files, job_list, notifications, watchers
 from shared.bus import TRANSIENT
 
 T = TypeVar("T")
@@ -100,6 +100,17 @@ async def get_file(
         return await _query(nc, files.SERVICE, files.GET, request, files.IndexedFile, timeout)
     except _NotFound:
         return None
+
+
+async def query_jobs(
+    nc: Client, query: job_list.JobQuery, *, timeout: float = TIMEOUT
+) -> job_list.JobPage:
+    """One page of the job index, newest first."""
+    return await _found(
+        _query(nc, job_list.SERVICE, job_list.QUERY, query, job_list.JobPage, timeout),
+        job_list.SERVICE,
+        job_list.QUERY,
+    )
 
 
 async def rebuild_index(nc: Client, *, timeout: float = REBUILD_TIMEOUT) -> files.RebuildReply:

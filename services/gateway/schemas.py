@@ -378,3 +378,29 @@ class JobStatus(BaseModel):
     jobs: list[str] = Field(
         default_factory=list, description="watch jobs: the recording jobs it started"
     )
+
+
+class JobSummary(BaseModel):
+    """One job of a listing, as the job index knows it (GET /jobs/{task_id}: all of it)."""
+
+    task_id: str
+    kind: Literal["recording", "watch"]
+    status: JobStatusName = Field(
+        description="As GET /jobs/{task_id}, except that a watch job is STARTED until cancelled"
+    )
+    created_at: datetime = Field(description="When it was asked (UTC): the sort key")
+    updated_at: datetime | None = Field(None, description="The recording's last change")
+    room_id: str | None = None
+    user: str | None = Field(None, description="The host's unique id, lower case, without @")
+    url: str | None = None
+    title: str | None = None
+    error_code: str | None = Field(None, description="FAILURE and CANCELLED: why")
+    owner: str | None = Field(None, description=OWNER)
+
+
+class JobList(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(
+        description="Pass it as cursor for the next page; null on the last page"
+    )
+    page_size: int

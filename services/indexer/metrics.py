@@ -27,3 +27,15 @@ DELETED_BYTES = Counter(
 RETENTION_PASSES = Counter(f"{_P}_retention_passes_total", "Retention and disk checks run")
 DISK_FREE = Gauge(f"{PREFIX}_disk_bytes_free", "Free bytes on the RECORDINGS_DIR file system")
 DISK_LOW = Gauge(f"{PREFIX}_disk_low", "1 while free space is below DISK_FREE_WARN_BYTES")
+JOBS_INDEX_APPLIED = Counter(
+    f"{_P}_jobs_index_changes_total", "Job document changes applied to the job index"
+)
+JOBS_INDEX_PENDING = Gauge(
+    f"{_P}_jobs_index_pending",
+    "Job document changes in KV jobs the job index has still to apply (its lag; leader only)",
+)
+JOBS_QUERY_SECONDS = Histogram(
+    f"{_P}_jobs_query_seconds",
+    "Time to answer one jobs.query",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)

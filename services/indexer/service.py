@@ -1,4 +1,4 @@
-"""The indexer's NATS wiring: its durable, the files.query/get/rebuild endpoints, retention.
+"""The indexer's NATS wiring: its durable, files.query/get/rebuild, jobs.query, retention.
 
 Indexers share one SQLite index (INDEX_DB) and RECORDINGS_DIR, so they run where both are
 mounted (one host, or pods on one node). Every instance answers files.query and files.rebuild;
@@ -10,6 +10,7 @@ TTL when the leader dies.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ import nats.errors
 from nats.micro.request import Request, ServiceError
 from nats.micro.service import Group
 
-from services.indexer import metrics
+from services.indexer import jobs_query, metrics
 from services.indexer.handlers import (
     IndexerDeps,
     on_file_deleted,
@@ -26,6 +27,8 @@ from services.indexer.handlers import (
     on_upload_done,
 )
 from services.indexer.jobs import JobGuard
+from services.indexer.jobs_feed import JobFeed
+from services.indexer.jobs_index import JobIndex
 from services.indexer.retention import Retention, RetentionDeps
 from services.indexer.scan import rebuild
 from services.indexer.settings import IndexerSettings
@@ -64,10 +67,13 @@ class IndexerService(BaseService[IndexerSettings]):
         settings = self.settings
         await asyncio.to_thread(settings.recordings_dir.mkdir, parents=True, exist_ok=True)
         self.store = await IndexStore(settings.index_db).__aenter__()
+        # The job index (GET /jobs): its own tables in INDEX_DB, written by the leader.
+        self.job_index = JobIndex(settings.index_db)
         try:
+            await self.job_index.open()
             await self._start(group, settings)
         except BaseException:
-            await self.store.close()  # its threads would keep the process alive
+            await self.stop()  # their threads would keep the process alive
             raise
 
     async def _start(self, group: Group, settings: IndexerSettings) -> None:
@@ -96,10 +102,16 @@ class IndexerService(BaseService[IndexerSettings]):
         await group.add_endpoint(
             name="files_rebuild", subject="files.rebuild", handler=self._on_rebuild
         )
+        await group.add_endpoint(
+            name="jobs_query",
+            subject="jobs.query",
+            handler=functools.partial(jobs_query.answer, self.job_index),
+        )
         self._tasks.append(asyncio.create_task(self._lead()))
 
     async def stop(self) -> None:
         await self.store.close()
+        await self.job_index.close()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -121,11 +133,14 @@ class IndexerService(BaseService[IndexerSettings]):
         metrics.IS_LEADER.set(int(leading))
 
     async def _while_leader(self, lost: asyncio.Event) -> None:
-        """Consume events and apply retention until the lease is lost."""
+        """Consume events, follow the job documents, apply retention until the lease is lost."""
         # One at a time: events then apply in stream order (recording.finished, upload.done).
         consumer = self.bus.consumer(INDEXER, self._handle)
         await asyncio.gather(
-            consumer.run(lost, grace=self.drain_grace), self._maintain(lost), return_exceptions=True
+            consumer.run(lost, grace=self.drain_grace),
+            self._maintain(lost),
+            JobFeed(self.bus.nc, self.job_index).run(lost),
+            return_exceptions=True,
         )
 
     async def _maintain(self, stop: asyncio.Event) -> None:

@@ -117,6 +117,8 @@ SAMPLES: list[Any] = [
         page_size=50,
     ),
     files.RebuildReply(scanned=3, added=1, updated=1, removed=1),
+    files.FileGet(id=7),
+    files.IndexedFile(name="a.mp4", path="75/a.mp4", size=10, mtime=T0, id=7, thumbnail=True),
     watchers.GetRequest(key="@ann"),
     watchers.ListRequest(page=1, page_size=10),
     watchers.Watcher(key="@ann", task_id="t1", created_at=T0, jobs=["j2"], options=OPTIONS),
