@@ -196,6 +196,7 @@ class JobStore:
             doc.unique_id = claim.unique_id or doc.unique_id
             doc.attempt = claim.attempt
             doc.engine, doc.engine_commit = claim.engine, claim.engine_commit
+            doc.egress = claim.egress
             doc.failures = 0
             doc.error_code = doc.error_message = None
             return doc

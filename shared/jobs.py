@@ -82,6 +82,7 @@ class RecordingPart(msgspec.Struct, kw_only=True, omit_defaults=True):
     stream_source: StreamSource | None = None  # main, backup (another CDN) or legacy
     engine: str | None = None  # the recording engine: native or tlr-cli
     engine_commit: str | None = None  # tlr-cli: the commit SHA of the upstream checkout
+    egress: str | None = None  # the pool egress it goes through (its name, never its URL)
     reconnects: int = 0
     stalls: int = 0
     failures: int = 0  # failed tries since the job last recorded (the retry budget)
@@ -193,3 +194,4 @@ class Claim:
     attempt: int
     engine: str | None = None  # native or tlr-cli
     engine_commit: str | None = None  # tlr-cli: the commit of the checkout it runs
+    egress: str | None = None  # the pool egress's name; None: its own proxy, or direct

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from nats.js.api import StreamConfig
 
-from shared import files, notifications, watchers
+from shared import egresses, files, notifications, watchers
 from shared.events import (
     EgressAdded,
     EgressRemoved,
@@ -113,6 +113,8 @@ class Access:
     listens: tuple[str, ...] = ()
     # nats.micro services it queries (tlr.<service>.>) and whether it pings them all.
     asks: tuple[str, ...] = ()
+    # Single endpoints of another service it requests, and no other (the recorder's pick).
+    requests: tuple[str, ...] = ()
     pings: bool = False
     # The gateway's rate-limit counters: publish with Nats-Incr, read by direct get.
     counters: bool = False
@@ -146,6 +148,7 @@ ACCESS: Mapping[str, Access] = {
         consumes=(RECORDERS,),
         buckets=(JOBS_BUCKET, CLAIMS_BUCKET),
         listens=(JOB_REQUEST_CHANGES,),
+        requests=(egresses.PICK,),
     ),
     "uploader": Access(
         publishes=(UploadDone, FileDeleted),
@@ -232,6 +235,7 @@ def service_permissions(service: str) -> Permissions:
     for queue in access.queues:
         pub += [*(str(s) for s in queue.subjects or ()), f"{JS_API}.STREAM.MSG.GET.{queue.name}"]
     pub += [f"tlr.{other}.>" for other in access.asks]
+    pub += list(access.requests)
     if access.pings:
         pub.append("$SRV.PING")
     # Its own nats.micro service: $SRV.PING|INFO|STATS[.<name>[.<id>]] and tlr.<name>.*,

@@ -78,6 +78,7 @@ def assemble(
             stream_source=recording.stream_source,
             engine=recording.engine,
             engine_commit=recording.engine_commit,
+            egress=recording.egress,
             reconnects=recording.reconnects,
             stalls=recording.stalls,
             recorder_id=recording.recorder_id or None,

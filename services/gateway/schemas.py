@@ -111,6 +111,11 @@ class JobProgress(BaseModel):
     engine_commit: str | None = Field(
         None, description="tlr-cli: the commit SHA of the upstream checkout that records"
     )
+    egress: str | None = Field(
+        None,
+        description="The egress of the pool the recording goes through (its name); null: "
+        "the job's own proxy, or direct",
+    )
     reconnects: int = 0
     stalls: int = 0
     recorder_id: str | None = None

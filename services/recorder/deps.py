@@ -13,6 +13,7 @@ from services.recorder.endings import Endings
 from services.recorder.media import Media
 from services.recorder.settings import RecorderSettings
 from services.recorder.startup import StartUps
+from shared.egresses import PickReply
 from shared.events import Event, RecordingOptions, RecordingRequested, RoomLive
 from shared.job_store import JobStore
 from shared.lease import Leases
@@ -34,6 +35,20 @@ class TikTokPool(Protocol):
 
     def holding(self, options: RecordingOptions) -> AbstractContextManager[TikTokClient]:
         """The client, kept open while held (never closed as idle)."""
+        ...
+
+
+class PickFailed(Exception):
+    """The scheduler gave no usable answer to an egress pick (the message says why, never a
+    URL): no scheduler, no answer in time, an error reply."""
+
+
+class EgressPicker(Protocol):
+    """The scheduler's egress pool (``egress_pick.NatsEgressPicker``)."""
+
+    async def pick(self, name: str | None) -> PickReply:
+        """``name``'s egress while healthy, else the least-loaded healthy one (proxy sealed);
+        no name in the reply: no pool. Raises PickFailed."""
         ...
 
 
@@ -62,6 +77,7 @@ class RecorderDeps:
     publisher: Publisher
     tiktok: TikTokPool
     media: Media
+    egresses: EgressPicker
     clock: Callable[[], float] = time.monotonic
     renew_every: float = LEASE_RENEW  # how often a held room lease is renewed
     active: dict[str, Job] = field(default_factory=dict)

@@ -2,9 +2,10 @@
 
 Plain async functions over a frozen deps object of small Protocols: no NATS here. The flow:
 a start-up slot (``startup.py``, MAX_STARTUPS at once) -> finished or cancelled already? ->
-resolve the room -> take its lease -> take over what a dead holder left -> confirm it is live
--> claim the job (fenced by the lease's token) -> record (``recording.py``; the slot is given
-back once the session runs) -> write the outcome and publish recording.finished.
+its route (own proxy, a pool egress, or direct: ``egress_route.py``) -> resolve the room ->
+take its lease -> take over what a dead holder left -> confirm it is live -> claim the job
+(fenced by the lease's token) -> record (``recording.py``; the slot is given back once the
+session runs) -> write the outcome and publish recording.finished.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 
 from services.recorder.deps import RecorderDeps, Work
+from services.recorder.egress_route import Route, choose_route
 from services.recorder.outcome import fail_or_retry, failed_unexpectedly, finish
 from services.recorder.recording import record
 from services.recorder.startup import Slot
@@ -82,18 +84,47 @@ async def _start(event: Work, delivery: Delivery, deps: RecorderDeps, slot: Slot
         return
     if done is not None and done.state == "STARTED" and done.recorder_id != deps.recorder_id:
         _first_refusal(deps, job_id, done.recorder_id)
+    route = await choose_route(deps, event)
     with contextlib.ExitStack() as held:  # the client stays open while the job uses it
         try:
-            client = held.enter_context(deps.tiktok.holding(event.options))
+            client, route = _open_client(deps, held, route, job_id)
         except (CookiesError, SecretError, ValueError) as exc:
             # The job's own options cannot work here (cookie file, proxy): retrying won't help.
             await finish(deps, event, Outcome("FAILURE", ErrorCode.VALIDATION_ERROR, str(exc)))
             return
-        await _with_client(event, delivery, deps, client, slot)
+        await _with_client(event, delivery, deps, client, route, slot)
+
+
+def _open_client(
+    deps: RecorderDeps, held: contextlib.ExitStack, route: Route, job_id: str
+) -> tuple[TikTokClient, Route]:
+    """The job's client, held open. A pool egress's proxy this process cannot use (another
+    SECRET_KEY, a private address) is the recorder's configuration, not the job's fault: the
+    job goes direct, like a failed pick. Raises what the job's own options raise."""
+    if route.egress is not None:
+        try:
+            return held.enter_context(deps.tiktok.holding(route.options)), route
+        except CookiesError:
+            raise  # the job's cookies: the same without the egress
+        except (SecretError, ValueError) as exc:
+            log.error(
+                "recorder.egress_unusable",
+                job_id=job_id,
+                egress=route.egress,
+                error=str(exc),
+                fallback="direct",
+            )
+            route = route.direct()
+    return held.enter_context(deps.tiktok.holding(route.options)), route
 
 
 async def _with_client(
-    event: Work, delivery: Delivery, deps: RecorderDeps, client: TikTokClient, slot: Slot
+    event: Work,
+    delivery: Delivery,
+    deps: RecorderDeps,
+    client: TikTokClient,
+    route: Route,
+    slot: Slot,
 ) -> None:
     job_id = event.job_id
     unique_id = event.unique_id if isinstance(event, RoomLive) else None
@@ -116,7 +147,7 @@ async def _with_client(
         msg = f"room {room_id} is leased by {holder.owner if holder else '?'}"
         raise RetryLater(msg, delay=1.0 if mine else LEASE_RENEW)
     try:
-        await record(deps, event, delivery, client, room_id, unique_id, lease, slot)
+        await record(deps, event, delivery, client, route, room_id, unique_id, lease, slot)
     except StaleHolder as exc:
         # Frozen past the lease: a newer holder has the job (and its message). Hands off.
         log.warning("recorder.stale_holder", job_id=job_id, error=str(exc))

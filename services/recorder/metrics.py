@@ -29,6 +29,11 @@ LOOP_LAG = Gauge(
     "How late the event loop ran a timer, worst of the last second (new start-ups wait while"
     " it is above MAX_LOOP_LAG)",
 )
+EGRESS_PICK_FAILURES = Counter(
+    f"{_P}_egress_pick_failures_total",
+    "Jobs without a proxy of their own that went direct because the scheduler gave no egress "
+    "(not running, no answer in time)",
+)
 SEGMENTS = Counter(f"{_P}_segments_total", "Segment files closed with media in them")
 REMUX_FAILURES = Counter(
     f"{_P}_remux_failures_total", "Segments whose MP4 remux or verification failed (FLV kept)"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from services.recorder import metrics
 from services.recorder.deps import Job, RecorderDeps, Work
+from services.recorder.egress_route import Route
 from services.recorder.media import SessionPlan
 from services.recorder.outcome import fail_or_retry, finish
 from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
@@ -58,14 +59,16 @@ async def record(
     event: Work,
     delivery: Delivery,
     client: TikTokClient,
+    route: Route,
     room_id: str,
     unique_id: str | None,
     lease: HeldLease,
     slot: Slot | None = None,
 ) -> None:
-    """Record ``event``'s job while holding ``lease``; ``slot``, its start-up slot, is given
-    back once the session runs. Raises Refused (StaleHolder or
-    JobFinished) when the store says the job is no longer this holder's to write."""
+    """Record ``event``'s job through ``client`` (made for ``route``) while holding ``lease``;
+    ``slot``, its start-up slot, is given back once the session runs. Raises Refused
+    (StaleHolder or JobFinished) when the store says the job is no longer this holder's to
+    write."""
     job_id = event.job_id
     job = Job(job_id)
     beats = [0]
@@ -125,6 +128,7 @@ async def record(
             delivery.num_delivered,
             engine=engine,
             engine_commit=deps.engine_commits.get(engine),
+            egress=route.egress,
         )
         claimed.append(claim)
         await deps.store.claim(job_id, keeper.lease.token, claim)
@@ -146,7 +150,9 @@ async def record(
         lost = asyncio.create_task(_halt_when_lost(keeper, job))
         totals = Totals.of(prior)
         try:
-            result = await _session(deps, event, client, info, job, keeper, prior, totals, engine)
+            result = await _session(
+                deps, event, client, route, info, job, keeper, prior, totals, engine
+            )
         finally:
             lost.cancel()
             metrics.ACTIVE.dec()
@@ -224,6 +230,7 @@ async def _session(
     deps: RecorderDeps,
     event: Work,
     client: TikTokClient,
+    route: Route,
     info: RoomInfo,
     job: Job,
     keeper: Keeper,
@@ -319,12 +326,13 @@ async def _session(
         on_progress=on_progress,
         on_stream=on_stream,
         duration=None if event.duration is None else max(1.0, event.duration - recorded_s),
-        http=client.http if event.options.proxy else None,
+        # Through the job's proxy or its pool egress's, unless EGRESS_MEDIA_DIRECT.
+        http=client.http if route.media_via_proxy else None,
         engine=engine,
         job_id=job_id,
         room_id=info.room_id,
         unique_id=info.unique_id,
-        options=event.options,
+        options=route.media_options,
     )
     token = SESSION_REFUSALS.set(refusals)  # the session runs in this task
     try:

@@ -13,6 +13,7 @@ from nats.aio.subscription import Subscription
 from nats.micro.service import Group
 
 from services.recorder.deps import RecorderDeps
+from services.recorder.egress_pick import NatsEgressPicker
 from services.recorder.engines import Engines
 from services.recorder.engines.checkout import pin_matches, read_commit
 from services.recorder.engines.tlr_cli import TlrCliEngine
@@ -77,6 +78,7 @@ class RecorderService(BaseService[RecorderSettings]):
             leases=KvLeases(await self.bus.claims()),
             publisher=self.bus,
             tiktok=self._pool,
+            egresses=NatsEgressPicker(self.bus.nc),
             startups=StartUps(settings.max_startups, max_lag=settings.max_loop_lag),
             media=Engines(engines, settings.recorder_engine, ffmpeg_missing=missing),
             engine_commits=self._commits(),

@@ -39,6 +39,11 @@ class RecorderSettings(Settings):
     recorder_engine: Literal["native", "tlr-cli"] = Field(
         "native", description="Engine of a job that names none in options.engine"
     )
+    egress_media_direct: bool = Field(
+        False,
+        description="Pull the FLV of a job on a pool egress directly, not through its proxy "
+        "(room lookups still go through it); a job's own proxy carries its media regardless",
+    )
     tlr_root: Path | None = Field(
         None, description="Checkout of the upstream tiktok-live-recorder (the tlr-cli engine)"
     )

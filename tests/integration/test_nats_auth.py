@@ -28,14 +28,17 @@ from services.gateway.settings import GatewaySettings
 from services.indexer.service import IndexerService
 from services.notifier.service import NotifierService
 from services.notifier.settings import NotifierSettings
+from services.recorder.egress_pick import NatsEgressPicker
 from services.recorder.service import RecorderService
 from services.scheduler.service import SchedulerService
+from services.scheduler.settings import SchedulerSettings
 from services.uploader.service import UploaderService
+from shared import egresses, notifications, watchers
 from shared import events as ev
-from shared import notifications
 from shared.bus import Bus
 from shared.config import NatsClientSettings
 from shared.documents import KvDocuments
+from shared.egresses import PickReply
 from shared.job_store import JobStore
 from shared.jobs import JobRequest
 from shared.micro import endpoint_subject, ping_all
@@ -238,6 +241,36 @@ async def test_the_gateway_cannot_touch_leases_or_another_services_durable(
         await _refused(nc, errors, f"ratelimit.{'a' * 32}")
     finally:
         await nc.close()
+
+
+async def test_the_recorder_asks_the_scheduler_for_an_egress_and_for_nothing_else(
+    locked: Locked, tmp_path: Path
+) -> None:
+    scheduler = await locked.bus("scheduler")
+    settings = SchedulerSettings(
+        nats_url=locked.server.client_url,
+        nats_user="scheduler",
+        nats_password_file=locked.creds.password_files["scheduler"],
+        nats_provision=False,
+        instance_id="scheduler-t",
+        scheduler_db=tmp_path / "scheduler.sqlite3",
+    )
+    try:
+        async with SchedulerService(scheduler, settings):
+            recorder = await locked.bus("recorder")
+            try:
+                # No pool configured: the answer says so, and the job goes direct.
+                assert await NatsEgressPicker(recorder.nc).pick(None) == PickReply()
+            finally:
+                await recorder.close()
+            nc, errors = await locked.raw("recorder")
+            try:
+                await _refused(nc, errors, watchers.GET)  # the watchers are not its business
+                await _refused(nc, errors, egresses.LIST)
+            finally:
+                await nc.close()
+    finally:
+        await scheduler.close()
 
 
 @pytest.mark.parametrize("user", SERVICE_USERS)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nats.errors
 import pytest
+from structlog.testing import capture_logs
 
 from services.recorder.deps import Job, RecorderDeps, Work
 from services.recorder.endings import ENDING_DEADLINE, Endings
@@ -28,6 +29,7 @@ from shared.events import (
     RecordingOptions,
     RecordingRequested,
     RecordingStarted,
+    RoomLive,
 )
 from shared.job_store import JobStore
 from shared.jobs import Claim, JobRequest, Outcome, RecordingPart, SegmentEntry
@@ -37,6 +39,7 @@ from shared.tiktok import RoomInfo, StreamVariant, UserNotFound, WafBlocked
 from shared.tiktok.guards import SESSION_REFUSALS
 from tests.fakes.clock import ManualClock
 from tests.fakes.documents import MemoryDocuments
+from tests.fakes.egresses import FakeEgressPicker
 from tests.fakes.leases import MemoryLeases
 from tests.fakes.media import FakeMedia, Take
 from tests.fakes.publisher import MemoryPublisher
@@ -79,6 +82,8 @@ class World:
     withdrawn: bool = False  # no request document, as after a publish the gateway undid
     renew_every: float = 3600.0  # the Keeper stays out of the way unless a test wants it
     startups: StartUps = field(default_factory=StartUps)
+    egresses: FakeEgressPicker = field(default_factory=FakeEgressPicker)  # no pool
+    media_direct: bool = False  # EGRESS_MEDIA_DIRECT
 
     @property
     def tiktok(self) -> FakeTikTokClient:
@@ -88,12 +93,15 @@ class World:
     def deps(self) -> RecorderDeps:
         return RecorderDeps(
             recorder_id="rec-a",
-            settings=RecorderSettings(recordings_dir=self.root),
+            settings=RecorderSettings(
+                recordings_dir=self.root, egress_media_direct=self.media_direct
+            ),
             store=self.store,
             leases=self.leases,
             publisher=self.publisher,
             tiktok=self.pool,  # type: ignore[arg-type]  # the fake client, not a TikTokClient
             media=self.media,
+            egresses=self.egresses,
             clock=self.clock,
             active=self.active,
             endings=self.endings,
@@ -317,6 +325,86 @@ async def test_a_job_through_a_proxy_streams_over_the_proxys_client(world: World
     assert (await world.job()).state == "SUCCESS"
     [plan] = world.media.plans
     assert plan.http is world.tiktok.http
+
+
+# --- routes: the job's own proxy, an egress of the scheduler's pool, or direct ------------------
+
+POOL = {"eu-1": "sealed:eu-1", "eu-2": "sealed:eu-2"}
+
+
+async def test_a_job_without_a_proxy_goes_through_the_egress_the_scheduler_picks(
+    world: World,
+) -> None:
+    world.egresses = FakeEgressPicker(POOL)
+    world.tiktok.live(ROOM)
+    await world.run()
+    assert world.egresses.asked == [None]  # on demand: whichever is least loaded
+    assert [o.proxy for o in world.pool.asked] == ["sealed:eu-1"]
+    doc = await world.job()
+    assert (doc.state, doc.egress) == ("SUCCESS", "eu-1")  # its name, never its URL
+    [plan] = world.media.plans
+    assert plan.http is world.tiktok.http  # the media too
+    assert plan.options.proxy == "sealed:eu-1"
+
+
+async def test_a_live_goes_through_the_egress_its_watcher_found_it_through(world: World) -> None:
+    world.egresses = FakeEgressPicker(POOL)
+    world.tiktok.live(ROOM)
+    event = RoomLive(job_id=JOB, room_id=ROOM, watcher_key="@kim", options=OPTIONS, egress="eu-2")
+    await world.run(event)
+    assert world.egresses.asked == ["eu-2"]
+    assert [o.proxy for o in world.pool.asked] == ["sealed:eu-2"]
+    assert (await world.job()).egress == "eu-2"
+
+
+async def test_a_jobs_own_proxy_wins_over_the_pool(world: World) -> None:
+    world.egresses = FakeEgressPicker(POOL)
+    world.tiktok.live(ROOM)
+    options = RecordingOptions(proxy="sealed:own", output_template=TEMPLATE)
+    event = RoomLive(job_id=JOB, room_id=ROOM, watcher_key="@kim", options=options, egress="eu-2")
+    await world.run(event)
+    assert world.egresses.asked == []
+    assert [o.proxy for o in world.pool.asked] == ["sealed:own"]
+    assert (await world.job()).egress is None
+    [plan] = world.media.plans
+    assert plan.http is world.tiktok.http
+
+
+async def test_media_direct_keeps_the_lookups_on_the_egress_and_pulls_media_direct(
+    world: World,
+) -> None:
+    world.egresses = FakeEgressPicker(POOL)
+    world.media_direct = True
+    world.tiktok.live(ROOM)
+    await world.run()
+    assert [o.proxy for o in world.pool.asked] == ["sealed:eu-1"]  # room lookups
+    assert (await world.job()).egress == "eu-1"
+    [plan] = world.media.plans
+    assert plan.http is None  # the recorder's own (direct) HTTP client
+    assert plan.options.proxy is None
+
+
+async def test_a_pick_that_fails_records_direct_with_a_warning(world: World) -> None:
+    world.egresses = FakeEgressPicker(POOL)
+    world.egresses.failing = True
+    world.tiktok.live(ROOM)
+    with capture_logs() as logs:
+        await world.run()
+    doc = await world.job()
+    assert (doc.state, doc.egress) == ("SUCCESS", None)
+    assert [o.proxy for o in world.pool.asked] == [None]
+    [warning] = [e for e in logs if e["event"] == "recorder.egress_pick_failed"]
+    assert (warning["log_level"], warning["fallback"]) == ("warning", "direct")
+
+
+async def test_a_pool_proxy_this_recorder_cannot_unseal_records_direct(world: World) -> None:
+    world.egresses = FakeEgressPicker(POOL)
+    world.pool.refuse_proxy("sealed:eu-1")
+    world.tiktok.live(ROOM)
+    await world.run()
+    doc = await world.job()
+    assert (doc.state, doc.egress) == ("SUCCESS", None)  # not the job's fault: not failed
+    assert [o.proxy for o in world.pool.asked] == ["sealed:eu-1", None]
 
 
 async def test_a_cancel_while_recording_keeps_the_files_and_finishes_cancelled(
