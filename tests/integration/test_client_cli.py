@@ -279,6 +279,23 @@ async def test_cancel_makes_follow_exit_1(gateway: Gateway, env: dict[str, str])
     assert "CANCELLED" in run.out
     assert (await gateway.job(task_id))["status"] == "CANCELLED"
 
+    # The list of jobs (GET /jobs), filtered by status, once the job index has it.
+    async def listed() -> bool:
+        r = await gateway.http.get("/jobs", params={"status": "CANCELLED"})
+        return task_id in [j["task_id"] for j in r.json()["items"]]
+
+    await eventually(listed, timeout=15)
+    run = await tlr("jobs", "--status", "CANCELLED", "--status", "FAILURE", env=env)
+    assert run.code == 0, run.err
+    header, *rows, footer = run.out.splitlines()
+    assert header.split()[:3] == ["ASKED", "(UTC)", "STATUS"]
+    assert [row.split()[-1] for row in rows] == [task_id]
+    assert rows[0].split()[2:4] == ["CANCELLED", "recording"]
+    assert footer == "no more jobs"
+    run = await tlr("jobs", "--status", "SUCCESS", "--json", env=env)
+    assert run.code == 0, run.err
+    assert task_id not in [j["task_id"] for j in json.loads(run.out)["items"]]
+
 
 async def test_watch_creates_a_watcher_and_unwatch_deletes_it(
     gateway: Gateway, env: dict[str, str]

@@ -125,6 +125,9 @@ class Client:
     def cancel_job(self, task_id: str) -> dict[str, Any]:
         return self._call("DELETE", self.job_path(task_id))
 
+    def list_jobs(self, params: dict[str, str | int | list[str]]) -> dict[str, Any]:
+        return self._call("GET", "/jobs", params=params)
+
     def list_files(self, params: dict[str, str | int]) -> dict[str, Any]:
         return self._call("GET", "/files", params=params)
 

@@ -133,6 +133,9 @@ def _recording_options(parser: argparse.ArgumentParser, *, optional: bool = Fals
     parser.add_argument("--output-template", metavar="T", help="file name under RECORDINGS_DIR")
 
 
+JOB_STATUSES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED")
+
+
 def _follow_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval", type=float, default=1.0, metavar="S", help="seconds between polls"
@@ -195,13 +198,29 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     unwatch.set_defaults(func=_run(watcher_commands.unwatch))
 
     jobs = subparsers.add_parser(
-        "jobs", parents=common, help="a job's status (GET /jobs/{id}); --follow until it ends"
+        "jobs",
+        parents=common,
+        help="your jobs, newest first (GET /jobs); with an ID its status (GET /jobs/{id}), "
+        "--follow until it ends",
     )
-    jobs.add_argument("task_id", metavar="ID")
+    jobs.add_argument("task_id", metavar="ID", nargs="?")
     jobs.add_argument(
         "--follow", action="store_true", help="poll until it ends (exit 0 SUCCESS, else 1)"
     )
     _follow_options(jobs)
+    jobs.add_argument(
+        "--status",
+        action="append",
+        choices=JOB_STATUSES,
+        help="only jobs in this status (repeat it for any of several)",
+    )
+    jobs.add_argument("--kind", choices=("recording", "watch"))
+    jobs.add_argument("--room", metavar="ROOM_ID")
+    jobs.add_argument("--user", metavar="@USER")
+    jobs.add_argument("--since", metavar="WHEN", help="asked at or after; ISO 8601 (UTC)")
+    jobs.add_argument("--until", metavar="WHEN", help="asked at or before; ISO 8601 (UTC)")
+    jobs.add_argument("--page-size", type=_positive, default=50)
+    jobs.add_argument("--cursor", help="the next page, as the previous one printed it")
     jobs.set_defaults(func=_run(job_commands.jobs))
 
     cancel = subparsers.add_parser(

@@ -1,4 +1,4 @@
-"""The job and file commands: record, jobs (--follow), cancel, files."""
+"""The job and file commands: record, jobs (a list, or one job, --follow), cancel, files."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tlr.client.bodies import recording_body
 from tlr.client.output import (
     API_ERROR,
     OK,
+    USAGE,
     err,
     fields,
     out,
@@ -105,6 +106,11 @@ def _upload_line(upload: dict[str, Any]) -> str:
 
 
 def jobs(args: argparse.Namespace, client: Client) -> int:
+    if args.task_id is None:
+        if args.follow:
+            err("--follow needs a job ID")
+            return USAGE
+        return _list_jobs(args, client)
     if args.follow:
         return _follow(args, client, args.task_id)
     job = client.get_job(args.task_id)
@@ -112,6 +118,40 @@ def jobs(args: argparse.Namespace, client: Client) -> int:
         print_json(job)
     else:
         _show_job(job)
+    return OK
+
+
+def _list_jobs(args: argparse.Namespace, client: Client) -> int:
+    params: dict[str, str | int | list[str]] = {"page_size": args.page_size}
+    for name, value in (
+        ("status", args.status),
+        ("kind", args.kind),
+        ("room", args.room),
+        ("user", args.user),
+        ("since", args.since),
+        ("until", args.until),
+        ("cursor", args.cursor),
+    ):
+        if value is not None:
+            params[name] = value
+    answer = client.list_jobs(params)
+    if args.json:
+        print_json(answer)
+        return OK
+    rows = [
+        [
+            timestamp(j.get("created_at")),
+            str(j.get("status", "")),
+            str(j.get("kind", "")),
+            str(j.get("user") or j.get("room_id") or "-"),
+            str(j.get("error_code") or "-"),
+            str(j.get("task_id", "")),
+        ]
+        for j in answer.get("items", [])
+    ]
+    table(["ASKED (UTC)", "STATUS", "KIND", "USER/ROOM", "ERROR", "ID"], rows)
+    cursor = answer.get("next_cursor")
+    out(f"more: tlr jobs --cursor {cursor} (same filters)" if cursor else "no more jobs")
     return OK
 
 
