@@ -447,6 +447,13 @@ async def test_the_notifier_delivers_on_its_own_user(locked: Locked) -> None:
                 target_shown=receiver.url,
                 secret_sealed=box.seal("s3cret"),
             )
+
+            # As the other services' test: asked once it answers (a loaded machine's first
+            # request could otherwise come before its subscriptions are everywhere).
+            async def answers() -> bool:
+                return any(r["name"] == "notifier" for r in await ping_all(gateway.nc, wait=0.2))
+
+            await eventually(answers, timeout=5)
             await gateway.nc.request(notifications.CREATE, msgspec.json.encode(sub), timeout=5)
             await JobStore(KvDocuments(await scheduler.kv(JOBS_BUCKET))).submit(
                 JobRequest(job_id="j-auth", owner="alice", watcher_key="1")
@@ -467,6 +474,7 @@ def _sample(event_type: type[ev.Event]) -> ev.Event:
         ),
         ev.RecordingFinished: ev.RecordingFinished(correlation_id="c", job_id="j", room_id="1"),
         ev.UploadDone: ev.UploadDone(correlation_id="c", job_id="j"),
+        ev.EgressFailed: ev.EgressFailed(correlation_id="c", name="eu-1", error_code="WAF_BLOCKED"),
         ev.FileDeleted: ev.FileDeleted(correlation_id="c", path="1/a.mp4", reason="retention"),
     }
     return samples[event_type]
