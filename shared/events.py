@@ -57,11 +57,21 @@ class RecordingOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     # The recording engine (ENGINES); None: the recorder's RECORDER_ENGINE. A str, not the
     # Literal, so that an engine added later does not make older recorders drop the event.
     engine: str | None = None
+    # The container of the files (FORMATS; a str for the same reason as ``engine``): flv is
+    # the stream as received, the others a stream copy of it.
+    format: str = "mp4"
+    # Also make one file of the live from its segments at the end (runs of segments whose
+    # codec parameters match), and keep the segments (or not) once it is made.
+    join: bool = False
+    keep_segments: bool = True
 
 
 # The recorder's engines: its own (native) and the upstream CLI run as a subprocess.
 EngineName = Literal["native", "tlr-cli"]
 ENGINES: tuple[str, ...] = ("native", "tlr-cli")
+# The containers a recording can be written in.
+OutputFormat = Literal["mp4", "mkv", "ts", "flv"]
+FORMATS: tuple[str, ...] = ("mp4", "mkv", "ts", "flv")
 
 
 class RecordedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -72,6 +82,8 @@ class RecordedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     duration_s: float | None = None
     part: int = 0
     remuxed: bool = True
+    # A file joined from segments (options.join): the parts it was made of, in order.
+    joined_from: tuple[int, ...] = ()
 
 
 class UploadedFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

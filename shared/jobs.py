@@ -57,6 +57,8 @@ class SegmentEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     size: int = 0
     duration_s: float | None = None
     state: Literal["recording", "final", "raw"] = "recording"
+    # A file joined from segments (options.join): the parts it was made of, in order.
+    joined_from: tuple[int, ...] = ()
 
 
 class RecordingPart(msgspec.Struct, kw_only=True, omit_defaults=True):
