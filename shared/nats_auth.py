@@ -28,7 +28,6 @@ from nats.js.api import StreamConfig
 from shared import egresses, files, notifications, watchers
 from shared.events import (
     EgressAdded,
-    EgressFailed,
     EgressRemoved,
     Event,
     FileDeleted,
@@ -145,7 +144,7 @@ ACCESS: Mapping[str, Access] = {
         publishes=(RoomLive,), consumes=(SCHEDULER,), buckets=(JOBS_BUCKET, CLAIMS_BUCKET)
     ),
     "recorder": Access(
-        publishes=(RecordingStarted, RecordingFinished, EgressFailed),
+        publishes=(RecordingStarted, RecordingFinished),
         consumes=(RECORDERS,),
         buckets=(JOBS_BUCKET, CLAIMS_BUCKET),
         listens=(JOB_REQUEST_CHANGES,),

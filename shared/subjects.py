@@ -23,7 +23,6 @@ from nats.js.api import (
 from shared.events import (
     EVENT_TYPES,
     EgressAdded,
-    EgressFailed,
     EgressRemoved,
     Event,
     FileDeleted,
@@ -224,7 +223,6 @@ SCHEDULER = _durable(
     WatchUpdated,
     EgressAdded,
     EgressRemoved,
-    EgressFailed,
     ack_wait=30,
     max_ack_pending=1000,
 )

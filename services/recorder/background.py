@@ -1,4 +1,4 @@
-"""A session's background work: each closed segment remuxed into its final file, and its hooks."""
+"""A session's background work: each closed segment made its final file, and its hooks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services.recorder import metrics
-from services.recorder.ffmpeg import remux
+from services.recorder.ffmpeg import MP4, Container, finalise
 from services.recorder.segmenter import SegmentInfo
 from services.recorder.session_types import FileHook, RecordedSegment, SegmentHook
 from shared.logging import get_logger
@@ -28,6 +28,7 @@ class Background:
         limiter: bounds concurrent remuxes (None: one bound per event loop).
         on_segment_closed: awaited when a segment file is closed.
         on_file: awaited when a segment is final (remuxed or kept raw).
+        container: what the final files are (``options.format``; flv: the segment itself).
     """
 
     def __init__(
@@ -37,8 +38,10 @@ class Background:
         limiter: asyncio.Semaphore | None,
         on_segment_closed: SegmentHook | None,
         on_file: FileHook | None,
+        container: Container = MP4,
     ) -> None:
         self._ffmpeg = ffmpeg
+        self._container = container
         self._limiter = limiter
         self._on_segment_closed = on_segment_closed
         self._on_file = on_file
@@ -97,8 +100,8 @@ class Background:
 
     async def _finalise(self, info: SegmentInfo) -> None:
         try:
-            result = await remux(
-                info.path, info.path.with_suffix(".mp4"), ffmpeg=self._ffmpeg, limiter=self._limiter
+            result = await finalise(
+                info.path, ffmpeg=self._ffmpeg, container=self._container, limiter=self._limiter
             )
         except asyncio.CancelledError:
             self.files.append(_raw(info, "remux cancelled"))

@@ -39,6 +39,13 @@ class Endings:
         assert task is not None
         self._ended[job_id] = (self.clock(), task)
 
+    def extend(self, job_id: str, seconds: float) -> None:
+        """Give the job's handler ``seconds`` more (a join of its segments: long work that is
+        not stuck); nothing for a job whose session has not ended here."""
+        found = self._ended.get(job_id)
+        if found is not None:
+            self._ended[job_id] = (found[0] + seconds, found[1])
+
     def settled(self, job_id: str) -> None:
         self._ended.pop(job_id, None)
 

@@ -1,4 +1,5 @@
-"""The ffmpeg edge: choose the binary, remux a raw FLV segment to MP4, verify the result.
+"""The ffmpeg edge: choose the binary, remux a raw FLV segment to its container (MP4 by
+default), verify the result, read a file's stream parameters.
 
 ffmpeg always runs from an argument list (never a shell), in its own process that is killed
 and reaped if the awaiting coroutine is cancelled or times out: no child outlives a call.
@@ -158,6 +159,40 @@ def remux_limiter() -> asyncio.Semaphore:
 
 
 @dataclass(frozen=True, slots=True)
+class Container:
+    """A container the files are written in (``options.format``)."""
+
+    name: str
+    suffix: str
+    muxer: str  # ffmpeg's -f
+    options: tuple[str, ...] = ()
+    # False for flv: the segment as received is the file (checked, not rewritten).
+    remuxed: bool = True
+
+
+MP4 = Container("mp4", ".mp4", "mp4", ("-movflags", "+faststart"))
+CONTAINERS = {
+    c.name: c
+    for c in (
+        MP4,
+        Container("mkv", ".mkv", "matroska"),
+        Container("ts", ".ts", "mpegts"),
+        Container("flv", ".flv", "flv", remuxed=False),
+    )
+}
+
+
+def container_of(name: str | None) -> Container:
+    """The container ``name`` (a job's ``options.format``); MP4 for None or one this
+    recorder does not know (a newer gateway's), which is logged."""
+    found = CONTAINERS.get(name or MP4.name)
+    if found is None:
+        log.warning("recorder.format_unknown", format=name, used=MP4.name)
+        return MP4
+    return found
+
+
+@dataclass(frozen=True, slots=True)
 class RemuxResult:
     """Outcome of one remux. On failure ``path`` is the raw FLV, which is kept."""
 
@@ -175,21 +210,42 @@ class _Run:
     stderr: bytes
 
 
-async def remux(
+def timeout_for(size: int) -> float:
+    """Seconds one ffmpeg run over ``size`` bytes may take (stream copy or a check)."""
+    return max(_MIN_TIMEOUT_S, size / _TIMEOUT_BYTES_PER_S)
+
+
+async def finalise(
     src_flv: Path,
-    dst_mp4: Path,
     *,
     ffmpeg: str,
+    container: Container = MP4,
+    limiter: asyncio.Semaphore | None = None,
+) -> RemuxResult:
+    """A closed raw segment made final in ``container``: remuxed next to it under the
+    container's suffix (:func:`remux`), or for flv checked where it is (:func:`check`)."""
+    if not container.remuxed:
+        return await check(src_flv, ffmpeg=ffmpeg, limiter=limiter)
+    dst = src_flv.with_suffix(container.suffix)
+    return await remux(src_flv, dst, ffmpeg=ffmpeg, container=container, limiter=limiter)
+
+
+async def remux(
+    src_flv: Path,
+    dst: Path,
+    *,
+    ffmpeg: str,
+    container: Container = MP4,
     limiter: asyncio.Semaphore | None = None,
     timeout: float | None = None,
 ) -> RemuxResult:
-    """Stream-copy ``src_flv`` into ``dst_mp4`` (faststart), verify it, then delete the FLV.
+    """Stream-copy ``src_flv`` into ``dst`` in ``container``, verify it, then delete the FLV.
 
-    The MP4 is written to a temp file of this call's own and linked into place only if
-    ``dst_mp4`` does not exist, so ``dst_mp4`` is either absent or complete, and a file
-    someone else made there is never replaced nor deleted (a recorder that woke up after
-    losing its lease must not touch its successor's files). Verification demuxes the whole
-    file (``-c copy -f null``): exit 0 and no error output, and yields the duration. On any
+    The file is written to a temp file of this call's own and linked into place only if
+    ``dst`` does not exist, so ``dst`` is either absent or complete, and a file someone
+    else made there is never replaced nor deleted (a recorder that woke up after losing
+    its lease must not touch its successor's files). Verification demuxes the whole file
+    (``-c copy -f null``): exit 0 and no error output, and yields the duration. On any
     failure what this call made is removed, the raw FLV is kept and returned. Cancellation
     kills and reaps ffmpeg, then propagates.
 
@@ -199,14 +255,64 @@ async def remux(
     # Every file-system call here runs on a worker thread: a stalled disk (NFS, EFS) must
     # stall this remux, not the event loop that renews every recording's lease.
     size = await asyncio.to_thread(_size, src_flv)
+    error, duration = await write_verified(
+        ["-i", str(src_flv)],
+        dst,
+        ffmpeg=ffmpeg,
+        container=container,
+        size=size,
+        limiter=limiter,
+        timeout=timeout,
+    )
+    if error is not None:
+        log.warning("recorder.remux_failed", src=str(src_flv), error=error)
+        return RemuxResult(ok=False, path=src_flv, size=size, duration_s=None, error=error)
+    await asyncio.to_thread(_unlink, src_flv)
+    size = await asyncio.to_thread(_size, dst)
+    return RemuxResult(ok=True, path=dst, size=size, duration_s=duration)
+
+
+async def check(
+    path: Path,
+    *,
+    ffmpeg: str,
+    limiter: asyncio.Semaphore | None = None,
+    timeout: float | None = None,
+) -> RemuxResult:
+    """Verify ``path`` where it is, as :func:`remux` verifies its result (flv: the segment
+    is the file); ``ok`` False with the reason when it does not demux cleanly."""
+    size = await asyncio.to_thread(_size, path)
     if timeout is None:
-        timeout = max(_MIN_TIMEOUT_S, size / _TIMEOUT_BYTES_PER_S)
-    tmp = dst_mp4.with_name(f"{dst_mp4.name}.{os.getpid()}-{next(_tmp_ids)}.tmp")
+        timeout = timeout_for(size)
+    async with limiter or remux_limiter():
+        error, duration = await _verify(path, ffmpeg, timeout)
+    if error is not None:
+        log.warning("recorder.check_failed", path=str(path), error=error)
+    return RemuxResult(ok=error is None, path=path, size=size, duration_s=duration, error=error)
+
+
+async def write_verified(
+    inputs: list[str],
+    dst: Path,
+    *,
+    ffmpeg: str,
+    container: Container,
+    size: int,
+    limiter: asyncio.Semaphore | None = None,
+    timeout: float | None = None,
+) -> tuple[str | None, float | None]:
+    """Write ``dst`` in ``container`` by stream copy of every stream of ``inputs`` (ffmpeg
+    input arguments, e.g. ``["-i", path]``), through a temp file of this call's and a link
+    that never replaces a file, then verify it. (error, duration): on error nothing this
+    call made is left. ``size``: of the input, for the default timeout."""
+    if timeout is None:
+        timeout = timeout_for(size)
+    tmp = dst.with_name(f"{dst.name}.{os.getpid()}-{next(_tmp_ids)}.tmp")
     installed = [False]
     async with limiter or remux_limiter():
         try:
-            error, duration = await _remux_and_verify(
-                src_flv, dst_mp4, tmp, ffmpeg, timeout, installed
+            error, duration = await _write_and_verify(
+                inputs, dst, tmp, ffmpeg, container, timeout, installed
             )
         except BaseException:
             _unlink(tmp)
@@ -214,16 +320,18 @@ async def remux(
     if error is not None:
         await asyncio.to_thread(_unlink, tmp)
         if installed[0]:
-            await asyncio.to_thread(_unlink, dst_mp4)
-        log.warning("recorder.remux_failed", src=str(src_flv), error=error)
-        return RemuxResult(ok=False, path=src_flv, size=size, duration_s=None, error=error)
-    await asyncio.to_thread(_unlink, src_flv)
-    size = await asyncio.to_thread(_size, dst_mp4)
-    return RemuxResult(ok=True, path=dst_mp4, size=size, duration_s=duration)
+            await asyncio.to_thread(_unlink, dst)
+    return error, duration
 
 
-async def _remux_and_verify(
-    src: Path, dst: Path, tmp: Path, ffmpeg: str, timeout: float, installed: list[bool]
+async def _write_and_verify(
+    inputs: list[str],
+    dst: Path,
+    tmp: Path,
+    ffmpeg: str,
+    container: Container,
+    timeout: float,
+    installed: list[bool],
 ) -> tuple[str | None, float | None]:
     """(error, duration): error is None when ``dst`` is in place and verified;
     ``installed[0]`` says whether this call put ``dst`` there."""
@@ -231,9 +339,8 @@ async def _remux_and_verify(
         await asyncio.to_thread(dst.parent.mkdir, parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot create {dst.parent}: {exc}", None
-    convert = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    convert += ["-i", str(src), "-map", "0", "-c", "copy", "-movflags", "+faststart"]
-    convert += ["-f", "mp4", str(tmp)]
+    convert = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *inputs]
+    convert += ["-map", "0", "-c", "copy", *container.options, "-f", container.muxer, str(tmp)]
     run = await run_ffmpeg(convert, timeout=timeout)
     if run.returncode != 0:
         return _failure("remux", run), None
@@ -244,12 +351,67 @@ async def _remux_and_verify(
     except OSError as exc:
         return f"cannot move the remuxed file into place: {exc}", None
     installed[0] = True
+    return await _verify(dst, ffmpeg, timeout)
+
+
+async def _verify(path: Path, ffmpeg: str, timeout: float) -> tuple[str | None, float | None]:
+    """(error, duration) of demuxing all of ``path``: an error unless exit 0 and silent."""
     verify = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1"]
-    verify += ["-nostats", "-i", str(dst), "-map", "0", "-c", "copy", "-f", "null", "-"]
+    verify += ["-nostats", "-i", str(path), "-map", "0", "-c", "copy", "-f", "null", "-"]
     run = await run_ffmpeg(verify, timeout=timeout)
     if run.returncode != 0 or run.stderr.strip():
         return _failure("verify", run), None
     return None, parse_out_time(run.stdout)
+
+
+# One stream of ffmpeg's input banner: "Stream #0:0[0x1](und): Video: h264 (High) (avc1 /
+# 0x31637661), yuv420p(progressive), 1280x720 [SAR 1:1 DAR 16:9], 30 fps, ..."
+_STREAM_LINE = re.compile(r"^\s*Stream #\d+:\d+\S*: (Video|Audio): (.*)$", re.M)
+_WORD = re.compile(r"^[\w-]+")
+_SIZE = re.compile(r"^\d{1,5}x\d{1,5}")
+_PROFILE = re.compile(r"^[\w-]+ \(([^)]*)\)")
+
+
+async def stream_params(path: Path, *, ffmpeg: str) -> tuple[str, ...] | None:
+    """What must match for files to be joined by stream copy, one entry per stream: codec,
+    profile, pixel format and frame size of video; codec, profile, rate and channels of
+    audio. None when ffmpeg cannot read the file. (From ffmpeg's own banner: the bundled
+    ffmpeg comes without ffprobe.)"""
+    run = await run_ffmpeg(
+        [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], timeout=_PROBE_TIMEOUT_S
+    )
+    text = run.stderr.decode(errors="replace")
+    streams = [_describe(kind, rest) for kind, rest in _STREAM_LINE.findall(text)]
+    return tuple(streams) if streams else None
+
+
+def _describe(kind: str, rest: str) -> str:
+    fields = _top_level_fields(rest)
+    codec = _WORD.match(fields[0])
+    profile = _PROFILE.match(fields[0])
+    words = [kind, codec[0] if codec else fields[0], profile[1] if profile else ""]
+    if kind == "Video":
+        pixfmt = _WORD.match(fields[1]) if len(fields) > 1 else None
+        size = next((m[0] for m in map(_SIZE.match, fields[1:]) if m), "")
+        words += [pixfmt[0] if pixfmt else "", size]
+    else:
+        words += fields[1:3]  # "44100 Hz", "stereo"
+    return " ".join(words)
+
+
+def _top_level_fields(text: str) -> list[str]:
+    """``text`` split at the commas that are not inside () or []."""
+    fields, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            fields.append(text[start:i].strip())
+            start = i + 1
+    fields.append(text[start:].strip())
+    return fields
 
 
 def _install(tmp: Path, dst: Path) -> None:

@@ -1,12 +1,17 @@
-"""How a recording job ends: its terminal state written once, and recording.finished."""
+"""How a recording job ends: its segments joined if asked, its terminal state written once,
+and recording.finished."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from services.recorder import metrics
 from services.recorder.deps import RecorderDeps, Work
+from services.recorder.join import join_budget
 from shared.errors import ErrorCode, RetryLater
 from shared.events import RecordedFile, RecordingFinished, RoomLive, utc_now
-from shared.jobs import Outcome, Totals
+from shared.job_store import NO_TOKEN
+from shared.jobs import TERMINAL, Outcome, SegmentEntry, Totals
 from shared.logging import get_logger, redact_text
 from shared.tiktok import TikTokError
 
@@ -26,7 +31,10 @@ async def finish(
     token: int = 0,
 ) -> None:
     """Write the terminal state and publish recording.finished (its id is per job, so a
-    redelivery that finds the job finished publishes a duplicate JetStream drops)."""
+    redelivery that finds the job finished publishes a duplicate JetStream drops). With
+    ``options.join`` the lease holder (``token``) joins the job's segments first."""
+    if event.options.join and token != NO_TOKEN:
+        outcome = await joined(deps, event, outcome, token)
     doc, first = await deps.store.finish(event.job_id, outcome, totals, token)
     if first:
         metrics.count_finished(doc.state, doc.error_code)
@@ -44,6 +52,7 @@ async def finish(
                     duration_s=s.duration_s,
                     part=s.part,
                     remuxed=s.state == "final",
+                    joined_from=s.joined_from,
                 )
                 for s in doc.segments
             ],
@@ -69,6 +78,55 @@ async def finish(
         bytes=doc.bytes,
         files=len(doc.segments),
     )
+
+
+async def joined(deps: RecorderDeps, event: Work, outcome: Outcome, token: int) -> Outcome:
+    """``outcome`` with the files joined from the job's segments (``options.join``), listed
+    next to them; without the segments they hold when ``keep_segments`` is false (dropped
+    from the job, then deleted). Nothing is joined twice: a job that is finished, or lists a
+    joined file already, is left as it is."""
+    doc = await deps.store.recording(event.job_id)
+    if doc is not None and (doc.state in TERMINAL or any(s.joined_from for s in doc.segments)):
+        return outcome
+    # The job's files as this holder knows them: its own may not all have reached the job.
+    mine = {_stem(f.path): f for f in outcome.files}
+    listed = [s for s in doc.segments if _stem(s.path) not in mine] if doc else []
+    segments = [*listed, *mine.values()]
+    if len(segments) < 2:
+        return outcome
+    # The session has ended: the stuck-job watchdog gives the join its time.
+    deps.endings.extend(event.job_id, join_budget(segments))
+    made = await deps.media.join(segments, event.options.format)
+    if not made:
+        return outcome
+    files = [*outcome.files, *made]
+    if not event.options.keep_segments:
+        files = await _drop_joined(deps, event.job_id, token, segments, made, files)
+    return dataclasses.replace(outcome, files=tuple(files))
+
+
+async def _drop_joined(
+    deps: RecorderDeps,
+    job_id: str,
+    token: int,
+    segments: list[SegmentEntry],
+    made: list[SegmentEntry],
+    files: list[SegmentEntry],
+) -> list[SegmentEntry]:
+    """The segments held by a joined file leave the job, then the disk: the joined files are
+    listed first, so the job never lists less than what is on disk."""
+    held = {part for entry in made for part in entry.joined_from}
+    gone = [s.path for s in segments if s.part in held]
+    for entry in made:
+        await deps.store.segment_finalised(job_id, token, entry)
+    for path in gone:
+        await deps.store.segment_dropped(job_id, token, path)
+    await deps.media.remove(gone)
+    return [f for f in files if f.path not in gone]
+
+
+def _stem(path: str) -> str:
+    return path.rsplit(".", 1)[0]
 
 
 async def fail_or_retry(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.recorder import metrics
 from services.recorder.deps import Job, RecorderDeps, Work
-from services.recorder.egress_route import Route, report_failure
+from services.recorder.egress_route import Route
 from services.recorder.media import SessionPlan
 from services.recorder.outcome import fail_or_retry, finish
 from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
@@ -103,7 +103,7 @@ async def record(
     )
     async with keeper:
         token = keeper.lease.token
-        prior = await take_over(deps, job_id, token)
+        prior = await take_over(deps, job_id, token, event.options.format)
         had_files = bool(prior and prior.segments)
         recorded_s = sum(s.duration_s or 0 for s in prior.segments) if prior else 0.0
         if event.duration is not None and recorded_s >= event.duration - 0.5:
@@ -112,7 +112,6 @@ async def record(
         try:
             info = await client.confirm_live(room_id, unique_id)
         except TikTokError as exc:
-            await report_failure(deps, route, event, exc)
             if had_files and exc.code == ErrorCode.LIVE_OFFLINE:
                 # The live ended while the job changed hands: what was recorded is the result.
                 await finish(deps, event, Outcome("SUCCESS", room_id=room_id), token=token)
@@ -213,13 +212,15 @@ async def _halt_when_lost(keeper: Keeper, job: Job) -> None:
     job.halt("lease_lost")
 
 
-async def take_over(deps: RecorderDeps, job_id: str, token: int) -> RecordingPart | None:
+async def take_over(
+    deps: RecorderDeps, job_id: str, token: int, container: str | None = None
+) -> RecordingPart | None:
     """Finalise the segments a dead holder left "recording", and try again those an earlier
-    remux left raw (e.g. the disk was full then): remuxed, or dropped if gone. Returns the
-    job as this holder starts from."""
+    remux left raw (e.g. the disk was full then): made final in the job's ``container``, or
+    dropped if gone. Returns the job as this holder starts from."""
     doc = await deps.store.recording(job_id)
     for entry in [s for s in doc.segments if s.state in ("recording", "raw")] if doc else []:
-        final = await deps.media.take_over(entry, token)
+        final = await deps.media.take_over(entry, token, container)
         if final is None:
             doc = await deps.store.segment_dropped(job_id, token, entry.path)
         else:
@@ -271,11 +272,7 @@ async def _session(
             raise StreamHostNotAllowed
         refusals.count = handed_out[0] = 0
         # room/info, or the live page when room/info refuses a flagged IP (4003110).
-        try:
-            fresh = await client.live_info(info.room_id, info.unique_id)
-        except TikTokError as exc:
-            await report_failure(deps, route, event, exc)
-            raise
+        fresh = await client.live_info(info.room_id, info.unique_id)
         if fresh.has_ended:
             return StreamLookup(status="ended")
         if fresh.is_paused:

@@ -35,6 +35,7 @@ import httpx
 
 from services.recorder.background import Background
 from services.recorder.disk import Disk, shared_disk
+from services.recorder.ffmpeg import MP4, Container
 from services.recorder.segmenter import (
     DEFAULT_FLUSH_BYTES,
     Segmenter,
@@ -79,8 +80,8 @@ class RecordingSession:
             connection; an exception is a transient failure, unless it carries
             ``retryable = False``, in which case its ``code`` ends the session).
         http: shared client (proxy and cookies configured by the caller); not closed here.
-        open_path: ``(part index, started_at) -> Path`` of a segment's raw ``.flv``; the MP4
-            goes next to it with the ``.mp4`` suffix.
+        open_path: ``(part index, started_at) -> Path`` of a segment's raw ``.flv``; the final
+            file goes next to it with ``container``'s suffix (flv: the raw file is it).
         ffmpeg: the binary (see ``ffmpeg.ffmpeg_binary``).
         duration: seconds of media to record in total, or None for the whole live.
         read_timeout: seconds without a byte before a connection counts as stalled.
@@ -99,6 +100,7 @@ class RecordingSession:
         remux_limiter: bounds concurrent remuxes (default: one bound per event loop).
         max_segment_s: optionally split long lives into parts of about this length.
         disk: runs the segment files' I/O off the event loop (default: the process's one).
+        container: the container of the final files (``options.format``; default MP4).
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class RecordingSession:
         max_segment_s: float | None = None,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
         disk: Disk | None = None,
+        container: Container = MP4,
     ) -> None:
         if read_timeout <= 0 or backoff_initial <= 0 or backoff_max < backoff_initial:
             msg = "read_timeout and backoff_initial must be > 0, backoff_max >= backoff_initial"
@@ -145,6 +148,7 @@ class RecordingSession:
             limiter=remux_limiter,
             on_segment_closed=on_segment_closed,
             on_file=on_file,
+            container=container,
         )
         self._segmenter = Segmenter(
             open_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,9 @@ class FakeMedia:
         self.results: list[SessionResult] = []
         self.takeovers: dict[str, SegmentEntry | None] = {}
         self.taken: list[tuple[str, int]] = []
+        self.taken_as: list[str | None] = []
+        self.joins: list[tuple[str, list[str]]] = []
+        self.removed: list[str] = []
 
     async def record(self, plan: SessionPlan) -> SessionResult:
         self.plans.append(plan)
@@ -73,9 +77,33 @@ class FakeMedia:
         self.results.append(result)
         return result
 
-    async def take_over(self, entry: SegmentEntry, token: int) -> SegmentEntry | None:
+    async def take_over(
+        self, entry: SegmentEntry, token: int, container: str | None = None
+    ) -> SegmentEntry | None:
         self.taken.append((entry.path, token))
+        self.taken_as.append(container)
         return self.takeovers.get(entry.path)
+
+    async def join(self, segments: Sequence[SegmentEntry], container: str) -> list[SegmentEntry]:
+        """One joined file of every final segment given (two or more): ``<first>-joined``."""
+        final = sorted((s for s in segments if s.state == "final"), key=lambda s: s.part)
+        self.joins.append((container, [s.path for s in segments]))
+        if len(final) < 2:
+            return []
+        stem, _, suffix = final[0].path.rpartition(".")
+        return [
+            SegmentEntry(
+                path=f"{stem}-joined.{suffix}",
+                part=final[0].part,
+                size=sum(s.size for s in final),
+                duration_s=sum(s.duration_s or 0 for s in final),
+                state="final",
+                joined_from=tuple(s.part for s in final),
+            )
+        ]
+
+    async def remove(self, paths: Sequence[str]) -> None:
+        self.removed.extend(paths)
 
     async def _play(self, plan: SessionPlan) -> SessionResult:
         try:

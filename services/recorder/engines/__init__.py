@@ -6,6 +6,8 @@ SessionResult out, its files listed, remuxed and taken over the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from services.recorder.media import Media, SessionPlan
 from services.recorder.session_types import SessionResult
 from shared.errors import ErrorCode
@@ -35,9 +37,18 @@ class Engines:
             return failed(ErrorCode.VALIDATION_ERROR, f"unknown engine {plan.engine!r}")
         return await engine.record(plan)
 
-    async def take_over(self, entry: SegmentEntry, token: int) -> SegmentEntry | None:
+    async def take_over(
+        self, entry: SegmentEntry, token: int, container: str | None = None
+    ) -> SegmentEntry | None:
         # Whichever engine wrote it, what is left is a raw FLV segment at its listed path.
-        return await self.engines["native"].take_over(entry, token)
+        return await self.engines["native"].take_over(entry, token, container)
+
+    async def join(self, segments: Sequence[SegmentEntry], container: str) -> list[SegmentEntry]:
+        # Whichever engine wrote them, the segments are files of the same kind.
+        return await self.engines["native"].join(segments, container)
+
+    async def remove(self, paths: Sequence[str]) -> None:
+        await self.engines["native"].remove(paths)
 
 
 def failed(code: ErrorCode, message: str) -> SessionResult:

@@ -26,6 +26,7 @@ import contextlib
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -37,6 +38,7 @@ from services.recorder.engines.checkout import CheckoutError, mirror_src, open_c
 from services.recorder.engines.cli_args import cli_argv, cli_env, write_cookies
 from services.recorder.engines.cli_log import classify
 from services.recorder.engines.flv_split import FlvSplitter
+from services.recorder.ffmpeg import container_of
 from services.recorder.media import Media, SessionPlan
 from services.recorder.segmenter import Segmenter, SegmentWriteError
 from services.recorder.session_types import Progress, Reason, SessionResult
@@ -89,9 +91,17 @@ class TlrCliEngine:
         self.stall_after = settings.read_timeout * settings.tlr_stall_factor
         self._secrets = SecretBox(settings.secret_key) if settings.secret_key else None
 
-    async def take_over(self, entry: SegmentEntry, token: int) -> SegmentEntry | None:
+    async def take_over(
+        self, entry: SegmentEntry, token: int, container: str | None = None
+    ) -> SegmentEntry | None:
         # Its segments are our Segmenter's files, finalised exactly as the native ones.
-        return await self.native.take_over(entry, token)
+        return await self.native.take_over(entry, token, container)
+
+    async def join(self, segments: Sequence[SegmentEntry], container: str) -> list[SegmentEntry]:
+        return await self.native.join(segments, container)
+
+    async def remove(self, paths: Sequence[str]) -> None:
+        await self.native.remove(paths)
 
     async def record(self, plan: SessionPlan) -> SessionResult:
         if self.ffmpeg is None:
@@ -148,7 +158,11 @@ class _Session:
         self.proxy = proxy
         assert engine.ffmpeg is not None
         self.background = Background(
-            ffmpeg=engine.ffmpeg, limiter=None, on_segment_closed=None, on_file=plan.on_file
+            ffmpeg=engine.ffmpeg,
+            limiter=None,
+            on_segment_closed=None,
+            on_file=plan.on_file,
+            container=container_of(plan.options.format),
         )
         budget = None if plan.duration is None else round(plan.duration * 1000)
         self.segmenter = Segmenter(
