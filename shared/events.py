@@ -167,6 +167,15 @@ class EgressRemoved(Event, frozen=True, tag="egress.removed"):
     name: str
 
 
+class EgressFailed(Event, frozen=True, tag="egress.failed"):
+    """A recorder's request through a pool egress met a WAF page or an empty body: the pool
+    counts it with the scheduler's own answers (two running block the egress)."""
+
+    name: str
+    error_code: str  # an ErrorCode (WAF_BLOCKED)
+    job_id: str | None = None
+
+
 # --- recording work (both consumed by the recorders through one durable) ----------------------
 
 
@@ -264,6 +273,7 @@ AnyEvent = (
     | WatchUpdated
     | EgressAdded
     | EgressRemoved
+    | EgressFailed
     | RecordingRequested
     | RoomLive
     | RecordingStarted
@@ -280,6 +290,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     WatchUpdated,
     EgressAdded,
     EgressRemoved,
+    EgressFailed,
     RecordingRequested,
     RoomLive,
     RecordingStarted,

@@ -28,6 +28,7 @@ from nats.js.api import StreamConfig
 from shared import egresses, files, notifications, watchers
 from shared.events import (
     EgressAdded,
+    EgressFailed,
     EgressRemoved,
     Event,
     FileDeleted,
@@ -144,7 +145,7 @@ ACCESS: Mapping[str, Access] = {
         publishes=(RoomLive,), consumes=(SCHEDULER,), buckets=(JOBS_BUCKET, CLAIMS_BUCKET)
     ),
     "recorder": Access(
-        publishes=(RecordingStarted, RecordingFinished),
+        publishes=(RecordingStarted, RecordingFinished, EgressFailed),
         consumes=(RECORDERS,),
         buckets=(JOBS_BUCKET, CLAIMS_BUCKET),
         listens=(JOB_REQUEST_CHANGES,),

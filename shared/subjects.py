@@ -23,6 +23,7 @@ from nats.js.api import (
 from shared.events import (
     EVENT_TYPES,
     EgressAdded,
+    EgressFailed,
     EgressRemoved,
     Event,
     FileDeleted,
@@ -223,6 +224,7 @@ SCHEDULER = _durable(
     WatchUpdated,
     EgressAdded,
     EgressRemoved,
+    EgressFailed,
     ack_wait=30,
     max_ack_pending=1000,
 )

@@ -6,7 +6,8 @@ before the pool. Otherwise the recorder asks the scheduler for the egress the li
 through (``room.live``'s ``egress``) or, for an on-demand job, the pool's least-loaded healthy
 one, and goes through that egress's proxy for the room lookups and, unless
 EGRESS_MEDIA_DIRECT, for the FLV pull. A pick that fails never fails the job: it goes direct,
-with a warning.
+with a warning. A WAF page or an empty body met through a pool egress is reported to the
+pool's owner (``egress.failed``), which counts it with its own answers.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import msgspec
 
 from services.recorder import metrics
 from services.recorder.deps import PickFailed, RecorderDeps, Work
-from shared.events import RecordingOptions, RoomLive
+from shared.bus import TRANSIENT
+from shared.errors import ErrorCode
+from shared.events import EgressFailed, RecordingOptions, RoomLive
 from shared.logging import get_logger
+from shared.tiktok import TikTokError
 
 log = get_logger(__name__)
 
@@ -74,3 +78,23 @@ async def choose_route(deps: RecorderDeps, event: Work) -> Route:
         log.info("recorder.egress_replaced", job_id=event.job_id, wanted=wanted, egress=reply.name)
     options = msgspec.structs.replace(event.options, proxy=reply.proxy)
     return Route(options, reply.name, media_direct=deps.settings.egress_media_direct)
+
+
+async def report_failure(deps: RecorderDeps, route: Route, event: Work, exc: TikTokError) -> None:
+    """Tell the pool's owner that ``route``'s egress answered a WAF page or an empty body: two
+    running block it, its watchers move, and this job's next try is given another. Only that
+    answer: a timeout or a refused room says less of the egress than of TikTok or the room,
+    and the recorder's successes are not counted (the pool learns those from its own polls).
+    A report lost to a NATS blip is only a hint lost: the job goes on."""
+    if route.egress is None or exc.code != ErrorCode.WAF_BLOCKED:
+        return
+    report = EgressFailed(
+        correlation_id=event.correlation_id,
+        name=route.egress,
+        error_code=exc.code.value,
+        job_id=event.job_id,
+    )
+    try:
+        await deps.publisher.publish(report)
+    except TRANSIENT as error:
+        log.warning("recorder.egress_report_failed", egress=route.egress, error=repr(error))

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 
 from services.recorder.deps import RecorderDeps, Work
-from services.recorder.egress_route import Route, choose_route
+from services.recorder.egress_route import Route, choose_route, report_failure
 from services.recorder.outcome import fail_or_retry, failed_unexpectedly, finish
 from services.recorder.recording import record
 from services.recorder.startup import Slot
@@ -136,6 +136,7 @@ async def _with_client(
         if not room_id:
             raise LiveOffline(target=event.url or "")
     except TikTokError as exc:
+        await report_failure(deps, route, event, exc)
         await fail_or_retry(deps, event, exc)
         return
     await _wait_for_room(deps, job_id, room_id)

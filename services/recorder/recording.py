@@ -14,7 +14,7 @@ from pathlib import Path
 
 from services.recorder import metrics
 from services.recorder.deps import Job, RecorderDeps, Work
-from services.recorder.egress_route import Route
+from services.recorder.egress_route import Route, report_failure
 from services.recorder.media import SessionPlan
 from services.recorder.outcome import fail_or_retry, finish
 from services.recorder.session_types import Progress, RecordedSegment, SessionResult, StreamLookup
@@ -112,6 +112,7 @@ async def record(
         try:
             info = await client.confirm_live(room_id, unique_id)
         except TikTokError as exc:
+            await report_failure(deps, route, event, exc)
             if had_files and exc.code == ErrorCode.LIVE_OFFLINE:
                 # The live ended while the job changed hands: what was recorded is the result.
                 await finish(deps, event, Outcome("SUCCESS", room_id=room_id), token=token)
@@ -272,7 +273,11 @@ async def _session(
             raise StreamHostNotAllowed
         refusals.count = handed_out[0] = 0
         # room/info, or the live page when room/info refuses a flagged IP (4003110).
-        fresh = await client.live_info(info.room_id, info.unique_id)
+        try:
+            fresh = await client.live_info(info.room_id, info.unique_id)
+        except TikTokError as exc:
+            await report_failure(deps, route, event, exc)
+            raise
         if fresh.has_ended:
             return StreamLookup(status="ended")
         if fresh.is_paused:

@@ -20,6 +20,7 @@ from services.scheduler.budget import Budget, BudgetStopped
 from services.scheduler.egress_commands import (
     apply_egress_file,
     on_egress_added,
+    on_egress_failed,
     on_egress_removed,
 )
 from services.scheduler.egress_file import EgressEntry, read_egress_file
@@ -44,6 +45,7 @@ from shared.documents import KvDocuments
 from shared.egresses import EgressList, PickReply, PickRequest
 from shared.events import (
     EgressAdded,
+    EgressFailed,
     EgressRemoved,
     Event,
     WatchDeleted,
@@ -51,6 +53,7 @@ from shared.events import (
     WatchRequested,
     WatchResumed,
     WatchUpdated,
+    utc_now,
 )
 from shared.logging import get_logger
 from shared.secrets import SecretBox
@@ -189,12 +192,14 @@ class SchedulerService(BaseService[SchedulerSettings]):
                     await asyncio.wait_for(stop.wait(), pause)
 
     async def _on_command(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
-        if isinstance(event, EgressAdded | EgressRemoved):
+        if isinstance(event, EgressAdded | EgressRemoved | EgressFailed):
             async with self._pool_lock:  # in the order they were delivered
                 if isinstance(event, EgressAdded):
                     await on_egress_added(event, self.deps.pool, self.egress_store)
-                else:
+                elif isinstance(event, EgressRemoved):
                     await on_egress_removed(event, self.deps.pool, self.egress_store)
+                else:
+                    on_egress_failed(event, self.deps.pool, utc_now())
             return
         key = getattr(event, "key", None)
         if key is None:

@@ -3,7 +3,8 @@ scheduler owning the pool, the gateway showing each job's egress.
 
 An on-demand job records through the pool's least-loaded healthy egress, a watcher's live
 through the egress of the watcher that found it, media directly when EGRESS_MEDIA_DIRECT says
-so, and a job whose pick gets no answer records direct instead of failing.
+so, a WAF page the recorder meets counts against its egress, and a job whose pick gets no
+answer records direct instead of failing.
 """
 
 from __future__ import annotations
@@ -229,6 +230,40 @@ async def test_media_direct_keeps_the_lookups_on_the_egress(
         assert job["progress"]["egress"] == "p1"
         assert proxies["p1"].requests[ROOM_INFO] > 0
         assert media_requests(proxies["p1"]) == 0
+
+
+async def test_a_waf_page_the_recorder_meets_counts_against_the_egress_and_the_retry_moves_on(
+    nats_server: NatsServer,
+    bus: Bus,
+    fake_tiktok: FakeTikTok,
+    tmp_path: Path,
+    proxies: dict[str, AuthProxy],
+) -> None:
+    # p1 is blocked and, both idle, the first by name: the job's first try goes through it.
+    await fake_tiktok.set_scenario(waf_difficulty=1000, blocked_egresses=["p1"])
+    await fake_tiktok.create_user("walled")
+    await fake_tiktok.go_live("walled")
+    async with AsyncExitStack() as exits:
+        stack = await start_stack(
+            exits,
+            nats_server=nats_server,
+            bus=bus,
+            fake=fake_tiktok,
+            tmp=tmp_path,
+            proxies=proxies,
+        )
+        task_id = await stack.api.record(url="@walled", duration=4)
+        job = await stack.api.wait(task_id, "SUCCESS", "FAILURE")
+        assert job["status"] == "SUCCESS", job
+        assert job["progress"]["egress"] == "p2"
+        assert sum(proxies["p1"].requests.values()) > 0  # the first try went through p1
+
+        async def counted() -> bool:  # the recorder's report reached the pool
+            by_name = {e.name: e for e in (await stack.pool()).items}
+            return by_name["p1"].waf_answers >= 1
+
+        await eventually(counted, timeout=10, interval=0.2)
+        assert {e.name: e.waf_answers for e in (await stack.pool()).items}["p2"] == 0
 
 
 def failures() -> float:

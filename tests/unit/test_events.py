@@ -16,6 +16,7 @@ SAMPLES: list[ev.Event] = [
     ev.WatchUpdated(key="@alice", task_id="t1", poll_interval=30, paused=True),
     ev.EgressAdded(name="eu-1", proxy="sealed:v1:abc", requests_per_min=90.0),
     ev.EgressRemoved(name="eu-1"),
+    ev.EgressFailed(name="eu-1", error_code="WAF_BLOCKED", job_id="j2"),
     ev.RecordingRequested(job_id="j1", room_id="7503448765740976902", duration=60),
     ev.RoomLive(job_id="j2", room_id="7503448765740976902", watcher_key="@alice"),
     ev.RecordingStarted(job_id="j2", room_id="7503448765740976902", recorder_id="r1", part=1),

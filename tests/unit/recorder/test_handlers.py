@@ -24,6 +24,7 @@ from services.recorder.startup import StartUps
 from shared.consumer import Delivery
 from shared.errors import ErrorCode, NotMine, RetryLater
 from shared.events import (
+    EgressFailed,
     Event,
     RecordingFinished,
     RecordingOptions,
@@ -405,6 +406,27 @@ async def test_a_pool_proxy_this_recorder_cannot_unseal_records_direct(world: Wo
     doc = await world.job()
     assert (doc.state, doc.egress) == ("SUCCESS", None)  # not the job's fault: not failed
     assert [o.proxy for o in world.pool.asked] == ["sealed:eu-1", None]
+
+
+async def test_a_waf_page_through_a_pool_egress_is_reported_to_the_pool(world: World) -> None:
+    world.egresses = FakeEgressPicker(POOL)
+    world.tiktok.fail("resolve", WafBlocked(endpoint="live page", reason="empty body"))
+    with pytest.raises(RetryLater):
+        await world.run(requested(room_id=None, url="https://www.tiktok.com/@kim/live"))
+    [report] = [e for e in world.publisher.events if isinstance(e, EgressFailed)]
+    assert (report.name, report.error_code, report.job_id) == ("eu-1", "WAF_BLOCKED", JOB)
+
+
+async def test_only_waf_answers_through_a_pool_egress_are_reported(world: World) -> None:
+    url = "https://www.tiktok.com/@kim/live"
+    world.tiktok.fail("resolve", WafBlocked(endpoint="live page", reason="empty body"), times=1)
+    own = RecordingOptions(proxy="sealed:own", output_template=TEMPLATE)
+    with pytest.raises(RetryLater):  # its own proxy: not the pool's business
+        await world.run(requested(room_id=None, url=url, options=own))
+    world.egresses = FakeEgressPicker(POOL)
+    world.tiktok.fail("resolve", UserNotFound(target="@kim"))
+    await world.run(requested(job_id="job2", room_id=None, url=url))  # TikTok's answer
+    assert [e for e in world.publisher.events if isinstance(e, EgressFailed)] == []
 
 
 async def test_a_cancel_while_recording_keeps_the_files_and_finishes_cancelled(
