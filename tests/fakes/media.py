@@ -33,8 +33,8 @@ class Take:
 
 class FakeMedia:
     """``record`` looks the stream up, reports it, then for each take: opens its path, reports
-    progress and the finished file (``.mp4`` when remuxed, the raw path otherwise). Like
-    ``RecordingSession`` it stops opening files once ``plan.stop`` is set (reason "stopped",
+    progress and the finished file (in ``options.format`` when remuxed, else the raw path).
+    Like ``RecordingSession`` it stops opening files once ``plan.stop`` is set (reason "stopped",
     the open segment still finished) and ends with reason "error" / INTERNAL, keeping what it
     recorded, when ``open_path`` raises. No file is written: paths are only names.
 
@@ -144,7 +144,7 @@ class FakeMedia:
             )
             await plan.on_progress(progress)
             segment = RecordedSegment(
-                path=raw.with_suffix(".mp4") if take.remuxed else raw,
+                path=raw.with_suffix(f".{plan.options.format}") if take.remuxed else raw,
                 size=take.size,
                 duration_s=take.duration_s,
                 part=index,
