@@ -66,29 +66,34 @@ class StreamRecreated(Exception):
 
 async def read_after(nc: Client, seq: int, *, batch: int = BATCH) -> Batch:
     """Up to ``batch`` job-document messages of the stream after sequence ``seq``."""
+    messages: list[Msg] = []
+    end: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+    async def collect(msg: Msg) -> None:
+        # A callback, not next_msg(): a timer per message would cost more than the message.
+        if (msg.headers or {}).get("Status") is None:
+            messages.append(msg)
+        elif not end.done():
+            end.set_result(msg)
+
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+    sub = await nc.subscribe(inbox, cb=collect)
     try:
         request = {"seq": seq + 1, "next_by_subj": JOB_CHANGES, "batch": batch}
         request["max_bytes"] = MAX_BYTES
         await nc.publish(f"$JS.API.DIRECT.GET.{STREAM}", json.dumps(request).encode(), reply=inbox)
-        messages: list[Msg] = []
-        while True:
-            msg = await sub.next_msg(timeout=READ_TIMEOUT)
-            status = (msg.headers or {}).get("Status")
-            if status is None:
-                messages.append(msg)
-            elif status == "204":  # end of the batch
-                return Batch(messages, int((msg.headers or {}).get("Nats-Num-Pending", "0")))
-            elif status == "404":  # nothing after seq
-                return Batch(messages, 0)
-            else:
-                description = (msg.headers or {}).get("Description", "")
-                msg_text = f"direct get on {STREAM}: {status} {description}"
-                raise nats.errors.Error(msg_text)
+        last = await asyncio.wait_for(end, READ_TIMEOUT)
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
+    headers = last.headers or {}
+    status = headers.get("Status")
+    if status == "204":  # the end of the batch
+        return Batch(messages, int(headers.get("Nats-Num-Pending", "0")))
+    if status == "404":  # nothing after seq
+        return Batch(messages, 0)
+    msg = f"direct get on {STREAM}: {status} {headers.get('Description', '')}"
+    raise nats.errors.Error(msg)
 
 
 def change_of(msg: Msg) -> Change | None:
@@ -192,23 +197,33 @@ class JobFeed:
                 await bell.unsubscribe()
 
     async def catch_up(self) -> int:
-        """Apply every change after the stored position; the number applied."""
+        """Apply every change after the stored position; the number applied. The next batch
+        is read while one is applied."""
         seq = await self.index.position()
         applied = 0
-        while True:
-            batch = await read_after(self.nc, seq)
-            if not batch.messages:
-                await self._check_stream(seq)
-                metrics.JOBS_INDEX_PENDING.set(0)
-                return applied
-            changes = [c for c in map(change_of, batch.messages) if c is not None]
-            seq = int((batch.messages[-1].headers or {})["Nats-Sequence"])
-            await self.index.apply(changes, seq, batch.pending)
-            applied += len(changes)
-            metrics.JOBS_INDEX_APPLIED.inc(len(changes))
-            metrics.JOBS_INDEX_PENDING.set(batch.pending)
-            if not batch.pending:
-                return applied
+        reading = asyncio.ensure_future(read_after(self.nc, seq))
+        try:
+            while True:
+                batch = await reading
+                if not batch.messages:
+                    await self._check_stream(seq)
+                    metrics.JOBS_INDEX_PENDING.set(0)
+                    return applied
+                seq = int((batch.messages[-1].headers or {})["Nats-Sequence"])
+                if batch.pending:
+                    reading = asyncio.ensure_future(read_after(self.nc, seq))
+                changes = [c for c in map(change_of, batch.messages) if c is not None]
+                await self.index.apply(changes, seq, batch.pending)
+                applied += len(changes)
+                metrics.JOBS_INDEX_APPLIED.inc(len(changes))
+                metrics.JOBS_INDEX_PENDING.set(batch.pending)
+                if not batch.pending:
+                    return applied
+        finally:
+            if not reading.done():
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *TRANSIENT, nats.errors.Error):
+                    await reading
 
     async def _check_stream(self, seq: int) -> None:
         """Nothing after ``seq``: fine, unless the stream ends before it (it was recreated)."""

@@ -15,6 +15,7 @@ asked, else PENDING; a watch job is STARTED until cancelled (its watcher is the 
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,11 @@ CREATE INDEX IF NOT EXISTS job_index_owner ON job_index (owner, created_us, job_
 CREATE INDEX IF NOT EXISTS job_index_room ON job_index (room_id, created_us, job_id);
 CREATE INDEX IF NOT EXISTS job_index_user ON job_index (user, created_us, job_id);
 CREATE INDEX IF NOT EXISTS job_index_status ON job_index (status, created_us, job_id);
+CREATE INDEX IF NOT EXISTS job_index_kind ON job_index (kind, created_us, job_id);
+-- An ordinary key's listing always filters on its owner: a status or a kind that few of its
+-- jobs have is found without stepping through all of them.
+CREATE INDEX IF NOT EXISTS job_index_owner_status ON job_index (owner, status, created_us, job_id);
+CREATE INDEX IF NOT EXISTS job_index_owner_kind ON job_index (owner, kind, created_us, job_id);
 CREATE TABLE IF NOT EXISTS job_index_position (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,   -- the last stream sequence of KV_jobs applied
@@ -207,13 +213,21 @@ class JobIndex:
         return int(rows[0][0]) if rows else 0
 
     async def apply(self, changes: Iterable[Change], seq: int, pending: int) -> None:
-        """Apply ``changes`` (in stream order) and record ``seq`` as reached, in one commit."""
+        """Apply ``changes`` and record ``seq`` as reached, in one commit.
+
+        Every statement keeps a document's newest stream sequence only, so their order does
+        not matter: they go grouped by statement, one ``executemany`` each.
+        """
+        grouped: dict[str, list[tuple[Any, ...]]] = {}
+        for change in changes:
+            sql, args = _statement(change)
+            grouped.setdefault(sql, []).append(args)
         db = self._conn(write=True)
         async with self._lock:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                for change in changes:
-                    await db.execute(*_statement(change))
+                for sql, rows in grouped.items():
+                    await db.executemany(sql, rows)
                 await db.execute(_POSITION, (seq, pending))
             except BaseException:
                 await db.rollback()
@@ -244,38 +258,18 @@ class JobIndex:
     # --- queries ------------------------------------------------------------------------------
 
     async def query(self, q: JobQuery) -> JobPage:
-        """One page of ``q`` (validated by the caller), newest first."""
-        where = ["kind IS NOT NULL", "gone = 0"]
-        args: list[Any] = []
-        for column, value in (
-            ("owner", q.owner),
-            ("kind", q.kind),
-            ("room_id", q.room_id),
-            ("user", q.user.lower() if q.user else None),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if q.statuses:
-            where.append(f"status IN ({', '.join('?' * len(q.statuses))})")
-            args.extend(q.statuses)
-        if q.since is not None:
-            where.append("created_us >= ?")
-            args.append(to_micros(q.since))
-        if q.until is not None:
-            where.append("created_us <= ?")
-            args.append(to_micros(q.until))
-        if q.after is not None:
-            where.append("(created_us, job_id) < (?, ?)")
-            args.extend((q.after.created_us, q.after.job_id))
-        sql = (
-            f"SELECT {_COLUMNS} FROM job_index WHERE {' AND '.join(where)} "
-            "ORDER BY created_us DESC, job_id DESC LIMIT ?"
-        )
-        rows = await self._fetch(sql, (*args, q.page_size + 1))
+        """One page of ``q`` (validated by the caller), newest first.
+
+        Several statuses are asked one by one and merged: each is then a range of an index
+        in the page's order, where ``status IN (...)`` would step through all the owner's jobs
+        (or sort every match) to find the newest.
+        """
+        limit = q.page_size + 1
+        statuses: list[str | None] = list(dict.fromkeys(q.statuses)) or [None]
+        found = [await self._fetch(*_select(q, status, limit)) for status in statuses]
+        rows = list(heapq.merge(*found, key=lambda row: (row[3], row[0]), reverse=True))[:limit]
         items = [_summary(row) for row in rows[: q.page_size]]
-        more = len(rows) > q.page_size
-        last = rows[q.page_size - 1] if more else None
+        last = rows[q.page_size - 1] if len(rows) > q.page_size else None
         return JobPage(
             items=items,
             next=Position(created_us=last[3], job_id=last[0]) if last is not None else None,
@@ -285,6 +279,36 @@ class JobIndex:
         """Changes the feed had still to apply when it last wrote (any instance can read it)."""
         rows = await self._fetch("SELECT pending FROM job_index_position WHERE id = 1")
         return int(rows[0][0]) if rows else 0
+
+
+def _select(q: JobQuery, status: str | None, limit: int) -> tuple[str, list[Any]]:
+    """The newest ``limit`` rows of ``q`` in ``status`` (None: any), newest first."""
+    where = ["kind IS NOT NULL", "gone = 0"]
+    args: list[Any] = []
+    for column, value in (
+        ("owner", q.owner),
+        ("status", status),
+        ("kind", q.kind),
+        ("room_id", q.room_id),
+        ("user", q.user.lower() if q.user else None),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if q.since is not None:
+        where.append("created_us >= ?")
+        args.append(to_micros(q.since))
+    if q.until is not None:
+        where.append("created_us <= ?")
+        args.append(to_micros(q.until))
+    if q.after is not None:
+        where.append("(created_us, job_id) < (?, ?)")
+        args.extend((q.after.created_us, q.after.job_id))
+    sql = (
+        f"SELECT {_COLUMNS} FROM job_index WHERE {' AND '.join(where)} "
+        "ORDER BY created_us DESC, job_id DESC LIMIT ?"
+    )
+    return sql, [*args, limit]
 
 
 def _statement(change: Change) -> tuple[str, tuple[Any, ...]]:

@@ -86,6 +86,14 @@ async def test_statuses_follow_the_documents_as_the_status_route_assembles_them(
         ("pending", "PENDING", None),
     ]
     assert await index.position() == 6
+    # Any of several statuses: merged newest first, and paged on.
+    first = await index.query(JobQuery(statuses=["PENDING", "CANCELLED"], page_size=2))
+    assert [j.job_id for j in first.items] == ["unwatched", "cancelled"]
+    rest = await index.query(
+        JobQuery(statuses=["PENDING", "CANCELLED"], page_size=2, after=first.next)
+    )
+    assert [j.job_id for j in rest.items] == ["pending"]
+    assert rest.next is None
 
 
 async def test_a_change_seen_again_never_undoes_a_newer_one(index: JobIndex) -> None:
