@@ -35,7 +35,7 @@ from services.indexer.service import LEADER_LEASE as INDEXER_LEADER_LEASE
 from services.notifier import store as notifier_store
 from services.recorder import handlers as recorder_handlers
 from services.scheduler.service import LEADER_LEASE
-from shared import config, files, jobs, watchers
+from shared import config, files, job_list, jobs, watchers
 from shared.errors import ErrorCode
 from shared.events import EVENT_TYPES
 from shared.micro import endpoint_subject
@@ -250,7 +250,7 @@ def build_catalogue() -> Catalogue:
     keys = sample_keys()
     events = frozenset(subject_for(t) for t in EVENT_TYPES)
     micro = {endpoint_subject(n, "status") for n in names}
-    micro |= {files.QUERY, files.GET, files.REBUILD, watchers.GET, watchers.LIST}
+    micro |= {files.QUERY, files.GET, files.REBUILD, job_list.QUERY, watchers.GET, watchers.LIST}
     srv = {f"$SRV.{verb}" for verb in ("PING", "INFO", "STATS")}
     srv |= {f"{s}.{n}" for s in set(srv) for n in names}
     advisories = {
