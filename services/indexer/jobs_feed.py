@@ -206,7 +206,11 @@ class JobFeed:
             while True:
                 batch = await reading
                 if not batch.messages:
-                    await self._check_stream(seq)
+                    if await self._recreated(seq):
+                        await self.index.reset()
+                        seq = 0
+                        reading = asyncio.ensure_future(read_after(self.nc, seq))
+                        continue
                     metrics.JOBS_INDEX_PENDING.set(0)
                     return applied
                 seq = int((batch.messages[-1].headers or {})["Nats-Sequence"])
@@ -225,15 +229,15 @@ class JobFeed:
                 with contextlib.suppress(asyncio.CancelledError, *TRANSIENT, nats.errors.Error):
                     await reading
 
-    async def _check_stream(self, seq: int) -> None:
+    async def _recreated(self, seq: int) -> bool:
         """Nothing after ``seq``: fine, unless the stream ends before it (it was recreated)."""
         if seq == 0:
-            return
-        js = self.nc.jetstream()
-        info = await js.stream_info(STREAM)
-        if info.state.last_seq < seq:
-            log.warning("indexer.job_index_reset", position=seq, stream_last=info.state.last_seq)
-            await self.index.reset()
+            return False
+        info = await self.nc.jetstream().stream_info(STREAM)
+        if info.state.last_seq >= seq:
+            return False
+        log.warning("indexer.job_index_reset", position=seq, stream_last=info.state.last_seq)
+        return True
 
     async def _prune_if_due(self) -> None:
         now = time.monotonic()

@@ -22,6 +22,7 @@ from services.indexer.settings import IndexerSettings
 from shared.bus import Bus
 from shared.job_store import JobStore
 from shared.jobs import Claim, JobRequest, Outcome
+from shared.subjects import JOBS_BUCKET
 from tests.helpers import eventually, job_store
 from tlr.nats_server import NatsServer
 
@@ -222,3 +223,16 @@ async def test_the_index_catches_up_after_a_restart_and_is_rebuilt_when_lost(
         await stack.wait_status("j1", "SUCCESS")
         await stack.submit("j4", 4)  # and follows new jobs again
         await stack.wait_ids(["j4", "j3", "j1"])
+
+
+async def test_a_recreated_jobs_stream_empties_the_index(stack: Stack) -> None:
+    """The NATS store lost: KV jobs starts over at sequence 1, behind the index's position."""
+    async with stack.indexing():
+        for minute, job_id in enumerate(["old1", "old2", "old3"]):
+            await stack.submit(job_id, minute)
+        await stack.wait_ids(["old3", "old2", "old1"])
+
+        await stack.bus.js.delete_stream(f"KV_{JOBS_BUCKET}")
+        await stack.bus.provision()
+        await stack.submit("new1", 9)
+        await stack.wait_ids(["new1"])
