@@ -33,8 +33,9 @@ MAX_VALUE_BYTES = 120
 MAX_TEMPLATE_CHARS = 512
 MAX_COMPONENT_BYTES = 255  # NAME_MAX of common Linux file systems
 EXTENSION = ".mp4"
-# Sibling names a recording may use while in progress: the raw segment and the remux temp.
-_SIBLING_SUFFIXES = (".mp4", ".flv", ".mp4.tmp")
+# Sibling names a recording may use: the raw segment, the remux temp, and the final file in
+# each output format (options.format replaces the template's .mp4 with .mkv or .ts).
+_SIBLING_SUFFIXES = (".mp4", ".flv", ".mp4.tmp", ".mkv", ".ts")
 _MAX_COLLISIONS = 10_000
 _EMPTY = "untitled"
 

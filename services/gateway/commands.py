@@ -108,6 +108,9 @@ async def recording_options(
         cookies=opts.cookies,
         output_template=output_template,
         engine=opts.engine,
+        format=opts.format,
+        join=opts.join,
+        keep_segments=opts.keep_segments,
     )
 
 
@@ -375,18 +378,25 @@ async def _patched_options(
     given = patch.model_fields_set
     checked = await recording_options(
         RecordingOptionsIn(
-            proxy=patch.proxy, cookies=patch.cookies, quality=patch.quality, engine=patch.engine
+            proxy=patch.proxy,
+            cookies=patch.cookies,
+            quality=patch.quality,
+            engine=patch.engine,
+            format=patch.format or "mp4",
         ),
         patch.output_template,
         secrets,
         cookies_dir,
         allow_private_proxies=allow_private_proxies,
     )
+    # A switch left null is kept; anything else sent is the new value (null: the default).
+    switches = ("upload_s3", "join", "keep_segments")
     changes: dict[str, object] = {
-        name: getattr(checked, name) for name in given if name != "upload_s3"
+        name: getattr(checked, name) for name in given if name not in switches
     }
-    if patch.upload_s3 is not None:
-        changes["upload_s3"] = patch.upload_s3
+    for name in switches:
+        if getattr(patch, name) is not None:
+            changes[name] = getattr(patch, name)
     return msgspec.structs.replace(old, **changes)
 
 

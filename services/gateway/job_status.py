@@ -71,7 +71,7 @@ def assemble(
         )
         progress = JobProgress(
             bytes=recording.bytes,
-            segments=len(recording.segments),
+            segments=sum(not s.joined_from for s in recording.segments),
             bitrate_kbps=recording.bitrate_kbps,
             quality=recording.quality,
             quality_wanted=recording.quality_wanted,
@@ -84,7 +84,12 @@ def assemble(
             recorder_id=recording.recorder_id or None,
             files=[
                 FileOut(
-                    path=s.path, size=s.size, duration_s=s.duration_s, part=s.part, state=s.state
+                    path=s.path,
+                    size=s.size,
+                    duration_s=s.duration_s,
+                    part=s.part,
+                    state=s.state,
+                    joined_from=list(s.joined_from),
                 )
                 for s in recording.segments
             ],

@@ -9,10 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.validators import CookiesName, OutputTemplate, ProxyUrl, RoomId, TargetUrl
 from shared.errors import ErrorCode
-from shared.events import EngineName
+from shared.events import EngineName, OutputFormat
 from shared.tiktok.quality import Quality
 from shared.watchers import Watcher
 
+FORMAT_HELP = (
+    "Container of the files: mp4 (default), mkv, ts (each a stream copy of the live), or flv "
+    "(the stream as received, no remux); it replaces the output template's extension"
+)
+JOIN_HELP = (
+    "Also make one file of the live from its segments when it ends (stream copy), listed next "
+    "to them with joined_from; a resolution or codec change starts a new joined file"
+)
 OWNER = (
     "The name of the API key it belongs to (a watcher's jobs and files: the watcher's); "
     "null for what was made before ownership was recorded, which only admins see"
@@ -41,6 +49,11 @@ class RecordingOptionsIn(BaseModel):
         None,
         description="Recording engine: native (the recorder's own) or tlr-cli (the upstream "
         "tiktok-live-recorder run by the recorder); none: the recorder's RECORDER_ENGINE",
+    )
+    format: OutputFormat = Field("mp4", description=FORMAT_HELP)
+    join: bool = Field(False, description=JOIN_HELP)
+    keep_segments: bool = Field(
+        True, description="With join: false deletes the segments a joined file was made of"
     )
 
 
@@ -82,7 +95,13 @@ class FileOut(BaseModel):
     duration_s: float | None = None
     part: int = 0
     state: Literal["recording", "final", "raw"] = Field(
-        description="recording: being written; final: playable MP4; raw: FLV kept (remux failed)"
+        description="recording: being written; final: playable, in the job's format; raw: FLV "
+        "kept (remux failed)"
+    )
+    joined_from: list[int] = Field(
+        default_factory=list,
+        description="A file joined from segments (options.join): the parts it holds; [] for a "
+        "segment",
     )
 
 
@@ -162,6 +181,9 @@ class WatcherOptionsPatch(BaseModel):
     engine: EngineName | None = Field(
         None, description="As on POST /watchers; null: the deployment's RECORDER_ENGINE"
     )
+    format: OutputFormat | None = Field(None, description="As on POST /watchers; null: mp4")
+    join: bool | None = Field(None, description="null or left out: kept")
+    keep_segments: bool | None = Field(None, description="null or left out: kept")
 
 
 class WatcherUpdate(BaseModel):
@@ -230,6 +252,9 @@ class WatcherOptionsOut(BaseModel):
     cookies: str | None = None
     output_template: str | None = None
     engine: str | None = None
+    format: str = "mp4"
+    join: bool = False
+    keep_segments: bool = True
 
 
 class WatcherOut(BaseModel):
@@ -278,6 +303,9 @@ class WatcherOut(BaseModel):
                 cookies=o.cookies,
                 output_template=o.output_template,
                 engine=o.engine,
+                format=o.format,
+                join=o.join,
+                keep_segments=o.keep_segments,
             ),
             created_at=w.created_at,
             last_run_at=w.last_run_at,

@@ -26,6 +26,7 @@ from services.gateway.schemas import (
     WatcherOptionsIn,
 )
 from shared.errors import ErrorCode
+from shared.events import FORMATS
 from shared.watchers import Watcher
 
 # Items made at once: enough to hide the round trips of one (scheduler, KV, publish), few
@@ -131,6 +132,9 @@ def as_create(w: Watcher) -> WatcherCreate:
         quality=o.quality,
         cookies=o.cookies,
         output_template=o.output_template,
+        format=o.format if o.format in FORMATS else "mp4",
+        join=o.join,
+        keep_segments=o.keep_segments,
     )
     if w.url:
         return WatcherCreate(url=w.url, poll_interval=w.poll_interval, options=options)

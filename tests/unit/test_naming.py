@@ -191,6 +191,17 @@ def test_collisions_get_a_numbered_suffix(tmp_path: Path) -> None:
     assert third.name == first.name.replace(".mp4", "-2.mp4")
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".ts"])
+def test_a_final_file_of_another_format_holds_the_name(tmp_path: Path, suffix: str) -> None:
+    # options.format puts the file at the template's name with its own extension: a segment
+    # that starts in the same second must not take that name (its remux would find it taken).
+    first = render(DEFAULT_TEMPLATE, VALUES, tmp_path, when=WHEN)
+    first.parent.mkdir(parents=True)
+    first.with_suffix(suffix).write_bytes(b"x")
+    second = render(DEFAULT_TEMPLATE, VALUES, tmp_path, when=WHEN)
+    assert second.name == first.name.replace(".mp4", "-1.mp4")
+
+
 def test_symlink_escaping_the_root_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "root"
     outside = tmp_path / "outside"
