@@ -23,7 +23,16 @@ from referencing.jsonschema import DRAFT202012
 from services.gateway.app import create_app
 from services.gateway.nats_link import NatsLink
 from services.gateway.settings import GatewaySettings
-from shared import asyncapi, egresses, files, generated, jobs, notifications, watchers
+from shared import (
+    asyncapi,
+    egresses,
+    files,
+    generated,
+    job_list,
+    jobs,
+    notifications,
+    watchers,
+)
 from shared.events import (
     EVENT_TYPES,
     DeleteReason,
@@ -121,6 +130,20 @@ SAMPLES: list[Any] = [
     files.RebuildReply(scanned=3, added=1, updated=1, removed=1),
     files.FileGet(id=7),
     files.IndexedFile(name="a.mp4", path="75/a.mp4", size=10, mtime=T0, id=7, thumbnail=True),
+    job_list.JobQuery(
+        owner="ann-key",
+        statuses=["SUCCESS", "FAILURE"],
+        user="ann",
+        after=job_list.Position(created_us=1_772_323_200_000_000, job_id="j1"),
+    ),
+    job_list.JobPage(
+        items=[
+            job_list.JobSummary(
+                job_id="j2", kind="recording", status="FAILURE", created_at=T0, error_code="X"
+            )
+        ],
+        next=job_list.Position(created_us=1_772_323_100_000_000, job_id="j2"),
+    ),
     watchers.GetRequest(key="@ann"),
     watchers.ListRequest(page=1, page_size=10),
     watchers.Watcher(key="@ann", task_id="t1", created_at=T0, jobs=["j2"], options=OPTIONS),
