@@ -181,7 +181,7 @@ class JobFeed:
             while not stop.is_set():
                 self._bell.clear()
                 try:
-                    await self.catch_up()
+                    await self.catch_up(stop)
                     await self._prune_if_due()
                 except (*TRANSIENT, nats.errors.Error) as exc:
                     log.warning("indexer.job_feed_retry", error=repr(exc))
@@ -196,9 +196,10 @@ class JobFeed:
             with contextlib.suppress(nats.errors.Error):
                 await bell.unsubscribe()
 
-    async def catch_up(self) -> int:
-        """Apply every change after the stored position; the number applied. The next batch
-        is read while one is applied."""
+    async def catch_up(self, stop: asyncio.Event | None = None) -> int:
+        """Apply every change after the stored position (until ``stop``: a lost lease ends a
+        long catch-up between two batches); the number applied. The next batch is read while
+        one is applied."""
         seq = await self.index.position()
         applied = 0
         reading = asyncio.ensure_future(read_after(self.nc, seq))
@@ -221,7 +222,7 @@ class JobFeed:
                 applied += len(changes)
                 metrics.JOBS_INDEX_APPLIED.inc(len(changes))
                 metrics.JOBS_INDEX_PENDING.set(batch.pending)
-                if not batch.pending:
+                if not batch.pending or (stop is not None and stop.is_set()):
                     return applied
         finally:
             if not reading.done():
