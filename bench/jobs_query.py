@@ -19,6 +19,7 @@ import asyncio
 import os
 import platform
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -204,6 +205,7 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         for proc in procs:
             stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
 
 
