@@ -1,5 +1,7 @@
 """Webhook targets: the event's JSON POSTed as declared in the catalogue, signed with the
-subscription's secret (HMAC-SHA256 over ``<timestamp>.<body>``), redirects never followed."""
+subscription's secret (HMAC-SHA256 over ``<timestamp>.<body>``), redirects never followed;
+without the job's sealed proxy and cookies (a host the subscriber chose gets no ciphertext of
+a secret, and an admin's subscription hears every key's jobs)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from types import TracebackType
 from typing import Self
 
 import httpx
+import msgspec
 
 from services.notifier.destinations import check_destination
 from services.notifier.handlers import DeliveryFailed
@@ -29,6 +32,15 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     subscription's secret, of the timestamp header, a dot and the body as sent."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return f"sha256={mac.hexdigest()}"
+
+
+def without_sealed(event: ev.Event) -> ev.Event:
+    """``event`` with its options' sealed proxy and cookies left out (null, as declared)."""
+    options = getattr(event, "options", None)
+    if isinstance(options, ev.RecordingOptions) and (options.proxy or options.cookies):
+        clean = msgspec.structs.replace(options, proxy=None, cookies=None)
+        return msgspec.structs.replace(event, options=clean)
+    return event
 
 
 class WebhookSender:
@@ -57,7 +69,7 @@ class WebhookSender:
 
     async def send(self, target: str, secret: str | None, event: ev.Event) -> None:
         await check_destination(target, allow_private=self.allow_private)
-        body = ev.encode(event)
+        body = ev.encode(without_sealed(event))
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
