@@ -62,6 +62,7 @@ class TargetIn(BaseModel):
     """Where notifications go."""
 
     type: TargetKind = Field(
+        examples=["webhook"],
         description="webhook: POST of the event's JSON, signed; apprise: a short message "
         "through Apprise (tgram://, discord://, slack://, ntfy://, mailto://, json://...)"
     )
@@ -84,7 +85,11 @@ class TargetIn(BaseModel):
 class SubscriptionCreate(BaseModel):
     """A new subscription."""
 
-    events: list[EventType] = Field(min_length=1, max_length=len(NOTIFIABLE_TYPES))
+    events: list[EventType] = Field(
+        min_length=1,
+        max_length=len(NOTIFIABLE_TYPES),
+        examples=[["room.live", "recording.finished"]],
+    )
     watchers: list[str] | None = Field(
         None,
         max_length=MAX_WATCHERS,
