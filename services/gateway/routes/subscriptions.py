@@ -64,7 +64,7 @@ class TargetIn(BaseModel):
     type: TargetKind = Field(
         examples=["webhook"],
         description="webhook: POST of the event's JSON, signed; apprise: a short message "
-        "through Apprise (tgram://, discord://, slack://, ntfy://, mailto://, json://...)"
+        "through Apprise (tgram://, discord://, slack://, ntfy://, mailto://, json://...)",
     )
     url: str = Field(
         min_length=1,
