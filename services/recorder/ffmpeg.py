@@ -370,19 +370,42 @@ _STREAM_LINE = re.compile(r"^\s*Stream #\d+:\d+\S*: (Video|Audio): (.*)$", re.M)
 _WORD = re.compile(r"^[\w-]+")
 _SIZE = re.compile(r"^\d{1,5}x\d{1,5}")
 _PROFILE = re.compile(r"^[\w-]+ \(([^)]*)\)")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_FPS = re.compile(r", (\d+(?:\.\d+)?) fps\b")
 
 
-async def stream_params(path: Path, *, ffmpeg: str) -> tuple[str, ...] | None:
-    """What must match for files to be joined by stream copy, one entry per stream: codec,
-    profile, pixel format and frame size of video; codec, profile, rate and channels of
-    audio. None when ffmpeg cannot read the file. (From ffmpeg's own banner: the bundled
-    ffmpeg comes without ffprobe.)"""
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What ffmpeg's banner says of a file (the bundled ffmpeg comes without ffprobe)."""
+
+    # What must match for files to be joined by stream copy, one entry per stream: codec,
+    # profile, pixel format and frame size of video; codec, profile, rate, channels of audio.
+    params: tuple[str, ...]
+    duration: float | None  # of the container, seconds (to 10 ms)
+    fps: float | None  # of the video, when it says
+
+
+async def probe(path: Path, *, ffmpeg: str) -> Probe | None:
+    """The file's :class:`Probe`; None when ffmpeg finds no audio or video in it."""
     run = await run_ffmpeg(
         [ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], timeout=_PROBE_TIMEOUT_S
     )
     text = run.stderr.decode(errors="replace")
-    streams = [_describe(kind, rest) for kind, rest in _STREAM_LINE.findall(text)]
-    return tuple(streams) if streams else None
+    found = _STREAM_LINE.findall(text)
+    if not found:
+        return None
+    duration = _DURATION.search(text)
+    rates = (_FPS.search(rest) for kind, rest in found if kind == "Video")
+    fps = next((m for m in rates if m), None)
+    return Probe(
+        params=tuple(_describe(kind, rest) for kind, rest in found),
+        duration=(
+            int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3])
+            if duration
+            else None
+        ),
+        fps=float(fps[1]) if fps and float(fps[1]) > 0 else None,
+    )
 
 
 def _describe(kind: str, rest: str) -> str:

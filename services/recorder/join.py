@@ -12,11 +12,17 @@ them is one file already. Nothing is joined when the disk lacks the room for the
 The concat list never quotes a recording's own name: it names symlinks ``0000.mp4``,
 ``0001.mp4``... (portable characters only, as the demuxer's ``-safe 1`` requires) in a private
 temp folder, each pointing at a segment checked to be a regular file inside RECORDINGS_DIR.
+
+Each segment but the last is given a ``duration`` in the list: its own, rounded up to a whole
+video frame. The next one then starts on the frame grid (and after both streams of this one
+end): started half a frame off, its frames land two on one tick of a 1 ms timebase (Matroska)
+and a decoder sees timestamps that do not increase.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import tempfile
@@ -24,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.recorder.ffmpeg import Container, stream_params, timeout_for, write_verified
+from services.recorder.ffmpeg import Container, Probe, probe, timeout_for, write_verified
 from shared.jobs import SegmentEntry
 from shared.logging import get_logger
 from shared.paths import inside, regular_file
@@ -36,12 +42,15 @@ JOINED = "-joined"
 # still running on it.
 SPARE_BYTES = 256 * 1024 * 1024
 _MAX_NAMES = 1000
+# ffmpeg's banner gives a duration to 10 ms: a segment's end may be that much later.
+_DURATION_SLACK_S = 0.011
 
 
 @dataclass(frozen=True, slots=True)
 class _Piece:
     entry: SegmentEntry
     path: Path  # absolute, checked inside the root
+    probe: Probe
 
 
 async def join_segments(
@@ -78,7 +87,8 @@ async def _runs(
         if entry.joined_from:
             continue
         path = await asyncio.to_thread(_checked, root, entry, container)
-        params = None if path is None else await stream_params(path, ffmpeg=ffmpeg)
+        found = None if path is None else await probe(path, ffmpeg=ffmpeg)
+        params = found.params if found is not None else None
         if path is None or params is None or params != last:
             if len(current) > 1:
                 runs.append(current)
@@ -91,8 +101,8 @@ async def _runs(
                 )
             current = []
         last = params
-        if path is not None and params is not None:
-            current.append(_Piece(entry, path))
+        if path is not None and found is not None:
+            current.append(_Piece(entry, path, found))
     if len(current) > 1:
         runs.append(current)
     return runs
@@ -159,9 +169,23 @@ def _concat_list(folder: Path, run: list[_Piece], suffix: str) -> Path:
         name = f"{n:04d}{suffix}"
         os.symlink(piece.path, folder / name)
         lines.append(f"file '{name}'\n")
+        duration = _on_frame_grid(piece.probe)
+        if duration is not None and n < len(run) - 1:
+            lines.append(f"duration {duration:.6f}\n")
     listing = folder / "list.txt"
     listing.write_text("ffconcat version 1.0\n" + "".join(lines))
     return listing
+
+
+def _on_frame_grid(found: Probe) -> float | None:
+    """The segment's duration rounded up to a whole frame of its video (None: unknown, the
+    demuxer then takes the container's)."""
+    if found.duration is None:
+        return None
+    end = found.duration + _DURATION_SLACK_S
+    if found.fps is None:
+        return end
+    return math.ceil(end * found.fps) / found.fps
 
 
 def _vacant(first: Path, suffix: str) -> Path | None:
