@@ -1,8 +1,9 @@
 """Rebuild the index from RECORDINGS_DIR: add files it misses, refresh changed ones, drop gone ones.
 
-Finished recordings are ``.mp4`` files, or ``.flv`` when their remux failed. A recording in
-progress writes a raw ``.flv`` (every second) and a ``.mp4.tmp`` while remuxing, so a ``.flv``
-counts only without an ``.mp4`` sibling and once untouched for :data:`FLV_SETTLED` seconds.
+Finished recordings are ``.mp4``, ``.mkv`` or ``.ts`` files (options.format), or ``.flv`` (the
+flv format, or a remux that failed). A recording in progress writes a raw ``.flv`` (every
+second) and a temp file while remuxing, so a ``.flv`` counts only without a remuxed sibling and
+once untouched for :data:`FLV_SETTLED` seconds.
 Metadata that an event gave (job, user, title, upload) is never overwritten by a scan.
 """
 
@@ -25,6 +26,8 @@ from shared.paths import inside
 log = get_logger(__name__)
 
 FLV_SETTLED = 300.0  # seconds without a write before a lone .flv counts as finished
+# The containers a raw segment is remuxed into (the recorder's options.format).
+REMUXED = (".mp4", ".mkv", ".ts")
 _BATCH = 500
 
 
@@ -64,9 +67,10 @@ def walk(root: Path, now: float) -> Found:
             if not stat.S_ISREG(st.st_mode):
                 continue
             found.present.add(rel)
-            if entry.name.endswith(".mp4") or (
+            stem = entry.name.removesuffix(".flv")
+            if entry.name.endswith(REMUXED) or (
                 entry.name.endswith(".flv")
-                and entry.name.removesuffix(".flv") + ".mp4" not in names
+                and not any(stem + suffix in names for suffix in REMUXED)
                 and now - st.st_mtime >= FLV_SETTLED
             ):
                 found.files[rel] = (st.st_size, st.st_mtime_ns // 1000)
