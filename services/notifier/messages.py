@@ -5,6 +5,7 @@ from __future__ import annotations
 from shared.events import (
     Event,
     FileDeleted,
+    RecordedFile,
     RecordingFinished,
     RecordingStarted,
     RoomLive,
@@ -24,8 +25,13 @@ def _files(count: int) -> str:
     return f"{count} file" if count == 1 else f"{count} files"
 
 
+def _segments(event: RecordingFinished) -> list[RecordedFile]:
+    """The files recorded, without those joined from them (options.join): the same media."""
+    return [f for f in event.files if not f.joined_from]
+
+
 def _minutes(event: RecordingFinished) -> int:
-    durations = [f.duration_s for f in event.files if f.duration_s is not None]
+    durations = [f.duration_s for f in _segments(event) if f.duration_s is not None]
     if durations:
         return round(sum(durations) / 60)
     if event.started_at is not None:
@@ -44,7 +50,10 @@ def message(event: Event) -> str:
         case RecordingFinished() if event.error_code and not event.files:
             return f"recording failed: {event.error_code}"
         case RecordingFinished():
-            text = f"recording finished: {_files(len(event.files))}, {_minutes(event)} min"
+            text = f"recording finished: {_files(len(_segments(event)))}, {_minutes(event)} min"
+            joins = len(event.files) - len(_segments(event))
+            if joins:
+                text += ", joined into one" if joins == 1 else f", joined into {joins}"
             return f"{text} ({event.error_code})" if event.error_code else text
         case UploadDone():
             return f"uploaded: {_files(len(event.files))}"

@@ -256,6 +256,10 @@ def test_the_human_messages_are_short() -> None:
     assert message(RecordingFinished(job_id="j", files=files)) == (
         "recording finished: 2 files, 41 min"
     )
+    joined = RecordedFile(path="a-joined.mp4", size=2, duration_s=2460.0, joined_from=(0, 1))
+    assert message(RecordingFinished(job_id="j", files=[*files, joined])) == (
+        "recording finished: 2 files, 41 min, joined into one"  # not 3 files, 82 min
+    )
     assert message(RecordingFinished(job_id="j", returncode=1, error_code="LIVE_OFFLINE")) == (
         "recording failed: LIVE_OFFLINE"
     )
