@@ -1,4 +1,5 @@
-"""The event catalogue's ``x-nats`` extension: the stream, its durable consumers, KV ``jobs``."""
+"""The event catalogue's ``x-nats`` extension: the streams (EVENTS; NOTIFY, the notifier's
+queue of copies of events), their durable consumers, KV ``jobs``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import inspect
 from typing import Any
 
 from shared import jobs
-from shared.subjects import DURABLES, EVENTS, JOBS, Durable
+from nats.js.api import StreamConfig
+
+from shared.subjects import DURABLES, EVENTS, JOBS, NOTIFY, Durable
 
 # The documents of KV bucket ``jobs`` by key; the values are JSON except ``room.<room_id>``.
 JOB_KEYS: tuple[tuple[str, type[Any] | None], ...] = (
@@ -30,6 +33,19 @@ def _durable_info(durable: Durable) -> dict[str, Any]:
     }
 
 
+def _stream_info(stream: StreamConfig) -> dict[str, Any]:
+    return {
+        "description": stream.description,
+        "subjects": list(stream.subjects or []),
+        "retention": stream.retention.value if stream.retention else None,
+        "storage": stream.storage.value if stream.storage else None,
+        "discard": stream.discard.value if stream.discard else None,
+        "max_age_s": stream.max_age,
+        "duplicate_window_s": stream.duplicate_window,
+        "consumers": {d.name: _durable_info(d) for d in DURABLES if d.stream == stream.name},
+    }
+
+
 def extension(schemas: str) -> dict[str, Any]:
     """Where the events are kept and who reads them: the stream, durables and KV ``jobs``.
 
@@ -49,20 +65,7 @@ def extension(schemas: str) -> dict[str, Any]:
                 "schema": {"$ref": schemas + doc_type.__name__},
             }
     return {
-        "streams": {
-            EVENTS.name: {
-                "description": EVENTS.description,
-                "subjects": list(EVENTS.subjects or []),
-                "retention": EVENTS.retention.value if EVENTS.retention else None,
-                "storage": EVENTS.storage.value if EVENTS.storage else None,
-                "discard": EVENTS.discard.value if EVENTS.discard else None,
-                "max_age_s": EVENTS.max_age,
-                "duplicate_window_s": EVENTS.duplicate_window,
-                "consumers": {
-                    d.name: _durable_info(d) for d in DURABLES if d.stream == EVENTS.name
-                },
-            }
-        },
+        "streams": {stream.name: _stream_info(stream) for stream in (EVENTS, NOTIFY)},
         "kv": {
             JOBS.bucket: {
                 "description": JOBS.description,
