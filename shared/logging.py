@@ -49,13 +49,18 @@ def _json_dumps(obj: Any, **_kw: Any) -> str:
     return msgspec.json.encode(obj, enc_hook=str).decode()
 
 
-def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> None:
+def configure_logging(
+    service: str, level: str = "INFO", fmt: str = "auto", *, cache: bool = True
+) -> None:
     """Configure structlog and the stdlib root logger (uvicorn, nats) to write one format.
 
     Args:
         service: bound to every line as ``service``.
         level: minimum level name.
         fmt: ``json``, ``console``, or ``auto`` (console only when stdout is a terminal).
+        cache: each module's logger keeps this configuration once used (fast). False for a
+            test that configures logging in a shared process: a logger cached then would
+            keep it after the test, out of reach of later tests' ``capture_logs``.
     """
     as_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     pre: list[Any] = [
@@ -78,7 +83,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
         processors=[*pre, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.stdlib.LoggerFactory(),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(

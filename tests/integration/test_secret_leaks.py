@@ -48,7 +48,7 @@ FAKE_TIKTOK_OPTIONS = {"speed": 4.0}
 @pytest.fixture
 def logs(capsys: pytest.CaptureFixture[str]) -> AsyncIterator[pytest.CaptureFixture[str]]:
     """Every service's log lines, rendered by the production pipeline (redaction included)."""
-    configure_logging("test", "DEBUG", "json")
+    configure_logging("test", "DEBUG", "json", cache=False)  # no logger keeps it after us
     yield capsys
     structlog.reset_defaults()
     logging.getLogger().handlers.clear()
