@@ -38,16 +38,16 @@ with errors is decoded again up to 0.5 s before its end, which tells errors in i
 
 How the upstream reaches the fake (network redirection only; its recording loop is untouched):
 it calls ``https://www.tiktok.com`` and ``https://webcast.tiktok.com``. Each upstream process
-gets ``PYTHONPATH`` = a temporary folder holding a ``sitecustomize.py`` written by this script,
-which wraps ``requests.Session.request`` and ``curl_cffi.requests.Session.request`` (each patched
-when, and only if, the upstream imports it) to replace the scheme and host of any URL on
-``tiktok.com`` or a subdomain by the fake's base URL; path and query are kept, every other host
-is left alone. The fake builds the stream URLs it answers from the request's Host, so the media
-then comes from the fake directly. (On Debian ``distro.like()`` is empty, so the upstream takes
-its Termux path: plain ``requests`` for the API too; curl_cffi is not imported.) Its
-``check_and_install_dependencies`` runs ``ffmpeg`` at start and its conversion runs ffmpeg at the
-end: a temporary ``bin/ffmpeg`` symlink to the ffmpeg our recorder chooses (``FFMPEG_BIN``, else a
-6.1+ ffmpeg on PATH, else imageio-ffmpeg's) is put first on its PATH.
+gets ``PYTHONPATH`` = tests/cli_standin/site, whose ``sitecustomize.py`` (the tlr-cli engine's
+tests use it too) wraps ``requests.Session.request`` and ``curl_cffi.requests.Session.request``
+(each patched when, and only if, the upstream imports it) to replace the scheme and host of any
+URL on ``tiktok.com`` or a subdomain by the fake's base URL; path and query are kept, every
+other host is left alone. The fake builds the stream URLs it answers from the request's Host, so
+the media then comes from the fake directly. (On Debian ``distro.like()`` is empty, so the
+upstream takes its Termux path: plain ``requests`` for the API too; curl_cffi is not imported.)
+Its ``check_and_install_dependencies`` runs ``ffmpeg`` at start and its conversion runs ffmpeg
+at the end: a temporary ``bin/ffmpeg`` symlink to the ffmpeg our recorder chooses
+(``FFMPEG_BIN``, else a 6.1+ ffmpeg on PATH, else imageio-ffmpeg's) is put first on its PATH.
 
 Which of the fake's defences are off, and why: only ``dead_top_rung`` (the best quality's main
 URL is dead, 404). The upstream records the highest-level quality's ``main`` FLV URL and has no
@@ -105,71 +105,12 @@ from tlr.fake_tiktok.delivery import DELIVERIES  # noqa: E402
 from tlr.nats_server import NatsServer  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-FAKE_BASE_ENV = "TLR_BENCH_FAKE_BASE"
+FAKE_BASE_ENV = "TLR_FAKE_TIKTOK_BASE"
+# The sitecustomize.py the tlr-cli engine's tests give the CLI (the stand-in or the real one).
+SITE = ROOT / "tests" / "cli_standin" / "site"
 NULL_OUT = ["-f", "null", "-"]
 # The fake's defences the upstream cannot pass (see the docstring): turned off for both sides.
 SCENARIO_OFF = {"dead_top_rung": False}
-
-SITECUSTOMIZE = '''"""Written by bench/upstream_compare.py for the upstream CLI under test.
-
-Network redirection only: a request whose URL is on tiktok.com (or a subdomain) goes to the
-fake TikTok at $TLR_BENCH_FAKE_BASE instead (scheme and host replaced; path and query kept).
-requests.Session.request and curl_cffi.requests.Session.request are wrapped as their modules
-are imported (and only if they are).
-"""
-
-import importlib.abc
-import os
-import sys
-from urllib.parse import urlsplit, urlunsplit
-
-_BASE = urlsplit(os.environ["TLR_BENCH_FAKE_BASE"])
-_PATCH = {"requests.sessions": "Session", "curl_cffi.requests.session": "Session"}
-
-
-def _rewrite(url):
-    if not isinstance(url, str):
-        return url
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if host == "tiktok.com" or host.endswith(".tiktok.com"):
-        return urlunsplit((_BASE.scheme, _BASE.netloc, parts.path, parts.query, parts.fragment))
-    return url
-
-
-def _wrap(cls):
-    original = cls.request
-
-    def request(self, method, url, *args, **kwargs):
-        return original(self, method, _rewrite(url), *args, **kwargs)
-
-    cls.request = request
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name not in _PATCH:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        exec_module = spec.loader.exec_module
-
-        def exec_and_patch(module):
-            exec_module(module)
-            _wrap(getattr(module, _PATCH[name]))
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
-
-
-sys.meta_path.insert(0, _PatchOnImport())
-'''
 
 
 # --- processes: CPU, memory --------------------------------------------------------------
@@ -296,16 +237,14 @@ def start_upstream(
     duration: int,
     ffmpeg: str,
 ) -> Upstream:
-    site, bindir = tmp / "upstream-site", tmp / "upstream-bin"
-    site.mkdir()
+    bindir = tmp / "upstream-bin"
     bindir.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     (bindir / "ffmpeg").symlink_to(ffmpeg)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(
         {
             "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(site),
+            "PYTHONPATH": str(SITE),
             FAKE_BASE_ENV: base,
         }
     )

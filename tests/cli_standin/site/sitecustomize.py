@@ -2,7 +2,7 @@
 subdomain) go to the fake TikTok at $TLR_FAKE_TIKTOK_BASE, scheme and host replaced, path and
 query kept; every other host is left alone. requests' and curl_cffi's Session.request are
 wrapped when (and only if) the CLI imports them. Network redirection only: the CLI's own
-code runs untouched. The same approach as bench/upstream_compare.py.
+code runs untouched. bench/upstream_compare.py gives it to the upstream too.
 """
 
 import importlib.abc
