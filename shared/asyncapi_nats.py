@@ -6,9 +6,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from shared import jobs
 from nats.js.api import StreamConfig
 
+from shared import jobs
 from shared.subjects import DURABLES, EVENTS, JOBS, NOTIFY, Durable
 
 # The documents of KV bucket ``jobs`` by key; the values are JSON except ``room.<room_id>``.
