@@ -117,17 +117,46 @@ def interval(poll: int) -> float:
 
 
 async def poll_once(deps: PollDeps, now: float | None = None) -> int:
-    """Check every due watcher once; returns how many were due."""
+    """Check every due watcher once, each egress on its own, and return when all are done;
+    returns how many were checked. (The leader's loop is :class:`Poller`: it does not wait.)"""
     now = time.time() if now is None else now
     await probe_egresses(deps.pool, deps.budget, deps.egress_client)
     rows = await deps.store.due(now, MAX_DUE)
     if not rows:
         return 0
+    groups, unusable = await group_due(deps, rows, now)
+    # Every egress finishes (or stops) before an error propagates: no orphaned checks.
+    outcomes = await asyncio.gather(
+        *(check_egress(deps, g, now) for g in groups), return_exceptions=True
+    )
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    for error in errors:
+        if isinstance(error, BudgetStopped) or not isinstance(error, Exception):
+            raise error  # stopping: what this pass learned is dropped (due again next time)
+    await keep_jobs(deps, [w for w, _ in rows], now)
+    if errors:
+        raise errors[0]  # after the other egresses' news is saved: one egress stops no other
+    return unusable + sum(o for o in outcomes if isinstance(o, int))
+
+
+@dataclass
+class EgressDue:
+    """The due watchers of one egress, with the client they go through."""
+
+    egress: str
+    client: TikTokClient
+    watchers: list[Watcher]
+    versions: dict[str, int]
+
+
+async def group_due(
+    deps: PollDeps, rows: list[tuple[Watcher, int]], now: float
+) -> tuple[list[EgressDue], int]:
+    """Due rows by egress; a watcher whose options cannot be used is saved at once (with its
+    error) and counted instead: it makes no request."""
+    groups: dict[str, EgressDue] = {}
     state = _Pass(now, versions={w.key: version for w, version in rows})
-    due = [w for w, _ in rows]
-    by_egress: dict[str, list[Watcher]] = defaultdict(list)
-    clients: dict[str, TikTokClient] = {}
-    for w in due:
+    for w, version in rows:
         try:
             egress = deps.egress_of(w)
             client = deps.client_for(w)
@@ -137,23 +166,31 @@ async def poll_once(deps: PollDeps, now: float | None = None) -> int:
         except Exception as exc:  # a fault of this watcher's options: not the others' concern
             _broken(w, exc, state)
             continue
-        by_egress[egress].append(w)
-        clients.setdefault(egress, client)
-    # Every egress finishes (or stops) before an error propagates: no orphaned checks.
-    outcomes = await asyncio.gather(
-        *(_poll_egress(deps, e, clients[e], ws, state) for e, ws in by_egress.items()),
-        return_exceptions=True,
-    )
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
-    for error in errors:
-        if isinstance(error, BudgetStopped) or not isinstance(error, Exception):
-            raise error  # stopping: what this pass learned is dropped (due again next time)
+        group = groups.setdefault(egress, EgressDue(egress, client, [], {}))
+        group.watchers.append(w)
+        group.versions[w.key] = version
     await _save(deps, state)
+    return list(groups.values()), len(state.updates)
+
+
+async def check_egress(deps: PollDeps, group: EgressDue, now: float) -> int:
+    """One egress checks its due watchers and saves what it learned, whatever the other
+    egresses are doing; returns how many were checked."""
+    state = _Pass(now, versions=group.versions)
+    try:
+        await _poll_egress(deps, group.egress, group.client, group.watchers, state)
+    except Exception:
+        await _save(deps, state)  # what it learned before the error stands
+        raise
+    if deps.budget.stop.is_set():
+        raise BudgetStopped  # the lease is lost: another leader may own these rows now
+    await _save(deps, state)
+    return len(state.updates)
+
+
+async def keep_jobs(deps: PollDeps, due: list[Watcher], now: float) -> None:
     with contextlib.suppress(*TRANSIENT):  # tried again next pass: nothing is owed yet
         await keep_watch_jobs(deps.jobs, deps.kept, due, now)
-    if errors:
-        raise errors[0]  # after the other egresses' news is saved: one egress stops no other
-    return len(state.updates)
 
 
 async def _save(deps: PollDeps, state: _Pass) -> None:

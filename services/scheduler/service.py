@@ -35,7 +35,8 @@ from services.scheduler.handlers import (
     on_watch_updated,
 )
 from services.scheduler.owned_jobs import WatcherJobs
-from services.scheduler.poller import PollDeps, pace, poll_once
+from services.scheduler.poll_loop import Poller
+from services.scheduler.poller import PollDeps, pace
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import WatcherStore
 from shared import lease as leases
@@ -159,37 +160,41 @@ class SchedulerService(BaseService[SchedulerSettings]):
         await asyncio.gather(consumer.run(lost), self._poll(lost), return_exceptions=True)
 
     async def _poll(self, stop: asyncio.Event) -> None:
-        """Poll passes until ``stop``. No exception ends it: the lease would be kept by a
-        scheduler that no longer polls, and no standby would take over."""
+        """Hand each egress its due watchers until ``stop`` (see :class:`Poller`). No exception
+        ends it: the lease would be kept by a scheduler that no longer polls, and no standby
+        would take over."""
         paced = float("-inf")
         # A standby's commands went to the file through another leader: count them again.
         self.deps.paced_at = None
         loop = asyncio.get_running_loop()
+        poller = Poller(self.deps)
         failed = 0
-        while not stop.is_set():
-            pause = IDLE_TICK
-            try:
-                if loop.time() - paced > PACE_EVERY:
-                    await pace(self.deps)
-                    paced = loop.time()
-                checked = await poll_once(self.deps)
-                metrics.WATCHERS_ACTIVE.set(await self.store.count_active())
-                failed = 0
-            except BudgetStopped:
-                # What this pass learned is dropped: those watchers are due again next time.
-                return
-            except Exception as exc:
-                failed += 1
-                pause = min(PASS_BACKOFF_MAX, PASS_BACKOFF * 2.0 ** (failed - 1))
-                metrics.PASS_FAILURES.inc()
-                if isinstance(exc, TRANSIENT):  # NATS away for a moment: no stack needed
-                    log.warning("scheduler.pass_failed", error=repr(exc), retry_in_s=pause)
-                else:
-                    log.exception("scheduler.pass_failed", error=repr(exc), retry_in_s=pause)
-                checked = 0
-            if not checked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
+        try:
+            while not stop.is_set():
+                try:
+                    if loop.time() - paced > PACE_EVERY:
+                        await pace(self.deps)
+                        paced = loop.time()
+                    await poller.dispatch()
+                    metrics.WATCHERS_ACTIVE.set(await self.store.count_active())
+                    failed = 0
+                    # An egress whose check ended may have more due: it need not wait a tick.
+                    await poller.wait(IDLE_TICK)
+                except BudgetStopped:
+                    # What the checks in flight learned is dropped: due again next time.
+                    return
+                except Exception as exc:
+                    failed += 1
+                    pause = min(PASS_BACKOFF_MAX, PASS_BACKOFF * 2.0 ** (failed - 1))
+                    metrics.PASS_FAILURES.inc()
+                    if isinstance(exc, TRANSIENT):  # NATS away for a moment: no stack needed
+                        log.warning("scheduler.pass_failed", error=repr(exc), retry_in_s=pause)
+                    else:
+                        log.exception("scheduler.pass_failed", error=repr(exc), retry_in_s=pause)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), pause)
+        finally:
+            await poller.close()
 
     async def _on_command(self, event: Event, delivery: Delivery) -> None:  # noqa: ARG002
         if isinstance(event, EgressAdded | EgressRemoved | EgressFailed):
