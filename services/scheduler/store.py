@@ -59,6 +59,10 @@ class WatcherStore:
         self.generation = 0
         self._queued: list[tuple[list[tuple[Watcher, float]], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # One poll write at a time: each egress saves its own checks, and sqlite3 refuses
+        # (InterfaceError, "API misuse") an executemany interleaved with another's on the
+        # connection.
+        self._checked = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         # Two instances may open the file at once: wait for the other's lock, don't fail.
@@ -168,13 +172,16 @@ class WatcherStore:
         deleted, paused, resumed or re-registered during the pass keeps what the command made
         of it (the pass's news about it is stale). Returns how many rows were written.
         """
-        cur = await self.db.executemany(
-            "UPDATE watchers SET next_check = ?, doc = ?, version = version + 1 "
-            "WHERE key = ? AND version = ? AND status = 'active'",
-            [(nxt, msgspec.json.encode(w).decode(), w.key, ver) for w, nxt, ver in rows],
-        )
-        await self.db.commit()
-        return max(0, cur.rowcount)
+        async with self._checked:
+            cur = await self.db.executemany(
+                "UPDATE watchers SET next_check = ?, doc = ?, version = version + 1 "
+                "WHERE key = ? AND version = ? AND status = 'active'",
+                [(nxt, msgspec.json.encode(w).decode(), w.key, ver) for w, nxt, ver in rows],
+            )
+            written = max(0, cur.rowcount)
+            await cur.close()
+            await self.db.commit()
+        return written
 
     async def delete(self, key: str) -> bool:
         cur = await self.db.execute("DELETE FROM watchers WHERE key = ?", (key,))

@@ -114,3 +114,20 @@ async def test_a_file_from_before_owners_gets_the_column_its_rows_no_owner(
     with sqlite3.connect(path) as db:
         indexes = {r[1] for r in db.execute("PRAGMA index_list(watchers)")}
     assert "watchers_owner" in indexes
+
+
+async def test_egresses_saving_their_checks_at_once_all_land(tmp_path: Path) -> None:
+    # Each egress saves its own checks (services/scheduler/poll_loop.py): many at once.
+    async with WatcherStore(tmp_path / "w.sqlite3") as store:
+        keys = [f"@e{e}u{n}" for e in range(20) for n in range(50)]
+        await store.put_many([(_watcher(key), 0.0) for key in keys])
+        read = await store.due(1.0, len(keys))
+        assert len(read) == len(keys)
+        for w, _ in read:
+            w.last_outcome = "offline"
+        egresses = [read[i : i + 50] for i in range(0, len(read), 50)]
+        written = await asyncio.gather(
+            *(store.save_checked([(w, 100.0, v) for w, v in rows]) for rows in egresses)
+        )
+        assert written == [50] * 20
+        assert await store.due(99.0, len(keys)) == []
