@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -144,9 +145,13 @@ class WatcherStore:
                     done.set_result(None)
 
     async def _write(self, rows: list[tuple[Watcher, float]]) -> None:
+        # A new row starts at a version no earlier row of its key can have had (the clock in
+        # ns), not at 0: a watcher deleted and registered again during a pass would otherwise
+        # be back at the version the pass read, and the pass would write the old one back.
+        first = time.time_ns()
         await self.db.executemany(
-            "INSERT INTO watchers (key, status, next_check, created, doc, owner) "
-            "VALUES (?, ?, ?, ?, ?, ?) "
+            "INSERT INTO watchers (key, status, next_check, created, doc, owner, version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (key) DO UPDATE SET status = excluded.status, "
             "next_check = excluded.next_check, created = excluded.created, "
             "doc = excluded.doc, version = watchers.version + 1, owner = excluded.owner",
@@ -158,6 +163,7 @@ class WatcherStore:
                     w.created_at.timestamp(),
                     msgspec.json.encode(w).decode(),
                     w.owner,
+                    first,
                 )
                 for w, nxt in rows
             ],
