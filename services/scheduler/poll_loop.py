@@ -49,6 +49,7 @@ class Poller:
     resume_at: dict[str, float] = field(default_factory=dict)  # egress -> monotonic time
     # Set when a check ended having checked watchers: its egress may have more due already.
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    seen: set[str] = field(default_factory=set)  # egresses that had due watchers
     stopped: bool = False  # a check met BudgetStopped: the lease is lost
     probing: asyncio.Task[None] | None = None
 
@@ -59,12 +60,17 @@ class Poller:
         self.ended.clear()
         now = time.time() if now is None else now
         self._probe()
+        if self.seen and self.seen <= self.running.keys():
+            # Every egress that had watchers is checking: reading the due rows (the ones in
+            # flight among them) would only hand out nothing. One that ends wakes the loop.
+            return 0
         # The watchers in flight are due too, and the most overdue: read past them.
         rows = await self.deps.store.due(now, MAX_DUE + len(self.in_flight))
         rows = [(w, v) for w, v in rows if w.key not in self.in_flight]
         if not rows:
             return 0
         groups, unusable = await group_due(self.deps, rows, now)
+        self.seen |= {g.egress for g in groups}
         clock = time.monotonic()
         handed = [
             g

@@ -261,8 +261,7 @@ async def _poll_egress(
         try:
             alive = await client.check_alive([w.room_id or "" for w in batch])
         except TikTokError as exc:
-            for w in batch:
-                _failed(deps, egress, w, exc, state)
+            _batch_failed(deps, egress, batch, exc, state)
             return
         except Exception as exc:
             for w in batch:
@@ -444,6 +443,23 @@ def _failed(deps: PollDeps, egress: str, w: Watcher, exc: TikTokError, state: _P
     delay = min(ERROR_BACKOFF_MAX, w.poll_interval * 2.0 ** min(w.failures, 10))
     state.failed(w, exc.code, exc.message, next_check=state.now + delay)
     return False
+
+
+def _batch_failed(
+    deps: PollDeps, egress: str, batch: Sequence[Watcher], exc: TikTokError, state: _Pass
+) -> None:
+    """A check_alive call failed: one answer, so the egress hears of it once (fifty reports of
+    one WAF page blocked an egress again and again and sent its probe backoff to the max)."""
+    if exc.code not in EGRESS_ERRORS:
+        for w in batch:
+            _failed(deps, egress, w, exc, state)
+        return
+    first, *others = batch
+    _failed(deps, egress, first, exc, state)
+    _, next_check = state.updates[first.key]
+    for w in others:  # checked again with the first: when the egress may be used
+        w.failures += 1
+        state.failed(w, exc.code, exc.message, next_check=next_check)
 
 
 def _valid_room(w: Watcher, state: _Pass) -> bool:

@@ -1,4 +1,5 @@
-"""Each egress checks its watchers on its own: a slow egress holds up no other one."""
+"""Each egress checks its watchers on its own: a slow egress holds up no other one, and a
+failed batch is one answer of its egress."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from typing import cast
 
 import pytest
 
-from services.scheduler.budget import Budget, BudgetStopped
+from services.scheduler.budget import BACKOFF_START, Budget, BudgetStopped
 from services.scheduler.poll_loop import Poller
 from services.scheduler.poller import PollDeps, poll_once
 from services.scheduler.store import WatcherStore
 from shared.job_store import JobStore
 from shared.tiktok import RoomRef, TikTokClient
+from shared.tiktok.errors import WafBlocked
 from shared.watchers import Watcher
 from tests.fakes.documents import MemoryDocuments
 from tests.fakes.publisher import MemoryPublisher
@@ -32,6 +34,11 @@ class Store(WatcherStore):
     """The real store; says when a pass's news was written."""
 
     saved: asyncio.Event
+    reads = 0
+
+    async def due(self, now: float, limit: int) -> list[tuple[Watcher, int]]:
+        self.reads += 1
+        return await super().due(now, limit)
 
     async def save_checked(self, rows: list[tuple[Watcher, float, int]]) -> int:
         written = await super().save_checked(rows)
@@ -154,6 +161,10 @@ async def test_a_lost_lease_stops_every_check_and_saves_nothing_of_them(store: S
     try:
         assert await poller.dispatch() == ROOMS
         await asyncio.wait_for(slow.asked.wait(), 5)
+        reads = store.reads
+        # Its only egress is checking: nothing to hand out, and nothing read to learn that.
+        assert await poller.dispatch(time.time() + 120) == 0
+        assert store.reads == reads
         deps.budget.stop.set()  # the lease is lost while the slow answer is on its way
         gate.set()
         with pytest.raises(BudgetStopped):
@@ -166,3 +177,26 @@ async def test_a_lost_lease_stops_every_check_and_saves_nothing_of_them(store: S
     finally:
         gate.set()
         await poller.close()
+
+
+class Blocked(Client):
+    """Every check_alive gets a WAF page (an empty body, a "Please wait..." page)."""
+
+    async def check_alive(self, room_ids: Sequence[str]) -> dict[str, bool]:
+        self.checked.extend(room_ids)
+        raise WafBlocked(endpoint="check_alive", reason="empty body")
+
+
+async def test_a_failed_batch_is_one_waf_answer_for_its_egress(store: Store) -> None:
+    deps = await _deps(store, {"slow": Blocked()})
+    deps.pool.put("slow", None, 63.0, "api")
+    assert await poll_once(deps) == ROOMS
+    egress = deps.pool.egresses["slow"]
+    # One request, one answer: no block yet (that takes two running), no backoff doubled.
+    assert (egress.waf_answers, egress.state) == (1, "healthy")
+    assert deps.budget.egress("slow").backoff == BACKOFF_START
+    outcomes = await _outcomes(store, "slow")
+    assert outcomes == ["waf_blocked"] * ROOMS
+    watchers = [await store.get(_room("slow", n)) for n in range(ROOMS)]
+    next_checks = {w.next_check_at for w in watchers if w is not None}
+    assert len(next_checks) == 1  # all checked again once the egress may be used
