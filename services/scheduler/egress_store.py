@@ -17,9 +17,9 @@ import aiosqlite
 import msgspec
 
 from services.scheduler.egress_pool import Egress, EgressPool
+from services.scheduler.store import DEFAULT_POLL
 from shared.egresses import EgressStatus
 from shared.sqlite import connect_wal
-from shared.watchers import Watcher
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS egresses (
@@ -35,10 +35,6 @@ CREATE TABLE IF NOT EXISTS egress_assignments (
 );
 """
 _status = msgspec.json.Decoder(EgressStatus)
-# Left out of a watcher's JSON when it has its default (omit_defaults).
-_DEFAULT_POLL = next(
-    f.default for f in msgspec.structs.fields(Watcher) if f.name == "poll_interval"
-)
 
 
 class EgressStore:
@@ -135,6 +131,6 @@ class EgressStore:
             "/ MAX(1, COALESCE(json_extract(doc, '$.poll_interval'), ?)) "
             "FROM watchers WHERE status = 'active' "
             "AND json_extract(doc, '$.options.proxy') IS NULL",
-            (1.0 / batch_size, _DEFAULT_POLL),
+            (1.0 / batch_size, DEFAULT_POLL),
         ) as cur:
             return {str(k): float(c) for k, c in await cur.fetchall()}

@@ -44,9 +44,7 @@ _OWNER_INDEX = "CREATE INDEX IF NOT EXISTS watchers_owner ON watchers (owner, cr
 
 _decoder = msgspec.json.Decoder(Watcher)
 # Left out of the JSON when it has its default (omit_defaults): the need query falls back to it.
-_DEFAULT_POLL = next(
-    f.default for f in msgspec.structs.fields(Watcher) if f.name == "poll_interval"
-)
+DEFAULT_POLL = next(f.default for f in msgspec.structs.fields(Watcher) if f.name == "poll_interval")
 
 
 class WatcherStore:
@@ -214,7 +212,7 @@ class WatcherStore:
             "SELECT MIN(key), SUM((? + (COALESCE(json_extract(doc, '$.unique_id'), '') != '')) "
             "/ MAX(1, COALESCE(json_extract(doc, '$.poll_interval'), ?))) "
             "FROM watchers WHERE status = 'active' GROUP BY json_extract(doc, '$.options')",
-            (1.0 / batch_size, _DEFAULT_POLL),
+            (1.0 / batch_size, DEFAULT_POLL),
         ) as cur:
             rows = await cur.fetchall()
         return [(str(r[0]), float(r[1])) for r in rows]
